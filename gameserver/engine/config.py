@@ -84,11 +84,9 @@ class GameConfig:
                 "GameConfig: mountains + cities + generals must cover at most half of the board "
                 f"({self.mountains} + {self.cities} + {self.players} > {self.tiles // 2})"
             )
-        d = self.min_general_distance
-        if d is not None and (isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= self.height + self.width):
-            raise ValueError(
-                f"GameConfig.min_general_distance must be an int in [1, {self.height + self.width}], got {d!r}"
-            )
+        d, most = self.min_general_distance, self.height + self.width
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= most):
+            raise ValueError(f"GameConfig.min_general_distance must be an int in [1, {most}], got {d!r}")
 
     @property
     def tiles(self) -> int:

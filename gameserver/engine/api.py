@@ -1,0 +1,204 @@
+"""The engine's public functions: validate a whole request, then run one batch kernel.
+
+Validation happens before any kernel runs, so a bad request raises ValueError and changes
+no game. Kernels never see Python objects, only arrays and ints.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .buffers import Observation, StepResult
+from .config import PASS, TERMINATED, TRUNCATED
+from .kernels import mask_kernel, observe_kernel, step_kernel
+from .mapgen import generate_kernel
+from .state import GameBatch
+
+_NO_OUTPUT = Observation(
+    codes=np.zeros((0, 1, 1), np.uint8),
+    armies=np.zeros((0, 1, 1), np.uint16),
+    land=np.zeros((0, 1), np.int32),
+    army=np.zeros((0, 1), np.int32),
+    tick=np.zeros(0, np.int32),
+)
+
+
+def _chunks(games: int) -> int:
+    """Work items for a parallel kernel: a few per thread balances uneven games cheaply."""
+    return min(games, nb.get_num_threads() * 4)
+
+
+def _integer_array(name: str, values: object, ndim: int) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D array, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
+    return array
+
+
+def check_slots(batch: GameBatch, slots: object) -> np.ndarray:
+    """Slots as a contiguous int64 array, each in range and each at most once."""
+    s = _integer_array("slots", slots, 1)
+    if s.size == 0:
+        return s.astype(np.int64)
+    low, high = s.min(), s.max()
+    if low < 0 or high >= batch.capacity:
+        bad = s[(s < 0) | (s >= batch.capacity)]
+        raise ValueError(f"slots out of range [0, {batch.capacity}): {bad[:8].tolist()}")
+    s = np.ascontiguousarray(s, np.int64)
+    # Pools usually pass ascending slots: one pass proves uniqueness; otherwise sort.
+    if s.size > 1 and not np.all(s[1:] > s[:-1]):
+        ordered = np.sort(s)
+        dup = ordered[1:][ordered[1:] == ordered[:-1]]
+        if dup.size:
+            raise ValueError(f"slots must be distinct in one call; repeated: {np.unique(dup)[:8].tolist()}")
+    return s
+
+
+def check_actions(batch: GameBatch, actions: object, games: int) -> np.ndarray:
+    a = _integer_array("actions", actions, 2)
+    players = batch.config.players
+    if a.shape != (games, players):
+        raise ValueError(f"actions must have shape (games, players) = ({games}, {players}), got {a.shape}")
+    limit = batch.config.num_actions
+    if a.size and (a.min() < PASS or a.max() >= limit):
+        bad = np.argwhere((a < PASS) | (a >= limit))[0]
+        raise ValueError(
+            f"action out of range [-1, {limit}) for game index {bad[0]}, player {bad[1]}: {a[tuple(bad)]}"
+        )
+    return np.ascontiguousarray(a, np.int32)
+
+
+def _check_output(batch: GameBatch, out: Observation, games: int) -> None:
+    p, t = batch.config.players, batch.config.tiles
+    expected = {
+        "codes": ((games, p, t), np.uint8),
+        "armies": ((games, p, t), np.uint16),
+        "land": ((games, p), np.int32),
+        "army": ((games, p), np.int32),
+        "tick": ((games,), np.int32),
+    }
+    for name, (shape, dtype) in expected.items():
+        array = getattr(out, name)
+        if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
+            raise ValueError(
+                f"out.{name} must be a C-contiguous {np.dtype(dtype)} array of shape {shape}, "
+                f"got {array.dtype} {array.shape}"
+            )
+
+
+def generate(batch: GameBatch, slots: object, seeds: object) -> None:
+    """(Re)generate the maps of `slots` from `seeds` in place; the games start at tick 0."""
+    s = check_slots(batch, slots)
+    sd = _integer_array("seeds", seeds, 1)
+    if sd.shape != s.shape:
+        raise ValueError(f"seeds must have one entry per slot ({s.size}), got {sd.shape}")
+    if sd.size and sd.min() < 0:
+        raise ValueError("seeds must be non-negative")
+    cfg = batch.config
+    failed = np.zeros(s.size, np.bool_)
+    generate_kernel(
+        batch.armies,
+        batch.owner,
+        batch.terrain,
+        batch.generals,
+        batch.structures,
+        batch.alive,
+        batch.tick,
+        batch.winner,
+        batch.status,
+        batch.seed,
+        s,
+        sd.astype(np.uint64),
+        cfg.height,
+        cfg.width,
+        cfg.mountains,
+        cfg.cities,
+        cfg.general_distance,
+        failed,
+        _chunks(s.size),
+    )
+    if failed.any():
+        raise ValueError(
+            f"could not generate a map for seeds {sd[failed][:8].tolist()}: generals cannot be placed "
+            f"{cfg.general_distance} apart and connected; lower min_general_distance or the densities"
+        )
+
+
+def step(batch: GameBatch, slots: object, actions: object, out: Observation | None = None) -> StepResult:
+    """Advance each game in `slots` by one tick; with `out`, also write post-step observations."""
+    s = check_slots(batch, slots)
+    a = check_actions(batch, actions, s.size)
+    if out is not None:
+        _check_output(batch, out, s.size)
+    cfg = batch.config
+    view = out if out is not None else _NO_OUTPUT
+    rewards = np.zeros((s.size, cfg.players), np.float32)
+    step_kernel(
+        batch.armies,
+        batch.owner,
+        batch.terrain,
+        batch.generals,
+        batch.structures,
+        batch.alive,
+        batch.tick,
+        batch.winner,
+        batch.status,
+        s,
+        a,
+        cfg.height,
+        cfg.width,
+        cfg.max_ticks,
+        rewards,
+        out is not None,
+        view.codes,
+        view.armies,
+        view.land,
+        view.army,
+        view.tick,
+        _chunks(s.size),
+    )
+    status = batch.status[s]
+    return StepResult(rewards=rewards, terminated=status == TERMINATED, truncated=status == TRUNCATED)
+
+
+def observe(batch: GameBatch, slots: object, out: Observation | None = None) -> Observation:
+    """Every player's fog-of-war view of the games in `slots`."""
+    s = check_slots(batch, slots)
+    if out is None:
+        out = Observation.allocate(batch.config, s.size)
+    else:
+        _check_output(batch, out, s.size)
+    cfg = batch.config
+    observe_kernel(
+        batch.armies,
+        batch.owner,
+        batch.terrain,
+        batch.tick,
+        s,
+        cfg.height,
+        cfg.width,
+        out.codes,
+        out.armies,
+        out.land,
+        out.army,
+        out.tick,
+        _chunks(s.size),
+    )
+    return out
+
+
+def mask_bytes(tiles: int) -> int:
+    """Bytes of one player's bit-packed move mask (4 direction bits per tile)."""
+    return (tiles * 4 + 7) // 8
+
+
+def action_masks(batch: GameBatch, slots: object) -> np.ndarray:
+    """Legal moves, bit-packed: uint8[B, P, mask_bytes], bit t*4+d (little bit order)."""
+    s = check_slots(batch, slots)
+    cfg = batch.config
+    out = np.zeros((s.size, cfg.players, mask_bytes(cfg.tiles)), np.uint8)
+    mask_kernel(batch.armies, batch.owner, batch.terrain, s, cfg.height, cfg.width, out)
+    return out

@@ -1,0 +1,115 @@
+"""Batch kernels: parallel loops over the games of a batch (`nogil`, so callers' threads overlap).
+
+Each kernel splits the batch into a few chunks per thread; a chunk allocates its scratch
+once and then walks its games, so a game's arrays stay in cache from step to observe.
+"""
+
+import numba as nb
+import numpy as np
+
+from .observe import mask_game, observe_game, observe_scratch
+from .rules import step_game
+
+
+@nb.njit(parallel=True, nogil=True, cache=True)
+def step_kernel(
+    armies,
+    owner,
+    terrain,
+    generals,
+    structures,
+    alive,
+    tick,
+    winner,
+    status,
+    slots,
+    actions,
+    height,
+    width,
+    max_ticks,
+    rewards,
+    observe,
+    codes_out,
+    armies_out,
+    land_out,
+    army_out,
+    tick_out,
+    n_chunks,
+):
+    """Step slots[i] with actions[i]; when `observe`, also write the post-step views of game i."""
+    n = slots.shape[0]
+    n_players = actions.shape[1]
+    for chunk in nb.prange(n_chunks):
+        scratch = np.empty((5, n_players), np.int32)
+        view_scratch = observe_scratch(height, width)
+        for i in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
+            g = slots[i]
+            step_game(
+                g,
+                actions[i],
+                armies,
+                owner,
+                terrain,
+                generals,
+                structures,
+                alive,
+                tick,
+                winner,
+                status,
+                height,
+                width,
+                max_ticks,
+                rewards[i],
+                scratch[0],
+                scratch[1],
+                scratch[2],
+                scratch[3],
+                scratch[4],
+            )
+            if observe:
+                observe_game(
+                    g,
+                    armies,
+                    owner,
+                    terrain,
+                    codes_out[i],
+                    armies_out[i],
+                    land_out[i],
+                    army_out[i],
+                    view_scratch,
+                )
+                tick_out[i] = tick[g]
+
+
+@nb.njit(parallel=True, nogil=True, cache=True)
+def observe_kernel(
+    armies,
+    owner,
+    terrain,
+    tick,
+    slots,
+    height,
+    width,
+    codes_out,
+    armies_out,
+    land_out,
+    army_out,
+    tick_out,
+    n_chunks,
+):
+    n = slots.shape[0]
+    for chunk in nb.prange(n_chunks):
+        view_scratch = observe_scratch(height, width)
+        for i in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
+            g = slots[i]
+            observe_game(
+                g, armies, owner, terrain, codes_out[i], armies_out[i], land_out[i], army_out[i], view_scratch
+            )
+            tick_out[i] = tick[g]
+
+
+@nb.njit(parallel=True, nogil=True, cache=True)
+def mask_kernel(armies, owner, terrain, slots, height, width, masks_out):
+    n = slots.shape[0]
+    for i in nb.prange(n):
+        mask_game(slots[i], armies, owner, terrain, height, width, masks_out[i])
