@@ -1,0 +1,1 @@
+"""gRPC servicers: the shard (BatchGameService over GamePools) and the router."""

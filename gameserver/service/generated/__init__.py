@@ -1,0 +1,1 @@
+"""Generated from proto/ by gameserver.service.codegen; do not edit."""
