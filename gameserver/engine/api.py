@@ -11,7 +11,7 @@ import numpy as np
 
 from .buffers import Observation, StepResult
 from .config import PASS, TERMINATED, TRUNCATED
-from .kernels import mask_kernel, observe_kernel, step_kernel
+from .kernels import mask_kernel, observe_parallel, observe_serial, step_parallel, step_serial
 from .mapgen import generate_kernel
 from .state import GameBatch
 
@@ -22,6 +22,9 @@ _NO_OUTPUT = Observation(
     army=np.zeros((0, 1), np.int32),
     tick=np.zeros(0, np.int32),
 )
+
+
+SERIAL_BELOW = 64  # batches smaller than this run on the calling thread: waking the pool costs more
 
 
 def _chunks(games: int) -> int:
@@ -136,7 +139,8 @@ def step(batch: GameBatch, slots: object, actions: object, out: Observation | No
     cfg = batch.config
     view = out if out is not None else _NO_OUTPUT
     rewards = np.zeros((s.size, cfg.players), np.float32)
-    step_kernel(
+    kernel = step_serial if s.size < SERIAL_BELOW else step_parallel
+    kernel(
         batch.armies,
         batch.owner,
         batch.terrain,
@@ -172,7 +176,8 @@ def observe(batch: GameBatch, slots: object, out: Observation | None = None) -> 
     else:
         _check_output(batch, out, s.size)
     cfg = batch.config
-    observe_kernel(
+    kernel = observe_serial if s.size < SERIAL_BELOW else observe_parallel
+    kernel(
         batch.armies,
         batch.owner,
         batch.terrain,

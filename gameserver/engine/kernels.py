@@ -1,7 +1,8 @@
-"""Batch kernels: parallel loops over the games of a batch (`nogil`, so callers' threads overlap).
+"""Batch kernels: loops over the games of a batch (`nogil`, so callers' threads overlap).
 
-Each kernel splits the batch into a few chunks per thread; a chunk allocates its scratch
-once and then walks its games, so a game's arrays stay in cache from step to observe.
+Each kernel has a parallel form (a few chunks per thread; a chunk allocates its scratch
+once, then walks its games so a game's arrays stay in cache from step to observe) and a
+serial form for small batches, where waking the thread pool costs more than the work.
 """
 
 import numba as nb
@@ -11,8 +12,67 @@ from .observe import mask_game, observe_game, observe_scratch
 from .rules import step_game
 
 
+@nb.njit(inline="always", cache=True)
+def _step_range(
+    lo,
+    hi,
+    armies,
+    owner,
+    terrain,
+    generals,
+    structures,
+    alive,
+    tick,
+    winner,
+    status,
+    slots,
+    actions,
+    height,
+    width,
+    max_ticks,
+    rewards,
+    observe,
+    codes_out,
+    armies_out,
+    land_out,
+    army_out,
+    tick_out,
+):
+    movers = np.empty((5, actions.shape[1]), np.int32)
+    view_scratch = observe_scratch(height, width)
+    for i in range(lo, hi):
+        g = slots[i]
+        step_game(
+            g,
+            actions[i],
+            armies,
+            owner,
+            terrain,
+            generals,
+            structures,
+            alive,
+            tick,
+            winner,
+            status,
+            height,
+            width,
+            max_ticks,
+            rewards[i],
+            movers[0],
+            movers[1],
+            movers[2],
+            movers[3],
+            movers[4],
+        )
+        if observe:
+            observe_game(
+                g, armies, owner, terrain, codes_out[i], armies_out[i], land_out[i], army_out[i], view_scratch
+            )
+            tick_out[i] = tick[g]
+
+
 @nb.njit(parallel=True, nogil=True, cache=True)
-def step_kernel(
+def step_parallel(
     armies,
     owner,
     terrain,
@@ -38,51 +98,114 @@ def step_kernel(
 ):
     """Step slots[i] with actions[i]; when `observe`, also write the post-step views of game i."""
     n = slots.shape[0]
-    n_players = actions.shape[1]
     for chunk in nb.prange(n_chunks):
-        scratch = np.empty((5, n_players), np.int32)
-        view_scratch = observe_scratch(height, width)
-        for i in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
-            g = slots[i]
-            step_game(
-                g,
-                actions[i],
-                armies,
-                owner,
-                terrain,
-                generals,
-                structures,
-                alive,
-                tick,
-                winner,
-                status,
-                height,
-                width,
-                max_ticks,
-                rewards[i],
-                scratch[0],
-                scratch[1],
-                scratch[2],
-                scratch[3],
-                scratch[4],
-            )
-            if observe:
-                observe_game(
-                    g,
-                    armies,
-                    owner,
-                    terrain,
-                    codes_out[i],
-                    armies_out[i],
-                    land_out[i],
-                    army_out[i],
-                    view_scratch,
-                )
-                tick_out[i] = tick[g]
+        _step_range(
+            chunk * n // n_chunks,
+            (chunk + 1) * n // n_chunks,
+            armies,
+            owner,
+            terrain,
+            generals,
+            structures,
+            alive,
+            tick,
+            winner,
+            status,
+            slots,
+            actions,
+            height,
+            width,
+            max_ticks,
+            rewards,
+            observe,
+            codes_out,
+            armies_out,
+            land_out,
+            army_out,
+            tick_out,
+        )
+
+
+@nb.njit(nogil=True, cache=True)
+def step_serial(
+    armies,
+    owner,
+    terrain,
+    generals,
+    structures,
+    alive,
+    tick,
+    winner,
+    status,
+    slots,
+    actions,
+    height,
+    width,
+    max_ticks,
+    rewards,
+    observe,
+    codes_out,
+    armies_out,
+    land_out,
+    army_out,
+    tick_out,
+    n_chunks,
+):
+    _step_range(
+        0,
+        slots.shape[0],
+        armies,
+        owner,
+        terrain,
+        generals,
+        structures,
+        alive,
+        tick,
+        winner,
+        status,
+        slots,
+        actions,
+        height,
+        width,
+        max_ticks,
+        rewards,
+        observe,
+        codes_out,
+        armies_out,
+        land_out,
+        army_out,
+        tick_out,
+    )
+
+
+@nb.njit(inline="always", cache=True)
+def _observe_range(
+    lo,
+    hi,
+    armies,
+    owner,
+    terrain,
+    tick,
+    slots,
+    height,
+    width,
+    codes_out,
+    armies_out,
+    land_out,
+    army_out,
+    tick_out,
+):
+    view_scratch = observe_scratch(height, width)
+    for i in range(lo, hi):
+        g = slots[i]
+        observe_game(
+            g, armies, owner, terrain, codes_out[i], armies_out[i], land_out[i], army_out[i], view_scratch
+        )
+        tick_out[i] = tick[g]
 
 
 @nb.njit(parallel=True, nogil=True, cache=True)
-def observe_kernel(
+def observe_parallel(
     armies,
     owner,
     terrain,
@@ -99,13 +222,56 @@ def observe_kernel(
 ):
     n = slots.shape[0]
     for chunk in nb.prange(n_chunks):
-        view_scratch = observe_scratch(height, width)
-        for i in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
-            g = slots[i]
-            observe_game(
-                g, armies, owner, terrain, codes_out[i], armies_out[i], land_out[i], army_out[i], view_scratch
-            )
-            tick_out[i] = tick[g]
+        _observe_range(
+            chunk * n // n_chunks,
+            (chunk + 1) * n // n_chunks,
+            armies,
+            owner,
+            terrain,
+            tick,
+            slots,
+            height,
+            width,
+            codes_out,
+            armies_out,
+            land_out,
+            army_out,
+            tick_out,
+        )
+
+
+@nb.njit(nogil=True, cache=True)
+def observe_serial(
+    armies,
+    owner,
+    terrain,
+    tick,
+    slots,
+    height,
+    width,
+    codes_out,
+    armies_out,
+    land_out,
+    army_out,
+    tick_out,
+    n_chunks,
+):
+    _observe_range(
+        0,
+        slots.shape[0],
+        armies,
+        owner,
+        terrain,
+        tick,
+        slots,
+        height,
+        width,
+        codes_out,
+        armies_out,
+        land_out,
+        army_out,
+        tick_out,
+    )
 
 
 @nb.njit(parallel=True, nogil=True, cache=True)
