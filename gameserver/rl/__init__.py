@@ -1,0 +1,1 @@
+"""RL features: scripted agents, replay buffers, checkpoints."""

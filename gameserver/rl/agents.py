@@ -1,0 +1,108 @@
+"""Scripted agents as numba kernels over observations (so they run on a client or a shard alike).
+
+Both read only what their seat sees (codes/armies planes of gameserver.engine.Observation)
+and return flat actions [games, players]. Randomness is a pure function of (seed, game
+index, seat, tick), so a self-play run is reproducible.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from ..engine.config import CITY, GENERAL, KIND_OFFSET, MOUNTAIN, PASS
+from ..engine.rng import below, next_u64
+
+_SEEN_MOUNTAIN = MOUNTAIN + KIND_OFFSET
+_SEEN_CITY = CITY + KIND_OFFSET
+_SEEN_GENERAL = GENERAL + KIND_OFFSET
+_K_GAME = np.uint64(0xD1B54A32D192ED03)
+_K_SEAT = np.uint64(0x8CB92BA72F3D8DD7)
+
+
+@nb.njit(inline="always", cache=True)
+def _seat_rng(state, seed, game, seat, tick):
+    state[0] = np.uint64(seed) ^ (np.uint64(game) * _K_GAME) ^ (np.uint64(seat + 1) * _K_SEAT)
+    state[0] ^= np.uint64(tick) << np.uint64(40)
+    next_u64(state)
+
+
+@nb.njit(inline="always", cache=True)
+def _move_score(codes, armies, src, dst, seat_code, greedy) -> int:
+    """Score a move from an owned tile with army > 1: -1 illegal; random agent: 1 for any legal move;
+    expander: captures first, bigger prizes first."""
+    kind = codes[dst] >> 4
+    if kind == _SEEN_MOUNTAIN:
+        return -1
+    if not greedy:
+        return 1
+    owner = codes[dst] & 15
+    if owner == seat_code:
+        return 1 + min(armies[src], 1000) // 100  # consolidate: big stacks move first
+    moving = armies[src] - 1
+    if moving <= armies[dst]:
+        return 0  # a losing attack
+    if kind == _SEEN_GENERAL:
+        return 400
+    if kind == _SEEN_CITY:
+        return 300
+    return 200 if owner != 0 else 100
+
+
+@nb.njit(parallel=True, nogil=True, cache=True)
+def scripted_actions(codes, armies, tick, height, width, seed, greedy, split_percent, out):
+    """Fill out[g, p] with one move per seat: uniformly among legal moves, or among the best-scored."""
+    games, players, tiles = codes.shape
+    for g in nb.prange(games):
+        rng = np.empty(1, np.uint64)
+        for p in range(players):
+            _seat_rng(rng, seed, g, p, tick[g])
+            best = -1
+            count = 0
+            chosen = PASS
+            for t in range(tiles):
+                if (codes[g, p, t] & 15) != p + 1 or armies[g, p, t] < 2:
+                    continue
+                r = t // width
+                c = t - r * width
+                for d in range(4):
+                    nr = r + (-1, 1, 0, 0)[d]
+                    nc = c + (0, 0, -1, 1)[d]
+                    if nr < 0 or nr >= height or nc < 0 or nc >= width:
+                        continue
+                    score = _move_score(codes[g, p], armies[g, p], t, nr * width + nc, p + 1, greedy)
+                    if score < 0 or score < best:
+                        continue
+                    if score > best:
+                        best = score
+                        count = 0
+                    count += 1
+                    if below(rng, count) == 0:  # reservoir sampling among the best
+                        chosen = (t * 4 + d) * 2
+            if chosen != PASS and below(rng, 100) < split_percent:
+                chosen += 1
+            out[g, p] = chosen
+
+
+def random_actions(
+    codes: np.ndarray,
+    armies: np.ndarray,
+    tick: np.ndarray,
+    height: int,
+    width: int,
+    seed: int,
+    split_percent: int = 25,
+) -> np.ndarray:
+    """A uniformly random legal move for every seat (PASS when a seat has none)."""
+    out = np.empty(codes.shape[:2], np.int32)
+    scripted_actions(codes, armies, tick, height, width, seed, False, split_percent, out)
+    return out
+
+
+def expander_actions(
+    codes: np.ndarray, armies: np.ndarray, tick: np.ndarray, height: int, width: int, seed: int
+) -> np.ndarray:
+    """Greedy expansion: capture the richest tile it can win (general, city, enemy, neutral), else regroup."""
+    out = np.empty(codes.shape[:2], np.int32)
+    scripted_actions(codes, armies, tick, height, width, seed, True, 0, out)
+    return out
