@@ -1,8 +1,8 @@
 """Compact wire formats: every tensor travels as bytes + dtype + shape, decoded without copying.
 
 - Arrays: raw little-endian bytes; `decode_array` is an `np.frombuffer` view of the message.
-- Observations: one contiguous buffer holding all five Observation arrays at aligned offsets,
-  so the engine can write straight into the buffer that goes on the wire.
+- Observations: the proto's five tensors (views both ways, checked against each other), or
+  one packed buffer at aligned offsets that the engine can write into directly.
 - Actions: int32 [games, players] flat moves, or generals-bots [games, players, 5].
 - Snapshots: the exact state of some slots, self-describing and checksummed (for Redis).
 - Deltas: only the observation tiles that changed since the client's last view.
@@ -17,6 +17,7 @@ import json
 import math
 import struct
 import zlib
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -35,12 +36,13 @@ _ALIGN = 8
 
 
 def wire_dtype(name: object) -> np.dtype:
-    """The little-endian numpy dtype for a wire dtype name ("int32", or numpy's "<i4")."""
+    """The little-endian numpy dtype for a wire dtype string: numpy's "<i4" (what encode_array
+    writes) or a name such as "int32"."""
     if isinstance(name, str):
         name = _BY_NUMPY_STR.get(name, name)
         if name in WIRE_DTYPES:
             return WIRE_DTYPES[name]
-    raise ValueError(f"unsupported dtype {name!r}; allowed (little-endian): {', '.join(WIRE_DTYPES)}")
+    raise ValueError(f"unsupported dtype {name!r}; allowed (little-endian): {', '.join(_BY_NUMPY_STR)}")
 
 
 def _wire_shape(shape: object) -> tuple[int, ...]:
@@ -70,14 +72,14 @@ def _align(n: int) -> int:
 
 
 def encode_array(a: object) -> tuple[memoryview, str, tuple[int, ...]]:
-    """(raw bytes, dtype name, shape) of an array; a view, no copy, when it is already
-    C-contiguous little-endian (otherwise one conversion copy)."""
+    """(raw bytes, numpy dtype string such as "<i4", shape) of an array, as a proto Tensor holds
+    it; a view, no copy, when the array is already C-contiguous little-endian."""
     array = np.asarray(a)
     name = _BY_NUMPY_STR.get(array.dtype.newbyteorder("<").str)
     if name is None:
-        raise ValueError(f"dtype {array.dtype} cannot go on the wire; allowed: {', '.join(WIRE_DTYPES)}")
+        raise ValueError(f"dtype {array.dtype} cannot go on the wire; allowed: {', '.join(_BY_NUMPY_STR)}")
     array = array.astype(WIRE_DTYPES[name], order="C", copy=False)
-    return memoryview(array.reshape(-1).view(np.uint8)), name, array.shape
+    return memoryview(array.reshape(-1).view(np.uint8)), array.dtype.str, array.shape
 
 
 def decode_array(buf: object, dtype: object, shape: object) -> np.ndarray:
@@ -93,6 +95,38 @@ def decode_array(buf: object, dtype: object, shape: object) -> np.ndarray:
 
 
 # Observations -------------------------------------------------------------------------------
+
+_OBSERVATION_FIELDS = ("codes", "armies", "land", "army", "tick")
+
+
+def encode_observation(obs: Observation) -> dict[str, tuple[memoryview, str, tuple[int, ...]]]:
+    """Each Observation array as (bytes, dtype, shape): the proto's Observations tensors (views)."""
+    return {name: encode_array(getattr(obs, name)) for name in _OBSERVATION_FIELDS}
+
+
+def decode_observation(tensors: Mapping[str, tuple[object, object, object]]) -> Observation:
+    """Views of the five observation tensors, each (bytes, dtype, shape), checked for consistency."""
+    missing = [name for name in _OBSERVATION_FIELDS if name not in tensors]
+    if missing:
+        raise ValueError(f"observation tensors missing: {missing}")
+    arrays = {name: decode_array(*tensors[name]) for name in _OBSERVATION_FIELDS}
+    shape = arrays["codes"].shape
+    if len(shape) != 3:
+        raise ValueError(f"observation codes must be [games, players, tiles], got shape {shape}")
+    expected = {
+        "codes": (np.uint8, shape),
+        "armies": (np.uint16, shape),
+        "land": (np.int32, shape[:2]),
+        "army": (np.int32, shape[:2]),
+        "tick": (np.int32, shape[:1]),
+    }
+    for name, (dtype, want) in expected.items():
+        got = arrays[name]
+        if got.dtype != dtype or got.shape != want:
+            raise ValueError(
+                f"observation {name} must be {np.dtype(dtype)} {want}, got {got.dtype} {got.shape}"
+            )
+    return Observation(**arrays)
 
 
 def _observation_blocks(games: int, players: int, tiles: int) -> list[tuple[str, np.dtype, tuple, int]]:
@@ -148,7 +182,7 @@ def pack_observation(obs: Observation) -> np.ndarray:
     games, players, tiles = obs.codes.shape
     buffer = np.empty(observation_nbytes(games, players, tiles), np.uint8)
     packed = unpack_observation(buffer, games, players, tiles)
-    for name in ("codes", "armies", "land", "army", "tick"):
+    for name in _OBSERVATION_FIELDS:
         getattr(packed, name)[...] = getattr(obs, name)
     return buffer
 
@@ -320,38 +354,40 @@ def restore_snapshot(batch: GameBatch, slots: object, snapshot: Snapshot) -> Non
 
 # Delta observations -------------------------------------------------------------------------
 
-_DELTA_ENTRY = 7  # bytes per changed tile: uint32 index, uint16 army, uint8 code
+
+class ObservationDelta(NamedTuple):
+    """The tiles whose code or army changed: flat indices into [games, players, tiles] and
+    their new values (the proto's delta_index int32, delta_codes uint8, delta_armies uint16).
+
+    7 bytes per changed tile versus 3 per tile for full planes: worth it while under ~40%
+    of the tiles change, which is the common case between two ticks.
+    """
+
+    index: np.ndarray
+    codes: np.ndarray
+    armies: np.ndarray
 
 
 def encode_delta(
     prev_codes: np.ndarray, prev_armies: np.ndarray, codes: np.ndarray, armies: np.ndarray
-) -> np.ndarray:
-    """The tiles whose code or army changed: uint32 flat indices, then uint16 armies, then uint8 codes.
-
-    One buffer of 7 bytes per changed tile (its length gives the count, blocks stay aligned),
-    versus 3 bytes per tile for a full view: worth it while under ~40% of tiles change.
-    """
+) -> ObservationDelta:
+    """What changed from the client's previous view (prev_*) to the new one, vectorised."""
     planes = {"prev_codes": prev_codes, "prev_armies": prev_armies, "codes": codes, "armies": armies}
     for name, a in planes.items():
         dtype = np.uint8 if name.endswith("codes") else np.uint16
         if not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != np.shape(codes):
             raise ValueError(f"{name} must be a {np.dtype(dtype)} array of shape {np.shape(codes)}")
-    if codes.size > np.iinfo(np.uint32).max:
-        raise ValueError("observation too large for uint32 delta indices")
+    if codes.size > np.iinfo(np.int32).max:
+        raise ValueError("observation too large for int32 delta indices")
     new_codes, new_armies = codes.reshape(-1), armies.reshape(-1)
     changed = np.flatnonzero((prev_codes.reshape(-1) != new_codes) | (prev_armies.reshape(-1) != new_armies))
-    k = changed.size
-    out = np.empty(k * _DELTA_ENTRY, np.uint8)
-    out[: 4 * k].view("<u4")[:] = changed
-    out[4 * k : 6 * k].view("<u2")[:] = new_armies[changed]
-    out[6 * k :] = new_codes[changed]
-    return out
+    return ObservationDelta(changed.astype(np.int32), new_codes[changed], new_armies[changed])
 
 
-def apply_delta(codes: np.ndarray, armies: np.ndarray, delta: object) -> int:
-    """Apply an `encode_delta` buffer in place to a client's views; returns the tiles changed.
+def apply_delta(codes: np.ndarray, armies: np.ndarray, delta: ObservationDelta) -> int:
+    """Apply a delta in place to a client's planes; returns the number of tiles changed.
 
-    Everything is checked before the first write, so a bad delta leaves the views untouched.
+    Everything is checked before the first write, so a bad delta leaves the planes untouched.
     """
     for name, a, dtype in (("codes", codes, np.uint8), ("armies", armies, np.uint16)):
         if (
@@ -363,14 +399,18 @@ def apply_delta(codes: np.ndarray, armies: np.ndarray, delta: object) -> int:
             raise ValueError(f"{name} must be a writable C-contiguous {np.dtype(dtype)} array")
     if codes.shape != armies.shape:
         raise ValueError(f"codes {codes.shape} and armies {armies.shape} must have the same shape")
-    view = _bytes_view(delta)
-    if view.nbytes % _DELTA_ENTRY:
-        raise ValueError(f"delta length {view.nbytes} is not a multiple of {_DELTA_ENTRY}")
-    k = view.nbytes // _DELTA_ENTRY
-    raw = np.frombuffer(view, np.uint8)
-    index = raw[: 4 * k].view("<u4")
-    if k and index.max() >= codes.size:
-        raise ValueError(f"delta tile index {index.max()} outside the observation ({codes.size} tiles)")
-    codes.reshape(-1)[index] = raw[6 * k :]
-    armies.reshape(-1)[index] = raw[4 * k : 6 * k].view("<u2")
-    return k
+    index, new_codes, new_armies = (np.asarray(a) for a in delta)
+    if index.ndim != 1 or new_codes.shape != index.shape or new_armies.shape != index.shape:
+        raise ValueError(
+            f"delta index, codes and armies must be 1-D of one length, got {index.shape}, "
+            f"{new_codes.shape}, {new_armies.shape}"
+        )
+    if index.size and not np.issubdtype(index.dtype, np.integer):
+        raise ValueError(f"delta index must hold integers, got {index.dtype}")
+    if new_codes.dtype != np.uint8 or new_armies.dtype != np.uint16:
+        raise ValueError(f"delta codes/armies must be uint8/uint16, got {new_codes.dtype}/{new_armies.dtype}")
+    if index.size and (index.min() < 0 or index.max() >= codes.size):
+        raise ValueError(f"delta tile index outside [0, {codes.size}): [{index.min()}, {index.max()}]")
+    codes.reshape(-1)[index] = new_codes
+    armies.reshape(-1)[index] = new_armies
+    return index.size

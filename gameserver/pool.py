@@ -1,11 +1,10 @@
 """GamePool: a pre-allocated GameBatch with game ids mapped to slots, vectorised.
 
 The engine addresses games by slot (a row of the batch arrays); clients address them by
-game id. Ids are handed out sequentially and never reused within a pool's life, so a stale
-id is reported as unknown instead of silently addressing whatever game now holds its slot.
-Live ids are kept in one sorted array (new ids are always the largest, so creating appends),
-which turns id -> slot into one `np.searchsorted` plus an equality check: no Python loop over
-games anywhere on the step path.
+game id. Ids come from an IdSource whose counter only moves forward, so a stale id is
+reported as unknown instead of silently addressing whatever game now holds its slot.
+Live ids are kept in one sorted array, which turns id -> slot into one `np.searchsorted`
+plus an equality check: no Python loop over games anywhere on the step path.
 
 Not thread-safe: one caller at a time per pool (the kernels release the GIL, so a server
 overlaps different pools, not calls on one pool).
@@ -17,13 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import codec
 from .engine import GameBatch, GameConfig, Observation, action_masks, generate, observe, step
+from .sharding import make_game_ids
 
-FREE = 0  # `slot ids` value of a slot that holds no game, which is why ids start at 1 or more
+FREE = 0  # `_slot_ids` value of a slot that holds no game; no id is 0 (local ids start at 1)
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_SALT = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+_LOCAL_LIMIT = 1 << 32  # local ids fill the low 32 bits (sharding: the key hash is the high half)
 _SHOWN_IDS = 8  # offending ids named in an error message
 
 
@@ -42,7 +44,7 @@ class UnknownGameError(KeyError):
 
 
 class PoolFullError(ValueError):
-    """A create that would take the pool past `max_games` (the service's RESOURCE_EXHAUSTED)."""
+    """A create or adopt that would take the pool past `max_games` (the service's RESOURCE_EXHAUSTED)."""
 
 
 @dataclass
@@ -64,16 +66,15 @@ class PoolStep:
     final_observation: Observation | None
 
 
-def mix_seeds(pool_seed: int, ids: np.ndarray, episodes: np.ndarray) -> np.ndarray:
-    """Map seeds as a pure function of (pool seed, game id, episode): splitmix64 rounds.
+def derive_seeds(base: object, ids: object) -> np.ndarray:
+    """Map seeds as a pure function of (base, game id): splitmix64 rounds, one-to-one in each.
 
-    Deterministic so a replay (recovery from the action log) regenerates the same maps,
-    and distinct per episode so an autoreset game does not replay its previous map.
+    A new game's base is the pool seed; a reset game's is its current map seed. So the maps a
+    game plays follow from its first seed and its id alone, and replaying the action log after
+    a restore (snapshots hold the map seed) regenerates the same maps on any shard.
     """
     with np.errstate(over="ignore"):
-        x = np.uint64(pool_seed) + np.asarray(ids, np.uint64) * _GOLDEN
-        x = _splitmix(x) + (np.asarray(episodes, np.uint64) + np.uint64(1)) * _GOLDEN
-        return _splitmix(x)
+        return _splitmix(np.asarray(base, np.uint64) ^ _splitmix(np.asarray(ids, np.uint64) ^ _SALT))
 
 
 def _splitmix(x: np.ndarray) -> np.ndarray:
@@ -107,13 +108,44 @@ def _check_distinct(ids: np.ndarray) -> None:
             )
 
 
+class IdSource:
+    """Issues game ids in sharding's layout: placement key hash high, a local counter low.
+
+    The counter only moves forward, so no id is handed out twice. A shard shares one source
+    among its pools, which keeps ids unique across the shard (a request's ids then name one
+    pool each); games adopted from elsewhere push the counter past their local ids.
+    """
+
+    def __init__(self, first: int = 1) -> None:
+        if isinstance(first, bool) or not isinstance(first, int) or not 1 <= first < _LOCAL_LIMIT:
+            raise ValueError(f"first local id must be an int in [1, 2**32), got {first!r}")
+        self._next = first
+
+    def peek(self, n: int, key_hash: int = 0) -> np.ndarray:
+        """The next n ids for this key, without issuing them (issue with `skip_past`)."""
+        if (
+            isinstance(key_hash, bool)
+            or not isinstance(key_hash, int | np.integer)
+            or not 0 <= key_hash < 1 << 32
+        ):
+            raise ValueError(f"key_hash must be a 32-bit unsigned int, got {key_hash!r}")
+        if self._next + n > _LOCAL_LIMIT:
+            raise ValueError(f"local game ids exhausted: {n} more would pass 2**32")
+        return make_game_ids(int(key_hash), np.arange(self._next, self._next + n, dtype=np.uint64))
+
+    def skip_past(self, ids: np.ndarray) -> None:
+        """Never issue the local ids of these games (or any below them) again."""
+        if ids.size:
+            self._next = max(self._next, int((ids & np.uint64(_LOCAL_LIMIT - 1)).max()) + 1)
+
+
 class GamePool:
     """Games of one GameConfig in pre-allocated slots, addressed by never-reused uint64 ids.
 
-    `capacity` slots are allocated up front; a create that needs more doubles the storage
-    (up to `max_games`, then PoolFullError). Resets regenerate maps in place, so the arrays
-    are reallocated only when the pool grows. With `autoreset`, games that finish during a
-    step are regenerated at once with a seed from `mix_seeds(seed, id, episode)`.
+    `capacity` slots are allocated up front; taking in more games doubles the storage (up to
+    `max_games`, then PoolFullError). Resets regenerate maps in place, so the arrays are
+    reallocated only when the pool grows. With `autoreset`, games that finish during a step
+    are regenerated at once with the seed `derive_seeds(map seed, id)`.
     Every method validates all of its input before changing anything.
     """
 
@@ -125,23 +157,22 @@ class GamePool:
         *,
         seed: int = 0,
         autoreset: bool = False,
-        first_id: int = 1,
+        id_source: IdSource | None = None,
     ) -> None:
-        for name, value in (("capacity", capacity), ("max_games", max_games), ("first_id", first_id)):
+        for name, value in (("capacity", capacity), ("max_games", max_games)):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if capacity > max_games:
             raise ValueError(f"capacity ({capacity}) must not exceed max_games ({max_games})")
-        if not 0 <= seed < 1 << 64 or not 1 <= first_id < 1 << 63:
-            raise ValueError("seed must fit in uint64 and first_id in [1, 2**63)")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 1 << 64:
+            raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
         self.config = config
         self.max_games = int(max_games)
         self.seed = int(seed)
         self.autoreset = bool(autoreset)
+        self.id_source = IdSource() if id_source is None else id_source
         self.batch = GameBatch.allocate(config, int(capacity))
-        self._next_id = int(first_id)
         self._slot_ids = np.full(capacity, FREE, np.uint64)  # game id held by each slot
-        self._episodes = np.zeros(capacity, np.uint64)  # resets of the game in each slot
         self._index_ids = np.zeros(0, np.uint64)  # live ids, ascending
         self._index_slots = np.zeros(0, np.int64)  # slot of _index_ids[i]
 
@@ -160,13 +191,7 @@ class GamePool:
 
     def memory_bytes(self) -> int:
         """Resident bytes of the game storage plus the id bookkeeping (for the memory metrics)."""
-        arrays = (
-            *self.batch.arrays().values(),
-            self._slot_ids,
-            self._episodes,
-            self._index_ids,
-            self._index_slots,
-        )
+        arrays = (*self.batch.arrays().values(), self._slot_ids, self._index_ids, self._index_slots)
         return sum(a.nbytes for a in arrays)
 
     def contains(self, ids: object) -> np.ndarray:
@@ -182,45 +207,52 @@ class GamePool:
             raise UnknownGameError(id_array[~found])
         return slots
 
-    def create(self, n: int, seeds: object = None) -> np.ndarray:
+    def create(self, n: int, seeds: object = None, key_hash: int = 0) -> np.ndarray:
         """Start `n` new games (seeded maps) in free slots, growing if needed; returns their ids.
 
-        Without seeds each map's seed comes from `mix_seeds(pool seed, id, 0)`.
+        `key_hash` is the placement key's hash (sharding.placement_hash), carried in the ids'
+        high half. Without seeds, each map's seed is `derive_seeds(pool seed, id)`.
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
-        ids = np.arange(self._next_id, self._next_id + n, dtype=np.uint64)
-        seeds = mix_seeds(self.seed, ids, np.zeros(n, np.uint64)) if seeds is None else np.asarray(seeds)
+        ids = self.id_source.peek(int(n), key_hash)
+        seeds = derive_seeds(self.seed, ids) if seeds is None else np.asarray(seeds)
         if seeds.shape != (n,):  # checked before growing, so bad input leaves the pool as it was
             raise ValueError(f"seeds must have one entry per new game ({n}), got shape {seeds.shape}")
-        if self.active_games + n > self.max_games:
-            raise PoolFullError(
-                f"pool is full: {self.active_games} games + {n} new would exceed max_games={self.max_games}"
-            )
-        free = np.flatnonzero(self._slot_ids == FREE)
-        if free.size < n:
-            self._grow(self.active_games + n)
-            free = np.flatnonzero(self._slot_ids == FREE)
-        slots = free[:n]
-        generate(self.batch, slots, seeds)  # validates seeds; the id maps change only after it succeeds
-        self._next_id += n
-        self._slot_ids[slots] = ids
-        self._episodes[slots] = 0
-        self._index_ids = np.concatenate([self._index_ids, ids])
-        self._index_slots = np.concatenate([self._index_slots, slots])
+        slots = self._free_slots(n)
+        generate(self.batch, slots, seeds)  # validates seeds; ids are issued only once it succeeds
+        self._register(ids, slots)
         return ids
+
+    def adopt(self, ids: object, snapshot: codec.Snapshot) -> None:
+        """Take in games from elsewhere (recovery, migration) keeping their ids and exact state."""
+        id_array = _id_array(ids)
+        _check_distinct(id_array)
+        if snapshot.config != self.config:
+            raise ValueError(f"snapshot config {snapshot.config} differs from the pool's {self.config}")
+        if id_array.size != snapshot.games:
+            raise ValueError(f"{id_array.size} ids for a snapshot of {snapshot.games} games")
+        live = self.contains(id_array)
+        if live.any():
+            raise ValueError(f"game ids already live in this pool: {id_array[live][:_SHOWN_IDS].tolist()}")
+        slots = self._free_slots(id_array.size)
+        codec.restore_snapshot(self.batch, slots, snapshot)
+        self._register(id_array, slots)
+
+    def snapshot(self, ids: object) -> bytes:
+        """The exact state of these games (codec snapshot format), for `adopt` or the store."""
+        return codec.encode_snapshot(self.batch, self._slots_checked(ids))
 
     def reset(self, ids: object, seeds: object = None) -> None:
         """Regenerate these games' maps in place (same ids, same arrays, a new episode).
 
-        Without seeds each map's seed comes from `mix_seeds(pool seed, id, episode)`.
+        Without seeds, each map's seed is `derive_seeds(its current map seed, id)`.
         """
-        slots = self._slots_checked(ids)
-        episodes = self._episodes[slots] + np.uint64(1)
-        if seeds is None:
-            seeds = mix_seeds(self.seed, self._slot_ids[slots], episodes)
-        generate(self.batch, slots, seeds)
-        self._episodes[slots] = episodes
+        id_array = _id_array(ids)
+        slots = self._slots_checked(id_array)
+        generate(
+            self.batch, slots, derive_seeds(self.batch.seed[slots], id_array) if seeds is None else seeds
+        )
 
     def release(self, ids: object) -> None:
         """End these games and free their slots; their ids are never handed out again."""
@@ -270,22 +302,36 @@ class GamePool:
         _check_distinct(id_array)
         return self.slots_of(id_array)
 
-    def _grow(self, needed: int) -> None:
-        """Double the storage until `needed` games fit (capped at max_games); games keep their slots."""
-        capacity = self.capacity
-        while capacity < needed:
-            capacity *= 2
-        capacity = min(capacity, self.max_games)
-        extra = capacity - self.capacity
-        self.batch = self.batch.resized(capacity)
-        self._slot_ids = np.concatenate([self._slot_ids, np.full(extra, FREE, np.uint64)])
-        self._episodes = np.concatenate([self._episodes, np.zeros(extra, np.uint64)])
+    def _free_slots(self, n: int) -> np.ndarray:
+        """The n lowest free slots, doubling the storage (capped at max_games) when too few."""
+        if self.active_games + n > self.max_games:
+            raise PoolFullError(
+                f"pool is full: {self.active_games} games + {n} new would exceed max_games={self.max_games}"
+            )
+        if self.capacity - self.active_games < n:
+            capacity = self.capacity
+            while capacity < self.active_games + n:
+                capacity *= 2
+            capacity = min(capacity, self.max_games)
+            self.batch = self.batch.resized(capacity)  # games keep their slots
+            self._slot_ids = np.concatenate(
+                [self._slot_ids, np.full(capacity - self._slot_ids.size, FREE, np.uint64)]
+            )
+        return np.flatnonzero(self._slot_ids == FREE)[:n]
+
+    def _register(self, ids: np.ndarray, slots: np.ndarray) -> None:
+        """Map new ids to their slots: a sorted insert into the index, vectorised."""
+        order = np.argsort(ids, kind="stable")
+        ids, slots = ids[order], slots[order]
+        at = np.searchsorted(self._index_ids, ids)
+        self._index_ids = np.insert(self._index_ids, at, ids)
+        self._index_slots = np.insert(self._index_slots, at, slots)
+        self._slot_ids[slots] = ids
+        self.id_source.skip_past(ids)
 
     def _autoreset(self, slots: np.ndarray, rows: np.ndarray, out: Observation | None) -> None:
         """Regenerate finished games; with `out`, overwrite their rows with the new first views."""
-        episodes = self._episodes[slots] + np.uint64(1)
-        generate(self.batch, slots, mix_seeds(self.seed, self._slot_ids[slots], episodes))
-        self._episodes[slots] = episodes
+        generate(self.batch, slots, derive_seeds(self.batch.seed[slots], self._slot_ids[slots]))
         if out is not None:
             fresh = observe(self.batch, slots)
             for name in ("codes", "armies", "land", "army", "tick"):

@@ -64,7 +64,7 @@ def test_array_round_trip_is_exact(a: np.ndarray) -> None:
 def test_encode_array_is_a_view_of_a_contiguous_array() -> None:
     a = np.arange(24, dtype=np.int32).reshape(4, 6)
     buf, dtype, shape = codec.encode_array(a)
-    assert (dtype, shape) == ("int32", (4, 6))
+    assert (dtype, shape) == ("<i4", (4, 6))
     assert np.shares_memory(np.frombuffer(buf, np.uint8), a)
 
 
@@ -78,11 +78,12 @@ def test_decode_array_is_a_view_of_the_message() -> None:
 def test_big_endian_input_is_sent_little_endian() -> None:
     a = np.array([1, 256, -2], dtype=">i4")
     buf, dtype, _ = codec.encode_array(a)
-    assert dtype == "int32" and bytes(buf) == np.array([1, 256, -2], "<i4").tobytes()
+    assert dtype == "<i4" and bytes(buf) == np.array([1, 256, -2], "<i4").tobytes()
 
 
-def test_numpy_dtype_strings_are_accepted_on_decode() -> None:
-    assert codec.decode_array(b"\x01\x00\x00\x00", "<i4", (1,)).tolist() == [1]
+def test_dtype_names_are_accepted_on_decode() -> None:
+    assert codec.decode_array(b"\x01\x00\x00\x00", "int32", (1,)).tolist() == [1]
+    assert codec.decode_array(b"\x01", "bool", (1,)).tolist() == [True]
 
 
 @pytest.mark.parametrize(
@@ -149,13 +150,43 @@ def test_unpack_observation_rejects_a_wrong_size() -> None:
         codec.unpack_observation(bytes(29), 1, 2, 3)
 
 
+def test_observation_tensors_round_trip_as_views() -> None:
+    obs = observe(played_batch(FFA, 3, 10), np.arange(3))
+    tensors = {name: (bytes(b), d, s) for name, (b, d, s) in codec.encode_observation(obs).items()}
+    received = codec.decode_observation(tensors)
+    for name in ("codes", "armies", "land", "army", "tick"):
+        assert np.array_equal(getattr(received, name), getattr(obs, name))
+        assert np.shares_memory(getattr(received, name), np.frombuffer(tensors[name][0], np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("name", "replacement", "problem"),
+    [
+        ("armies", np.zeros((3, 4, 64), np.uint8), "armies must be uint16"),
+        ("land", np.zeros((3, 2), np.int32), r"land must be int32 \(3, 4\)"),
+        ("tick", np.zeros((2,), np.int32), "tick must be"),
+        ("codes", np.zeros((3, 4 * 64), np.uint8), r"\[games, players, tiles\]"),
+    ],
+)
+def test_inconsistent_observation_tensors_are_refused(
+    name: str, replacement: np.ndarray, problem: str
+) -> None:
+    tensors = codec.encode_observation(observe(played_batch(FFA, 3, 1), np.arange(3)))
+    tensors[name] = codec.encode_array(replacement)
+    with pytest.raises(ValueError, match=problem):
+        codec.decode_observation(tensors)
+    del tensors["tick"]
+    with pytest.raises(ValueError, match=r"missing: \['tick'\]"):
+        codec.decode_observation(tensors)
+
+
 # Actions ------------------------------------------------------------------------------------
 
 
 def test_actions_round_trip_as_int32() -> None:
     actions = np.array([[-1, 5], [SMALL.num_actions - 1, 0]], np.int64)
     buf, dtype, shape = codec.encode_actions(actions)
-    assert dtype == "int32" and len(buf) == 16
+    assert dtype == "<i4" and len(buf) == 16
     decoded = codec.decode_actions(bytes(buf), dtype, shape, SMALL)
     assert decoded.dtype == np.int32 and np.array_equal(decoded, actions)
 
@@ -382,10 +413,12 @@ planes = st.integers(1, 40).flatmap(
 def test_delta_turns_the_previous_view_into_the_new_one(views: tuple[np.ndarray, ...]) -> None:
     prev_codes, prev_armies, codes, armies = views
     delta = codec.encode_delta(prev_codes, prev_armies, codes, armies)
-    changed = np.count_nonzero((prev_codes != codes) | (prev_armies != armies))
-    assert len(delta) == 7 * changed
+    changed = (prev_codes != codes) | (prev_armies != armies)
+    assert np.array_equal(delta.index, np.flatnonzero(changed)) and delta.index.dtype == np.int32
+    wire = [codec.encode_array(a) for a in delta]  # delta_index, delta_codes, delta_armies tensors
+    received = codec.ObservationDelta(*(codec.decode_array(bytes(b), d, s) for b, d, s in wire))
     client_codes, client_armies = prev_codes.copy(), prev_armies.copy()
-    assert codec.apply_delta(client_codes, client_armies, bytes(delta)) == changed
+    assert codec.apply_delta(client_codes, client_armies, received) == changed.sum()
     assert np.array_equal(client_codes, codes) and np.array_equal(client_armies, armies)
 
 
@@ -397,28 +430,38 @@ def test_delta_of_engine_observations_after_a_step() -> None:
     step(batch, slots, legal_actions(batch, slots, np.random.default_rng(2)))
     after = observe(batch, slots)
     delta = codec.encode_delta(before.codes, before.armies, after.codes, after.armies)
-    assert 0 < len(delta) < after.codes.nbytes + after.armies.nbytes
+    assert 0 < sum(a.nbytes for a in delta) < after.codes.nbytes + after.armies.nbytes
     codec.apply_delta(client.codes, client.armies, delta)
     assert np.array_equal(client.codes, after.codes) and np.array_equal(client.armies, after.armies)
 
 
-def _delta(indices: list[int]) -> bytes:
-    k = len(indices)
-    return np.array(indices, "<u4").tobytes() + bytes(2 * k) + bytes(k)
+def _delta(index: list[int], codes_dtype: type = np.uint8) -> codec.ObservationDelta:
+    k = len(index)
+    return codec.ObservationDelta(np.array(index, np.int32), np.ones(k, codes_dtype), np.ones(k, np.uint16))
 
 
 @pytest.mark.parametrize(
     ("codes", "armies", "delta", "problem"),
     [
-        (np.zeros(4, np.uint8), np.zeros(4, np.uint16), bytes(8), "multiple of 7"),
-        (np.zeros(4, np.uint8), np.zeros(4, np.uint16), _delta([0, 4]), "index 4 outside"),
+        (np.zeros(4, np.uint8), np.zeros(4, np.uint16), _delta([0, 4]), r"outside \[0, 4\)"),
+        (np.zeros(4, np.uint8), np.zeros(4, np.uint16), _delta([-1]), "outside"),
+        (np.zeros(4, np.uint8), np.zeros(4, np.uint16), _delta([0], np.uint16), "uint8/uint16"),
+        (
+            np.zeros(4, np.uint8),
+            np.zeros(4, np.uint16),
+            _delta([0])._replace(codes=np.ones(2, np.uint8)),
+            "one length",
+        ),
+        (np.zeros(4, np.uint8), np.zeros(4, np.uint16), _delta([0])._replace(index=np.ones(1)), "integers"),
         (np.zeros(4, np.uint8), np.zeros(5, np.uint16), _delta([0]), "same shape"),
         (np.zeros(4, np.uint16), np.zeros(4, np.uint16), _delta([0]), "codes must be"),
         (np.zeros(4, np.uint8), np.frombuffer(bytes(8), np.uint16), _delta([0]), "writable"),
         (np.zeros(8, np.uint8)[::2], np.zeros(4, np.uint16), _delta([0]), "C-contiguous"),
     ],
 )
-def test_bad_delta_changes_nothing(codes: np.ndarray, armies: np.ndarray, delta: bytes, problem: str) -> None:
+def test_bad_delta_changes_nothing(
+    codes: np.ndarray, armies: np.ndarray, delta: codec.ObservationDelta, problem: str
+) -> None:
     codes_before, armies_before = codes.copy(), armies.copy()
     with pytest.raises(ValueError, match=problem):
         codec.apply_delta(codes, armies, delta)

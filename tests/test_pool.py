@@ -1,13 +1,16 @@
-"""GamePool: ids never reused, slots reused, growth keeps games, resets in place, autoreset."""
+"""GamePool: ids never reused, slots reused, growth keeps games, resets in place, autoreset, adoption."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gameserver import codec
 from gameserver.engine import GameBatch, GameConfig, generate, observe
-from gameserver.pool import GamePool, PoolFullError, UnknownGameError, mix_seeds
+from gameserver.pool import GamePool, IdSource, PoolFullError, UnknownGameError, derive_seeds
+from gameserver.sharding import key_hashes, placement_hash
 
 CONFIG = GameConfig(height=6, width=7, players=2, max_ticks=40)
 
@@ -50,10 +53,22 @@ def test_ids_are_sequential_and_map_to_distinct_slots() -> None:
     assert pool.active_games == 5 and pool.ids.tolist() == ids.tolist()
 
 
-def test_first_id_gives_pools_disjoint_id_ranges() -> None:
-    pool = GamePool(CONFIG, capacity=2, first_id=1 << 40)
-    assert pool.create(2).tolist() == [1 << 40, (1 << 40) + 1]
-    assert pool.contains(np.array([1, 1 << 40], np.uint64)).tolist() == [False, True]
+def test_ids_carry_the_placement_key_hash() -> None:
+    pool = GamePool(CONFIG, capacity=4)
+    key = placement_hash("trainer-7")
+    ids = pool.create(2, key_hash=key)
+    assert key_hashes(ids).tolist() == [key, key]
+    assert (pool.create(1) & np.uint64(0xFFFFFFFF)).tolist() == [3]  # the local counter is per source
+    assert np.array_equal(pool.slots_of(ids), [0, 1]) and pool.ids.tolist() == [3, *ids.tolist()]
+
+
+def test_pools_sharing_an_id_source_never_share_an_id() -> None:
+    source = IdSource()
+    a = GamePool(CONFIG, capacity=2, id_source=source)
+    b = GamePool(GameConfig(height=8, width=8), capacity=2, id_source=source)
+    ids = np.concatenate([a.create(2), b.create(2), a.create(1)])
+    assert len(set(ids.tolist())) == 5
+    assert a.contains(ids).tolist() == [True, True, False, False, True]
 
 
 def test_released_slot_is_reused_but_its_id_never_is() -> None:
@@ -188,7 +203,8 @@ def test_reset_regenerates_in_place_without_reallocating() -> None:
     pool.reset(ids[:2])
     assert pool.batch is batch and all(a is arrays[k] for k, a in pool.batch.arrays().items())
     assert np.array_equal(pool.slots_of(ids), slots)
-    assert same(state(pool, ids[:1]), fresh_map(int(mix_seeds(5, ids[:1], np.array([1]))[0])))
+    first_seed = derive_seeds(5, ids[:1])
+    assert same(state(pool, ids[:1]), fresh_map(int(derive_seeds(first_seed, ids[:1])[0])))
     assert pool.batch.tick[slots[:2]].tolist() == [0, 0]
     assert same(state(pool, ids[2:]), untouched)
     pool.reset(ids[1:2], seeds=[77])
@@ -261,6 +277,7 @@ def test_autoreset_reports_the_finished_step_and_starts_the_next_episode() -> No
     rng = np.random.default_rng(5)
     while True:
         ticks_before = pool.observe(ids).tick.copy()
+        seeds_before = pool.batch.seed[pool.slots_of(ids)]
         result = pool.step(ids, legal_actions(pool, ids, rng))
         if result.reset.any():
             break
@@ -270,7 +287,7 @@ def test_autoreset_reports_the_finished_step_and_starts_the_next_episode() -> No
     assert (result.observation.tick[rows] == 0).all()  # the new episode's first view
     assert np.array_equal(result.observation.codes[rows], pool.observe(ids[rows]).codes)
     assert np.array_equal(
-        pool.batch.seed[pool.slots_of(ids[rows])], mix_seeds(8, ids[rows], np.ones(rows.size))
+        pool.batch.seed[pool.slots_of(ids[rows])], derive_seeds(seeds_before[rows], ids[rows])
     )
     kept = np.flatnonzero(~result.reset)
     assert (result.observation.tick[kept] == ticks_before[kept] + 1).all()
@@ -305,8 +322,84 @@ def test_memory_accounts_for_every_slot() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"capacity": 0}, {"capacity": 8, "max_games": 4}, {"first_id": 0}, {"capacity": True}, {"seed": -1}],
+    [{"capacity": 0}, {"capacity": 8, "max_games": 4}, {"capacity": True}, {"seed": -1}, {"seed": 1 << 64}],
 )
 def test_bad_pool_parameters_are_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         GamePool(CONFIG, **kwargs)
+
+
+def test_bad_key_hash_is_refused_and_uses_no_id() -> None:
+    pool = GamePool(CONFIG, capacity=2)
+    for key_hash in (-1, 1 << 32, True):
+        with pytest.raises(ValueError, match="key_hash"):
+            pool.create(1, key_hash=key_hash)
+    assert pool.create(1).tolist() == [1]
+
+
+def test_adopted_games_keep_their_ids_and_play_on_identically() -> None:
+    key = placement_hash("migrating")
+    old = GamePool(CONFIG, capacity=4, autoreset=True)
+    ids = old.create(3, key_hash=key)
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        old.step(ids, legal_actions(old, ids, rng))
+    moved = ids[[2, 0]]
+    new = GamePool(CONFIG, capacity=1, seed=99, autoreset=True)
+    new.create(1, key_hash=placement_hash("resident"))
+    new.adopt(moved, codec.decode_snapshot(old.snapshot(moved)))
+    assert new.capacity == 4 and same(state(new, moved), state(old, moved))
+    assert new.contains(ids).tolist() == [True, False, True]
+    assert new.create(1, key_hash=key)[0] > ids.max()  # its counter moved past the adopted ids
+    for _ in range(60):  # autoresets included: their seeds follow from the map seed and id alone
+        actions = legal_actions(old, moved, rng)
+        a, b = old.step(moved, actions), new.step(moved, actions)
+        assert np.array_equal(a.reset, b.reset) and np.array_equal(a.observation.codes, b.observation.codes)
+    assert same(state(new, moved), state(old, moved))
+
+
+@pytest.mark.parametrize(
+    ("ids", "config", "problem"),
+    [
+        ([1, 2], GameConfig(height=8, width=8), "differs from the pool"),
+        ([1], CONFIG, "1 ids for a snapshot of 2 games"),
+        ([5, 5], CONFIG, "distinct"),
+        ([3, 4], CONFIG, r"already live in this pool: \[3\]"),
+    ],
+)
+def test_bad_adoption_changes_nothing(ids: list[int], config: GameConfig, problem: str) -> None:
+    source = GamePool(config, capacity=2)
+    snapshot = codec.decode_snapshot(source.snapshot(source.create(2)))
+    pool = GamePool(CONFIG, capacity=4)
+    live = pool.create(3)
+    before = state(pool, live)
+    with pytest.raises(ValueError, match=problem):
+        pool.adopt(np.array(ids, np.uint64), snapshot)
+    assert same(state(pool, live), before) and pool.active_games == 3
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["create", "release"]), st.integers(0, 5), st.integers(0, 3)), max_size=30
+    )
+)
+@settings(max_examples=40, deadline=None)
+def test_id_map_matches_a_dict_model(ops: list[tuple[str, int, int]]) -> None:
+    pool = GamePool(CONFIG, capacity=1, max_games=64)
+    model: dict[int, int] = {}  # id -> slot
+    issued: set[int] = set()
+    for op, n, key in ops:
+        if op == "create":
+            ids = pool.create(n, key_hash=key * 0x9E3779B1 % (1 << 32))
+            assert issued.isdisjoint(ids.tolist())
+            issued.update(ids.tolist())
+            model.update(zip(ids.tolist(), pool.slots_of(ids).tolist(), strict=True))
+        else:
+            gone = sorted(model)[:n]
+            pool.release(np.array(gone, np.uint64))
+            for game in gone:
+                del model[game]
+        assert pool.ids.tolist() == sorted(model)
+        assert len(set(model.values())) == len(model)  # one game per slot
+        if model:
+            assert pool.slots_of(np.array(list(model), np.uint64)).tolist() == list(model.values())
