@@ -1,6 +1,6 @@
 """The generals.io rules as numba kernels over batches of games. Pure: no I/O, no gRPC."""
 
-from .api import action_masks, generate, mask_bytes, observe, step
+from .api import action_masks, check_slots, generate, mask_bytes, observe, step
 from .buffers import Observation, StepResult
 from .config import GameConfig
 from .state import GameBatch
@@ -11,6 +11,7 @@ __all__ = [
     "Observation",
     "StepResult",
     "action_masks",
+    "check_slots",
     "generate",
     "mask_bytes",
     "observe",

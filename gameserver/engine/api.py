@@ -102,18 +102,21 @@ def generate(batch: GameBatch, slots: object, seeds: object) -> None:
         raise ValueError("seeds must be non-negative")
     cfg = batch.config
     failed = np.zeros(s.size, np.bool_)
+    # Maps are drawn into fresh storage and copied in only when every one succeeded, so an
+    # impossible config raises without touching the batch.
+    fresh = GameBatch.allocate(cfg, s.size)
     generate_kernel(
-        batch.armies,
-        batch.owner,
-        batch.terrain,
-        batch.generals,
-        batch.structures,
-        batch.alive,
-        batch.tick,
-        batch.winner,
-        batch.status,
-        batch.seed,
-        s,
+        fresh.armies,
+        fresh.owner,
+        fresh.terrain,
+        fresh.generals,
+        fresh.structures,
+        fresh.alive,
+        fresh.tick,
+        fresh.winner,
+        fresh.status,
+        fresh.seed,
+        np.arange(s.size),
         sd.astype(np.uint64),
         cfg.height,
         cfg.width,
@@ -128,6 +131,8 @@ def generate(batch: GameBatch, slots: object, seeds: object) -> None:
             f"could not generate a map for seeds {sd[failed][:8].tolist()}: generals cannot be placed "
             f"{cfg.general_distance} apart and connected; lower min_general_distance or the densities"
         )
+    for name, array in batch.arrays().items():
+        array[s] = getattr(fresh, name)
 
 
 def step(batch: GameBatch, slots: object, actions: object, out: Observation | None = None) -> StepResult:
