@@ -11,7 +11,14 @@ import numpy as np
 
 from .buffers import Observation, StepResult
 from .config import PASS, TERMINATED, TRUNCATED
-from .kernels import mask_kernel, observe_parallel, observe_serial, step_parallel, step_serial
+from .kernels import (
+    mask_parallel,
+    mask_serial,
+    observe_parallel,
+    observe_serial,
+    step_parallel,
+    step_serial,
+)
 from .mapgen import generate_kernel
 from .state import GameBatch
 
@@ -210,5 +217,6 @@ def action_masks(batch: GameBatch, slots: object) -> np.ndarray:
     s = check_slots(batch, slots)
     cfg = batch.config
     out = np.zeros((s.size, cfg.players, mask_bytes(cfg.tiles)), np.uint8)
-    mask_kernel(batch.armies, batch.owner, batch.terrain, s, cfg.height, cfg.width, out)
+    kernel = mask_serial if s.size < SERIAL_BELOW else mask_parallel
+    kernel(batch.armies, batch.owner, batch.terrain, s, cfg.height, cfg.width, out)
     return out

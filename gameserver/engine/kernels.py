@@ -275,7 +275,12 @@ def observe_serial(
 
 
 @nb.njit(parallel=True, nogil=True, cache=True)
-def mask_kernel(armies, owner, terrain, slots, height, width, masks_out):
-    n = slots.shape[0]
-    for i in nb.prange(n):
+def mask_parallel(armies, owner, terrain, slots, height, width, masks_out):
+    for i in nb.prange(slots.shape[0]):
+        mask_game(slots[i], armies, owner, terrain, height, width, masks_out[i])
+
+
+@nb.njit(nogil=True, cache=True)
+def mask_serial(armies, owner, terrain, slots, height, width, masks_out):
+    for i in range(slots.shape[0]):
         mask_game(slots[i], armies, owner, terrain, height, width, masks_out[i])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ..engine.api import SERIAL_BELOW
 from ..engine.config import CITY, GENERAL, KIND_OFFSET, MOUNTAIN, PASS
 from ..engine.rng import below, next_u64
 
@@ -49,39 +50,59 @@ def _move_score(codes, armies, src, dst, seat_code, greedy) -> int:
     return 200 if owner != 0 else 100
 
 
-@nb.njit(parallel=True, nogil=True, cache=True)
-def scripted_actions(codes, armies, tick, height, width, seed, greedy, split_percent, out):
-    """Fill out[g, p] with one move per seat: uniformly among legal moves, or among the best-scored."""
-    games, players, tiles = codes.shape
-    for g in nb.prange(games):
-        rng = np.empty(1, np.uint64)
-        for p in range(players):
-            _seat_rng(rng, seed, g, p, tick[g])
-            best = -1
-            count = 0
-            chosen = PASS
-            for t in range(tiles):
-                if (codes[g, p, t] & 15) != p + 1 or armies[g, p, t] < 2:
+@nb.njit(inline="always", cache=True)
+def _choose(codes, armies, tick, height, width, seed, greedy, split_percent, out, g, rng):
+    """Pick game g's move for every seat: uniformly among legal moves, or among the best-scored."""
+    players, tiles = codes.shape[1], codes.shape[2]
+    for p in range(players):
+        _seat_rng(rng, seed, g, p, tick[g])
+        best = -1
+        count = 0
+        chosen = PASS
+        for t in range(tiles):
+            if (codes[g, p, t] & 15) != p + 1 or armies[g, p, t] < 2:
+                continue
+            r = t // width
+            c = t - r * width
+            for d in range(4):
+                nr = r + (-1, 1, 0, 0)[d]
+                nc = c + (0, 0, -1, 1)[d]
+                if nr < 0 or nr >= height or nc < 0 or nc >= width:
                     continue
-                r = t // width
-                c = t - r * width
-                for d in range(4):
-                    nr = r + (-1, 1, 0, 0)[d]
-                    nc = c + (0, 0, -1, 1)[d]
-                    if nr < 0 or nr >= height or nc < 0 or nc >= width:
-                        continue
-                    score = _move_score(codes[g, p], armies[g, p], t, nr * width + nc, p + 1, greedy)
-                    if score < 0 or score < best:
-                        continue
-                    if score > best:
-                        best = score
-                        count = 0
-                    count += 1
-                    if below(rng, count) == 0:  # reservoir sampling among the best
-                        chosen = (t * 4 + d) * 2
-            if chosen != PASS and below(rng, 100) < split_percent:
-                chosen += 1
-            out[g, p] = chosen
+                score = _move_score(codes[g, p], armies[g, p], t, nr * width + nc, p + 1, greedy)
+                if score < 0 or score < best:
+                    continue
+                if score > best:
+                    best = score
+                    count = 0
+                count += 1
+                if below(rng, count) == 0:  # reservoir sampling among the best
+                    chosen = (t * 4 + d) * 2
+        if chosen != PASS and below(rng, 100) < split_percent:
+            chosen += 1
+        out[g, p] = chosen
+
+
+@nb.njit(parallel=True, nogil=True, cache=True)
+def _scripted_parallel(codes, armies, tick, height, width, seed, greedy, split_percent, out):
+    for g in nb.prange(codes.shape[0]):
+        _choose(
+            codes, armies, tick, height, width, seed, greedy, split_percent, out, g, np.empty(1, np.uint64)
+        )
+
+
+@nb.njit(nogil=True, cache=True)
+def _scripted_serial(codes, armies, tick, height, width, seed, greedy, split_percent, out):
+    rng = np.empty(1, np.uint64)
+    for g in range(codes.shape[0]):
+        _choose(codes, armies, tick, height, width, seed, greedy, split_percent, out, g, rng)
+
+
+def _scripted(codes, armies, tick, height, width, seed, greedy, split_percent) -> np.ndarray:
+    out = np.empty(codes.shape[:2], np.int32)
+    kernel = _scripted_serial if codes.shape[0] < SERIAL_BELOW else _scripted_parallel
+    kernel(codes, armies, tick, height, width, seed, greedy, split_percent, out)
+    return out
 
 
 def random_actions(
@@ -94,15 +115,11 @@ def random_actions(
     split_percent: int = 25,
 ) -> np.ndarray:
     """A uniformly random legal move for every seat (PASS when a seat has none)."""
-    out = np.empty(codes.shape[:2], np.int32)
-    scripted_actions(codes, armies, tick, height, width, seed, False, split_percent, out)
-    return out
+    return _scripted(codes, armies, tick, height, width, seed, False, split_percent)
 
 
 def expander_actions(
     codes: np.ndarray, armies: np.ndarray, tick: np.ndarray, height: int, width: int, seed: int
 ) -> np.ndarray:
     """Greedy expansion: capture the richest tile it can win (general, city, enemy, neutral), else regroup."""
-    out = np.empty(codes.shape[:2], np.int32)
-    scripted_actions(codes, armies, tick, height, width, seed, True, 0, out)
-    return out
+    return _scripted(codes, armies, tick, height, width, seed, True, 0)
