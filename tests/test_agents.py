@@ -7,7 +7,8 @@ from gameserver.engine.config import PASS
 from gameserver.rl.agents import expander_actions, random_actions
 
 
-def _fresh(games: int, config: GameConfig = GameConfig()) -> tuple[GameBatch, np.ndarray]:
+def _fresh(games: int, config: GameConfig | None = None) -> tuple[GameBatch, np.ndarray]:
+    config = config or GameConfig()
     batch = GameBatch.allocate(config, games)
     slots = np.arange(games)
     generate(batch, slots, np.arange(games) + 1000)
