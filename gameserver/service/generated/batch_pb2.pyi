@@ -127,20 +127,22 @@ class SubmitBatchActionsRequest(_message.Message):
     def __init__(self, game_ids: _Optional[_Union[Tensor, _Mapping]] = ..., actions: _Optional[_Union[Tensor, _Mapping]] = ..., seats: _Optional[_Union[Tensor, _Mapping]] = ..., seat_tokens: _Optional[_Union[Tensor, _Mapping]] = ..., include_masks: _Optional[bool] = ..., delta: _Optional[bool] = ..., skip_observations: _Optional[bool] = ...) -> None: ...
 
 class StepResponse(_message.Message):
-    __slots__ = ("observations", "rewards", "terminated", "truncated", "status", "reset")
+    __slots__ = ("observations", "rewards", "terminated", "truncated", "status", "reset", "final_observations")
     OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     TERMINATED_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RESET_FIELD_NUMBER: _ClassVar[int]
+    FINAL_OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
     observations: Observations
     rewards: Tensor
     terminated: Tensor
     truncated: Tensor
     status: Tensor
     reset: Tensor
-    def __init__(self, observations: _Optional[_Union[Observations, _Mapping]] = ..., rewards: _Optional[_Union[Tensor, _Mapping]] = ..., terminated: _Optional[_Union[Tensor, _Mapping]] = ..., truncated: _Optional[_Union[Tensor, _Mapping]] = ..., status: _Optional[_Union[Tensor, _Mapping]] = ..., reset: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    final_observations: Observations
+    def __init__(self, observations: _Optional[_Union[Observations, _Mapping]] = ..., rewards: _Optional[_Union[Tensor, _Mapping]] = ..., terminated: _Optional[_Union[Tensor, _Mapping]] = ..., truncated: _Optional[_Union[Tensor, _Mapping]] = ..., status: _Optional[_Union[Tensor, _Mapping]] = ..., reset: _Optional[_Union[Tensor, _Mapping]] = ..., final_observations: _Optional[_Union[Observations, _Mapping]] = ...) -> None: ...
 
 class ResetBatchGamesRequest(_message.Message):
     __slots__ = ("game_ids", "seeds", "include_masks")

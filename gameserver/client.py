@@ -1,0 +1,447 @@
+"""Client SDK for the fleet's BatchGameService: numpy in, numpy views of the replies out.
+
+    with FleetClient("127.0.0.1:50051") as fleet:
+        created = fleet.create(4096, GameConfig(), autoreset=True)
+        result = fleet.step(created.ids, actions)          # actions int32 [games, players]
+        result.observations.codes                          # uint8 [games, players, tiles], a view
+
+Every array a call returns is a read-only view of the reply's bytes (`np.frombuffer`, no
+copy): it stays valid as long as you hold it. Bulk replies are parsed by
+`gameserver.service.wire`; refused calls raise `GameFleetError` subclasses carrying the gRPC
+status (InvalidArgument, NotFound, ResourceExhausted, ...).
+
+Delta observations (`delta=True`) carry only the tiles that changed since the shard last
+sent a view of each game; a game's first delta lists all its tiles. Keep the planes with an
+`ObservationBuffer` (one per fixed list of ids, applied to every reply for them, in order).
+One delta consumer per game: two clients asking deltas of the same game break each other.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import grpc
+import numpy as np
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from . import codec
+from .engine import GameConfig, Observation
+from .pool import PoolStep
+from .service import wire
+from .service.errors import (
+    GameFleetError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    Unimplemented,
+    from_rpc_error,
+    from_status,
+)
+from .service.generated import batch_pb2 as pb
+from .service.limits import channel_options
+from .service.messages import config_to_proto, write_tensor
+from .service.shard import SERVICE
+from .service.wire import Created, Observations, StepResult
+from .sharding import HashRing
+
+__all__ = [
+    "AsyncFleetClient",
+    "Created",
+    "FleetClient",
+    "GameFleetError",
+    "InvalidArgument",
+    "NotFound",
+    "ObservationBuffer",
+    "Observations",
+    "RemoteBackend",
+    "ResourceExhausted",
+    "StepResult",
+    "Topology",
+    "Unavailable",
+    "Unimplemented",
+]
+
+_READERS = {
+    "CreateBatchGames": wire.read_created,
+    "GetBatchStates": wire.read_observations,
+    "SubmitBatchActions": wire.read_step,
+    "StreamSteps": wire.read_step,
+    "ResetBatchGames": wire.read_observations,
+    "CloseBatchGames": pb.CloseBatchGamesResponse.FromString,
+    "JoinGame": pb.JoinGameResponse.FromString,
+    "GetTopology": pb.Topology.FromString,
+}
+
+
+class Topology(NamedTuple):
+    shards: tuple[str, ...]
+    virtual_nodes: int
+
+    def ring(self) -> HashRing:
+        """The consistent-hash ring, to route game ids to shards directly."""
+        return HashRing(self.shards, self.virtual_nodes)
+
+
+class ObservationBuffer:
+    """Writable full planes for a fixed list of games, kept current from full or delta replies.
+
+    Apply every observation reply for those games (same ids, same order) as it comes; the
+    planes are preallocated once and deltas are written into them in place.
+    """
+
+    def __init__(self, config: GameConfig, games: int) -> None:
+        self.observation = Observation.allocate(config, games)
+
+    def apply(self, observations: Observations) -> Observation:
+        view = self.observation
+        if observations.delta is not None:
+            codec.apply_delta(view.codes, view.armies, observations.delta)
+        else:
+            view.codes[...] = observations.codes
+            view.armies[...] = observations.armies
+        for name in ("land", "army", "tick"):
+            getattr(view, name)[...] = getattr(observations, name)
+        return view
+
+
+def _ids(ids: object) -> np.ndarray:
+    a = np.asarray(ids)
+    if a.dtype != np.uint64 and (not np.issubdtype(a.dtype, np.integer) or (a.size and a.min() < 0)):
+        raise ValueError(f"game ids must be non-negative integers, got {a.dtype}")
+    return a.astype(np.uint64, copy=False)
+
+
+def _create_request(
+    n: int,
+    config: GameConfig | None,
+    seeds: object,
+    autoreset: bool,
+    placement_key: str,
+    masks: bool,
+) -> pb.CreateBatchGamesRequest:
+    request = pb.CreateBatchGamesRequest(
+        num_games=n,
+        config=config_to_proto(config or GameConfig()),
+        autoreset=autoreset,
+        placement_key=placement_key,
+        include_masks=masks,
+    )
+    if seeds is not None:
+        write_tensor(request.seeds, np.asarray(seeds, np.uint64))
+    return request
+
+
+def _step_request(
+    ids: object, actions: object, masks: bool, delta: bool, observe: bool
+) -> pb.SubmitBatchActionsRequest:
+    request = pb.SubmitBatchActionsRequest(include_masks=masks, delta=delta, skip_observations=not observe)
+    write_tensor(request.game_ids, _ids(ids))
+    write_tensor(request.actions, actions)
+    return request
+
+
+def _states_request(ids: object, masks: bool, delta: bool) -> pb.GetBatchStatesRequest:
+    request = pb.GetBatchStatesRequest(include_masks=masks, delta=delta)
+    write_tensor(request.game_ids, _ids(ids))
+    return request
+
+
+def _reset_request(ids: object, seeds: object, masks: bool) -> pb.ResetBatchGamesRequest:
+    request = pb.ResetBatchGamesRequest(include_masks=masks)
+    write_tensor(request.game_ids, _ids(ids))
+    if seeds is not None:
+        write_tensor(request.seeds, np.asarray(seeds, np.uint64))
+    return request
+
+
+def _close_request(ids: object) -> pb.CloseBatchGamesRequest:
+    request = pb.CloseBatchGamesRequest()
+    write_tensor(request.game_ids, _ids(ids))
+    return request
+
+
+def _topology(reply: pb.Topology) -> Topology:
+    return Topology(tuple(reply.shards), reply.virtual_nodes)
+
+
+def _method(channel: Any, name: str, streaming: bool = False) -> Any:
+    path = f"/{SERVICE.full_name}/{name}"
+    make = channel.stream_stream if streaming else channel.unary_unary
+    return make(
+        path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=_READERS[name]
+    )
+
+
+class FleetClient:
+    """Blocking client of one shard or router address; a context manager that closes its channel."""
+
+    def __init__(
+        self, address: str, *, timeout: float | None = None, max_message_bytes: int | None = None
+    ) -> None:
+        options = channel_options() if max_message_bytes is None else channel_options(max_message_bytes)
+        self.address = address
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(address, options=options)
+        self._calls = {name: _method(self._channel, name) for name in _READERS if name != "StreamSteps"}
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> FleetClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_channel()
+
+    def close_channel(self) -> None:
+        self._channel.close()
+
+    def _call(self, name: str, request: Any) -> Any:
+        try:
+            return self._calls[name](request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def create(
+        self,
+        n: int,
+        config: GameConfig | None = None,
+        *,
+        seeds: object = None,
+        autoreset: bool = False,
+        placement_key: str = "",
+        masks: bool = False,
+    ) -> Created:
+        """Start n self-play games; their ids (uint64), effective config and first views."""
+        return self._call(
+            "CreateBatchGames", _create_request(n, config, seeds, autoreset, placement_key, masks)
+        )
+
+    def step(
+        self, ids: object, actions: object, *, masks: bool = False, delta: bool = False, observe: bool = True
+    ) -> StepResult:
+        """One tick with every seat's move: int [games, players] flat moves or [games, players, 5]."""
+        return self._call("SubmitBatchActions", _step_request(ids, actions, masks, delta, observe))
+
+    def states(self, ids: object, *, masks: bool = False, delta: bool = False) -> Observations:
+        return self._call("GetBatchStates", _states_request(ids, masks, delta))
+
+    def reset(self, ids: object, seeds: object = None, *, masks: bool = False) -> Observations:
+        """New maps for these games (same ids); their first views."""
+        return self._call("ResetBatchGames", _reset_request(ids, seeds, masks))
+
+    def close(self, ids: object) -> int:
+        """End these games for good; returns how many closed."""
+        return self._call("CloseBatchGames", _close_request(ids)).closed
+
+    def topology(self) -> Topology:
+        return _topology(self._call("GetTopology", pb.GetTopologyRequest()))
+
+    def healthy(self, service: str = "") -> bool:
+        """True when the server reports SERVING (the standard grpc.health.v1 check)."""
+        try:
+            reply = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until the channel connects (raises Unavailable after `timeout` seconds)."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise Unavailable(f"{self.address} not reachable within {timeout}s") from None
+
+    def stream(self) -> StepStream:
+        """A StreamSteps stream: one long-lived call, one reply per step, in order (lowest latency)."""
+        return StepStream(_method(self._channel, "StreamSteps", streaming=True))
+
+
+class StepStream:
+    """Blocking steps over one StreamSteps call; close it (or use `with`) to end the call."""
+
+    _END = object()
+
+    def __init__(self, method: Any) -> None:
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._replies: Iterator[StepResult] = method(iter(self._requests.get, self._END))
+
+    def __enter__(self) -> StepStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def step(
+        self, ids: object, actions: object, *, masks: bool = False, delta: bool = False, observe: bool = True
+    ) -> StepResult:
+        self._requests.put(_step_request(ids, actions, masks, delta, observe))
+        try:
+            return next(self._replies)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def close(self) -> None:
+        self._requests.put(self._END)
+        self._replies.cancel()
+
+
+class AsyncFleetClient:
+    """The asyncio twin of FleetClient (grpc.aio); `async with` closes the channel."""
+
+    def __init__(
+        self, address: str, *, timeout: float | None = None, max_message_bytes: int | None = None
+    ) -> None:
+        options = channel_options() if max_message_bytes is None else channel_options(max_message_bytes)
+        self.address = address
+        self.timeout = timeout
+        self._channel = aio.insecure_channel(address, options=options)
+        self._calls = {name: _method(self._channel, name) for name in _READERS if name != "StreamSteps"}
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def __aenter__(self) -> AsyncFleetClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close_channel()
+
+    async def close_channel(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, name: str, request: Any) -> Any:
+        try:
+            return await self._calls[name](request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    async def create(
+        self,
+        n: int,
+        config: GameConfig | None = None,
+        *,
+        seeds: object = None,
+        autoreset: bool = False,
+        placement_key: str = "",
+        masks: bool = False,
+    ) -> Created:
+        return await self._call(
+            "CreateBatchGames", _create_request(n, config, seeds, autoreset, placement_key, masks)
+        )
+
+    async def step(
+        self, ids: object, actions: object, *, masks: bool = False, delta: bool = False, observe: bool = True
+    ) -> StepResult:
+        return await self._call("SubmitBatchActions", _step_request(ids, actions, masks, delta, observe))
+
+    async def states(self, ids: object, *, masks: bool = False, delta: bool = False) -> Observations:
+        return await self._call("GetBatchStates", _states_request(ids, masks, delta))
+
+    async def reset(self, ids: object, seeds: object = None, *, masks: bool = False) -> Observations:
+        return await self._call("ResetBatchGames", _reset_request(ids, seeds, masks))
+
+    async def close(self, ids: object) -> int:
+        return (await self._call("CloseBatchGames", _close_request(ids))).closed
+
+    async def topology(self) -> Topology:
+        return _topology(await self._call("GetTopology", pb.GetTopologyRequest()))
+
+    async def healthy(self, service: str = "") -> bool:
+        try:
+            reply = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
+            )
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def stream(self) -> AsyncStepStream:
+        return AsyncStepStream(_method(self._channel, "StreamSteps", streaming=True)())
+
+
+class AsyncStepStream:
+    """Steps over one StreamSteps call (`async with` ends it)."""
+
+    def __init__(self, call: aio.StreamStreamCall) -> None:
+        self._call = call
+
+    async def __aenter__(self) -> AsyncStepStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def step(
+        self, ids: object, actions: object, *, masks: bool = False, delta: bool = False, observe: bool = True
+    ) -> StepResult:
+        try:
+            await self._call.write(_step_request(ids, actions, masks, delta, observe))
+            reply = await self._call.read()
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        if reply is aio.EOF:
+            raise from_status(await self._call.code(), await self._call.details())
+        return reply
+
+    async def close(self) -> None:
+        await self._call.done_writing()
+        self._call.cancel()
+
+
+class RemoteBackend:
+    """envs.Backend over a fleet: the Gymnasium/PettingZoo adapters run against a real server.
+
+    Games are created with autoreset (the adapters expect same-step autoreset) and every
+    call asks for masks; `masks` and `observe` answer from the last reply when it covered
+    the same ids (the adapters ask right after create/step/reset), so one adapter step is
+    one RPC. The observations handed back are read-only views of the replies.
+    """
+
+    def __init__(self, client: FleetClient, config: GameConfig, *, placement_key: str = "") -> None:
+        self.client = client
+        self.config = config
+        self.placement_key = placement_key
+        self._last: tuple[np.ndarray, Observations] | None = None
+
+    def _remember(self, ids: np.ndarray, observations: Observations) -> Observations:
+        self._last = (np.array(ids, np.uint64), observations)
+        return observations
+
+    def _cached(self, ids: np.ndarray) -> Observations:
+        if self._last is not None and np.array_equal(self._last[0], ids):
+            return self._last[1]
+        return self._remember(ids, self.client.states(ids, masks=True))
+
+    def create(self, n: int, seeds: np.ndarray | None = None) -> np.ndarray:
+        created = self.client.create(
+            n, self.config, seeds=seeds, autoreset=True, placement_key=self.placement_key, masks=True
+        )
+        self._remember(created.ids, created.observations)
+        return created.ids
+
+    def reset(self, ids: np.ndarray, seeds: np.ndarray | None = None) -> None:
+        self._remember(ids, self.client.reset(ids, seeds, masks=True))
+
+    def step(self, ids: np.ndarray, actions: np.ndarray) -> PoolStep:
+        result = self.client.step(ids, actions, masks=True)
+        observations = self._remember(ids, result.observations)
+        final = result.final_observations
+        return PoolStep(
+            result.rewards,
+            result.terminated,
+            result.truncated,
+            result.reset,
+            observations.full(),
+            None if final is None else final.full(),
+        )
+
+    def observe(self, ids: np.ndarray) -> Observation:
+        return self._cached(ids).full()
+
+    def masks(self, ids: np.ndarray) -> np.ndarray:
+        return self._cached(ids).masks
+
+    def release(self, ids: np.ndarray) -> None:
+        self._last = None
+        self.client.close(ids)

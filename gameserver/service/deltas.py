@@ -1,0 +1,143 @@
+"""The last view a shard sent of each game that asked for deltas, and the diff against it.
+
+Semantics (one delta consumer per game): a delta lists the tiles whose code or army differ
+from the last observation planes this shard sent for that game, full or delta, through any
+call. A game's first delta lists every one of its tiles, so a client can apply it to any
+buffer. Only games that once asked for a delta are tracked (3 bytes per tile and seat each);
+closing a game forgets it.
+
+The diff is a numba kernel fused with the update of the stored view: one pass to count the
+changes of each game, one to write them, in parallel over games, so a 4096-game delta costs
+about what copying its planes once would.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from ..codec import ObservationDelta
+
+_PARALLEL_FROM = 64  # games; fewer run on the calling thread (waking numba's pool costs more)
+
+
+def _count_changes(store_codes, store_armies, rows, fresh, codes, armies, counts):
+    for g in nb.prange(rows.size):
+        if fresh[g]:
+            counts[g] = codes.shape[1]
+            continue
+        old_codes, old_armies = store_codes[rows[g]], store_armies[rows[g]]
+        n = 0
+        for t in range(codes.shape[1]):
+            n += (old_codes[t] != codes[g, t]) | (old_armies[t] != armies[g, t])
+        counts[g] = n
+
+
+def _write_changes(
+    store_codes, store_armies, rows, fresh, codes, armies, starts, index, new_codes, new_armies
+):
+    tiles = codes.shape[1]
+    for g in nb.prange(rows.size):
+        old_codes, old_armies = store_codes[rows[g]], store_armies[rows[g]]
+        k = starts[g]
+        for t in range(tiles):
+            code, army = codes[g, t], armies[g, t]
+            if fresh[g] or old_codes[t] != code or old_armies[t] != army:
+                index[k] = g * tiles + t
+                new_codes[k] = code
+                new_armies[k] = army
+                k += 1
+                old_codes[t] = code
+                old_armies[t] = army
+
+
+_KERNELS = {
+    parallel: (
+        nb.njit(nogil=True, cache=True, parallel=parallel)(_count_changes),
+        nb.njit(nogil=True, cache=True, parallel=parallel)(_write_changes),
+    )
+    for parallel in (False, True)
+}
+
+
+class DeltaViews:
+    """Per tracked game id, the codes/armies planes last sent ([players * tiles] each).
+
+    Ids map to rows of the stores through one sorted array (a searchsorted per call), as
+    GamePool maps ids to slots. Not thread-safe: the shard calls it under the pool's lock.
+    """
+
+    def __init__(self, players: int, tiles: int) -> None:
+        self._width = players * tiles
+        self._ids = np.zeros(0, np.uint64)  # tracked ids, ascending
+        self._rows = np.zeros(0, np.int64)  # store row of _ids[i]
+        self._used = np.zeros(0, np.bool_)
+        self._codes = np.zeros((0, self._width), np.uint8)
+        self._armies = np.zeros((0, self._width), np.uint16)
+
+    @property
+    def tracked(self) -> int:
+        return self._ids.size
+
+    def encode(self, ids: np.ndarray, codes: np.ndarray, armies: np.ndarray) -> ObservationDelta:
+        """The delta from the last sent view to these planes [B, players, tiles]; they become the last view.
+
+        Indices are flat into [B, players, tiles] in the order of `ids`.
+        """
+        rows, found = self._lookup(ids)
+        fresh = ~found
+        if fresh.any():
+            rows[fresh] = self._track(ids[fresh])
+        flat_codes, flat_armies = codes.reshape(ids.size, -1), armies.reshape(ids.size, -1)
+        count, write = _KERNELS[ids.size >= _PARALLEL_FROM]
+        counts = np.empty(ids.size, np.int64)
+        count(self._codes, self._armies, rows, fresh, flat_codes, flat_armies, counts)
+        starts = np.zeros(ids.size, np.int64)
+        np.cumsum(counts[:-1], out=starts[1:])
+        total = int(counts.sum())
+        delta = ObservationDelta(
+            np.empty(total, np.int32), np.empty(total, np.uint8), np.empty(total, np.uint16)
+        )
+        write(self._codes, self._armies, rows, fresh, flat_codes, flat_armies, starts, *delta)
+        return delta
+
+    def record(self, ids: np.ndarray, codes: np.ndarray, armies: np.ndarray) -> None:
+        """Full planes were sent for these games: tracked ones' last view becomes them."""
+        if self._ids.size == 0:
+            return
+        rows, found = self._lookup(ids)
+        if found.any():
+            self._codes[rows[found]] = codes.reshape(ids.size, -1)[found]
+            self._armies[rows[found]] = armies.reshape(ids.size, -1)[found]
+
+    def forget(self, ids: np.ndarray) -> None:
+        """Stop tracking these games (closed); unknown ids are ignored."""
+        if self._ids.size == 0:
+            return
+        keep = ~np.isin(self._ids, ids)
+        self._used[self._rows[~keep]] = False
+        self._ids, self._rows = self._ids[keep], self._rows[keep]
+
+    def _lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._ids.size == 0:
+            return np.zeros(ids.size, np.int64), np.zeros(ids.size, np.bool_)
+        pos = np.minimum(np.searchsorted(self._ids, ids), self._ids.size - 1)
+        return self._rows[pos], self._ids[pos] == ids
+
+    def _track(self, ids: np.ndarray) -> np.ndarray:
+        """Store rows for new ids (grown by doubling); returns them in the order of `ids`."""
+        free = np.flatnonzero(~self._used)
+        if free.size < ids.size:
+            old = self._used.size
+            size = max(2 * old, old + ids.size - free.size)
+            self._used = np.concatenate([self._used, np.zeros(size - old, np.bool_)])
+            self._codes = np.concatenate([self._codes, np.zeros((size - old, self._width), np.uint8)])
+            self._armies = np.concatenate([self._armies, np.zeros((size - old, self._width), np.uint16)])
+            free = np.flatnonzero(~self._used)
+        rows = free[: ids.size]
+        self._used[rows] = True
+        order = np.argsort(ids, kind="stable")
+        at = np.searchsorted(self._ids, ids[order])
+        self._ids = np.insert(self._ids, at, ids[order])
+        self._rows = np.insert(self._rows, at, rows[order])
+        return rows

@@ -1,0 +1,14 @@
+"""A shard's default limits (no heavy imports: the CLI shows them in --help)."""
+
+MAX_MESSAGE_BYTES = 256 << 20  # both directions; a reply that could pass it is refused up front
+MAX_GAMES_PER_CALL = 65536
+MAX_GAMES = 1 << 20  # held by one shard
+WORKERS = 4  # threads stepping pools in parallel
+
+
+def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """gRPC message limits, the same on the server and its clients."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]

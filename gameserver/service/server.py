@@ -1,0 +1,111 @@
+"""A shard process: the BatchGameService in a grpc.aio server, with health checking and reflection.
+
+Start-up compiles (or loads) every kernel a call can reach before the port reports
+SERVING, so the first trainer step does not pay for numba. Shutdown reports NOT_SERVING
+first (load balancers stop sending), then stops accepting calls and lets in-flight ones
+finish within the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..engine import GameConfig
+from ..pool import GamePool
+from .deltas import DeltaViews
+from .games import ShardGames
+from .limits import MAX_GAMES, MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, WORKERS, channel_options
+from .shard import SERVICE, BatchGameServicer
+
+
+def _warm_up() -> str:
+    """Run every kernel once, serial and parallel sizes; returns numba's threading layer."""
+    config = GameConfig()
+    for games in (1, 64):
+        pool = GamePool(config, capacity=games, autoreset=True)
+        ids = pool.create(games)
+        step = pool.step(ids, np.full((games, config.players), -1, np.int32))
+        pool.masks(ids)
+        DeltaViews(config.players, config.tiles).encode(ids, step.observation.codes, step.observation.armies)
+    return numba.threading_layer()
+
+
+class ShardServer:
+    """One shard on host:port (port 0 picks a free one; `address` tells which after `start`)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        seed: int = 0,
+        max_games_per_call: int = MAX_GAMES_PER_CALL,
+        max_games: int = MAX_GAMES,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        workers: int = WORKERS,
+    ) -> None:
+        self.host, self.port = host, port
+        self.seed = seed
+        self.max_games_per_call = max_games_per_call
+        self.max_games = max_games
+        self.max_message_bytes = max_message_bytes
+        self.workers = workers
+        self.health = health.aio.HealthServicer()
+        self.games: ShardGames | None = None
+        self._server: aio.Server | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        layer = await asyncio.to_thread(_warm_up)
+        # numba's workqueue layer must not run parallel kernels from two threads at once.
+        workers = 1 if layer == "workqueue" else self.workers
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="engine")
+        server = aio.server(options=channel_options(self.max_message_bytes))
+        self.port = server.add_insecure_port(self.address)
+        self.games = ShardGames(self._executor, seed=self.seed, max_games=self.max_games)
+        servicer = BatchGameServicer(
+            self.games,
+            name=self.address,
+            max_games_per_call=self.max_games_per_call,
+            max_message_bytes=self.max_message_bytes,
+        )
+        server.add_generic_rpc_handlers((servicer.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+        await server.start()
+        self._server = server
+        for service in ("", SERVICE.full_name):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """NOT_SERVING, refuse new calls, give in-flight calls `grace` seconds, then stop the workers."""
+        if self._server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        self._server = None
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    async def serve_until_signal(self, grace: float = 5.0) -> None:
+        """Start, print the address, run until SIGINT/SIGTERM, then stop gracefully."""
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"gamefleet shard serving on {self.address}", flush=True)
+        await stop.wait()
+        await self.stop(grace)

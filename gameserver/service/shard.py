@@ -1,0 +1,245 @@
+"""BatchGameService on one shard: parse a request, run it on ShardGames, frame the reply.
+
+Handlers are registered without (de)serializers and take and return raw bytes: requests
+are parsed here, so a malformed payload is INVALID_ARGUMENT naming the problem (gRPC's own
+deserializer would answer INTERNAL), and replies are framed by wire.py around the
+engine's arrays. Every refusal happens before any game changes (see games.py).
+
+Placement: all games of one CreateBatchGames call carry one placement key hash in their
+ids' high 32 bits. Without a `placement_key` the shard draws the hash from a generator
+seeded with the shard's seed (reproducible per shard, and spread over a ring); a router
+always sets the key.
+
+Seat play (open seats, JoinGame, seat tokens) is not served yet: those calls answer
+UNIMPLEMENTED. A seat table would sit in front of `ShardGames.step`, stepping a game once
+all its seats have acted or its deadline passed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+import numpy as np
+from google.protobuf.message import DecodeError, Message
+
+from .. import codec
+from ..engine import GameConfig, mask_bytes
+from ..sharding import DEFAULT_VIRTUAL_NODES, placement_hash
+from . import wire
+from .errors import GameFleetError, InvalidArgument, ResourceExhausted, Unimplemented, as_service_error
+from .games import Route, ShardGames, Stepped, Views
+from .generated import batch_pb2 as pb
+from .messages import config_from_proto, config_to_proto, read_ids, read_seeds
+
+SERVICE = pb.DESCRIPTOR.services_by_name["BatchGameService"]
+log = logging.getLogger(__name__)
+_REPLY_OVERHEAD = 4096  # bytes of framing and small fields in any reply
+
+
+def _parse(message: type[Message], raw: bytes) -> Message:
+    try:
+        return message.FromString(raw)
+    except (DecodeError, RuntimeError) as error:  # upb raises DecodeError; nesting too deep: RuntimeError
+        raise InvalidArgument(f"request is not a valid {message.DESCRIPTOR.full_name}: {error}") from None
+
+
+def _observations(views: Views) -> wire.Body:
+    return wire.observations(views.observation, views.masks, views.delta)
+
+
+def _step_reply(stepped: Stepped) -> bytes:
+    return wire.step_response(
+        stepped.rewards,
+        stepped.terminated,
+        stepped.truncated,
+        stepped.status,
+        stepped.reset,
+        None if stepped.views is None else _observations(stepped.views),
+        None if stepped.final is None else wire.observations(stepped.final),
+    ).to_bytes()
+
+
+def _refuse(handler: Callable[..., Awaitable[bytes]]) -> Callable[..., Awaitable[bytes]]:
+    """Turn a refused request into its status (a bug into INTERNAL, logged): the server keeps serving."""
+
+    async def unary(self: BatchGameServicer, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            return await handler(self, raw, context)
+        except Exception as error:
+            await _abort(context, error)
+
+    return unary
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    status = as_service_error(error)
+    if status is None:
+        log.exception("request failed", exc_info=error)
+        status = GameFleetError(f"internal error: {type(error).__name__}: {error}", grpc.StatusCode.INTERNAL)
+    await context.abort(status.code, status.details)
+
+
+class BatchGameServicer:
+    """The shard's BatchGameService: every method takes and returns serialized messages."""
+
+    def __init__(
+        self,
+        games: ShardGames,
+        *,
+        name: str,
+        max_games_per_call: int,
+        max_message_bytes: int,
+    ) -> None:
+        self.games = games
+        self.name = name
+        self.max_games_per_call = max_games_per_call
+        self.max_message_bytes = max_message_bytes
+        self._key_hashes = np.random.default_rng(games.seed)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """Every method of the proto's service, bytes in and bytes out."""
+        handlers = {}
+        for method in SERVICE.methods:
+            behaviour = getattr(self, method.name)
+            if method.client_streaming:
+                handlers[method.name] = grpc.stream_stream_rpc_method_handler(behaviour)
+            else:
+                handlers[method.name] = grpc.unary_unary_rpc_method_handler(behaviour)
+        return grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)
+
+    @_refuse
+    async def CreateBatchGames(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        request = _parse(pb.CreateBatchGamesRequest, raw)
+        n = request.num_games
+        if n == 0:
+            raise InvalidArgument("num_games must be at least 1")
+        if n > self.max_games_per_call:
+            raise ResourceExhausted(
+                f"num_games: {n} games in one call, the limit is {self.max_games_per_call}"
+            )
+        if request.open_seats:
+            raise Unimplemented("open_seats: seat play (JoinGame) is not served yet; create self-play games")
+        config = config_from_proto(request.config)
+        seeds = read_seeds(request, "seeds", n)
+        self._check_reply(config, n, masks=request.include_masks, finals=False)
+        key = request.placement_key
+        key_hash = placement_hash(key) if key else int(self._key_hashes.integers(1 << 32))
+        effective = config_to_proto(config)
+        return await self.games.create(
+            n,
+            config,
+            autoreset=request.autoreset,
+            seeds=seeds,
+            key_hash=key_hash,
+            masks=request.include_masks,
+            finish=lambda ids, views: wire.created_response(
+                ids, effective, _observations(views), self.name
+            ).to_bytes(),
+        )
+
+    @_refuse
+    async def GetBatchStates(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        request = _parse(pb.GetBatchStatesRequest, raw)
+        route = self._route(request)
+        self._check_reply(route.config, route.ids.size, masks=request.include_masks, finals=False)
+        return await self.games.observe(
+            route,
+            masks=request.include_masks,
+            delta=request.delta,
+            finish=lambda views: _observations(views).to_bytes(),
+        )
+
+    @_refuse
+    async def SubmitBatchActions(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._step(raw)
+
+    async def StreamSteps(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """One reply per request, in order. A refused request ends the stream with its status
+        (the games of that request unchanged, those of earlier requests stepped)."""
+        try:
+            async for raw in requests:
+                yield await self._step(raw)
+        except Exception as error:
+            await _abort(context, error)
+
+    @_refuse
+    async def ResetBatchGames(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        request = _parse(pb.ResetBatchGamesRequest, raw)
+        route = self._route(request)
+        seeds = read_seeds(request, "seeds", route.ids.size)
+        self._check_reply(route.config, route.ids.size, masks=request.include_masks, finals=False)
+        return await self.games.reset(
+            route, seeds, masks=request.include_masks, finish=lambda views: _observations(views).to_bytes()
+        )
+
+    @_refuse
+    async def CloseBatchGames(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        route = self._route(_parse(pb.CloseBatchGamesRequest, raw))
+        return pb.CloseBatchGamesResponse(closed=await self.games.close(route)).SerializeToString()
+
+    @_refuse
+    async def JoinGame(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        _parse(pb.JoinGameRequest, raw)
+        raise Unimplemented(
+            "JoinGame: seat play is not served yet; self-play clients submit every seat at once"
+        )
+
+    @_refuse
+    async def GetTopology(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        _parse(pb.GetTopologyRequest, raw)
+        return pb.Topology(shards=[self.name], virtual_nodes=DEFAULT_VIRTUAL_NODES).SerializeToString()
+
+    async def _step(self, raw: bytes) -> bytes:
+        request = _parse(pb.SubmitBatchActionsRequest, raw)
+        if request.HasField("seats") or request.HasField("seat_tokens"):
+            raise Unimplemented(
+                "seats/seat_tokens: seat play is not served yet; submit every seat as [games, players]"
+            )
+        route = self._route(request)
+        if not request.HasField("actions"):
+            raise InvalidArgument("actions is missing: int32 [games, players] flat moves are required")
+        actions = _actions(request.actions, route)
+        observe = not request.skip_observations
+        if observe:
+            finals = any(entry.pool.autoreset for entry, _ in route.groups)
+            self._check_reply(route.config, route.ids.size, masks=request.include_masks, finals=finals)
+        return await self.games.step(
+            route,
+            actions,
+            observe=observe,
+            masks=request.include_masks,
+            delta=request.delta,
+            finish=_step_reply,
+        )
+
+    def _route(self, request: Message) -> Route:
+        return self.games.route(read_ids(request, "game_ids", self.max_games_per_call))
+
+    def _check_reply(self, config: GameConfig, games: int, *, masks: bool, finals: bool) -> None:
+        """Refuse up front a call whose reply could pass the message limit: once the games have
+        stepped, a reply too large to send would lose the step."""
+        players, tiles = config.players, config.tiles
+        per_game = players * (3 * tiles + 8) + 4 + (players * mask_bytes(tiles) if masks else 0)
+        per_game += players * (3 * tiles + 8) + 4 if finals else 0  # every game could autoreset
+        size = games * (per_game + 4 * players + 4) + _REPLY_OVERHEAD
+        if size > self.max_message_bytes:
+            raise ResourceExhausted(
+                f"the reply for {games} games of {config.height}x{config.width}, {players} players "
+                f"could reach {size} bytes, over the {self.max_message_bytes}-byte message limit: "
+                "send fewer games per call (or skip_observations, or no masks)"
+            )
+
+
+def _actions(tensor: pb.Tensor, route: Route) -> np.ndarray:
+    """Flat moves [games, players] (or generals-bots [games, players, 5]), range-checked for the config."""
+    try:
+        actions = codec.decode_actions(tensor.data, tensor.dtype, tensor.shape, route.config)
+    except ValueError as error:
+        raise InvalidArgument(f"actions: {error}") from None
+    if actions.shape[0] != route.ids.size:
+        raise InvalidArgument(f"actions: {actions.shape[0]} rows for {route.ids.size} game_ids")
+    return actions
