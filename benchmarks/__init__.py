@@ -1,0 +1,1 @@
+"""Benchmark suite: run through `gamefleet bench` (results as JSON, tables, plots)."""

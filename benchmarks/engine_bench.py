@@ -1,0 +1,512 @@
+"""Engine throughput against generals-bots 2.5.0 (the peer), both measured in the same run.
+
+Trainers hand the engine whole batches, so ours is game-steps per second at each batch size;
+the peer's `Game.step` plays one game per call and always builds both players' observations,
+so its rate is one number (a horizontal line on the plot).
+
+Only `step` calls are timed. Actions are recorded beforehand from a mid-game position (random
+legal moves, some replaced by random flat indices, which are mostly no-ops), and every timed
+window replays them from a snapshot restored outside the clock: each window does the same
+work, the games stay running, and the action generator's cost is not counted.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+from rich.console import Console, Group
+from rich.progress import Progress
+from rich.table import Table
+
+from gameserver.engine import GameBatch, GameConfig, Observation, generate, observe, step
+from gameserver.engine.config import MAX_TICK_LIMIT, RUNNING
+from gameserver.rl.agents import random_actions
+
+# 20x20, 2 players, default densities; no truncation can happen inside a benchmark.
+BOARD = GameConfig(max_ticks=MAX_TICK_LIMIT)
+RANDOM_SHARE = 0.1  # share of actions replaced by a uniformly random flat index (or pass)
+SPLIT_PERCENT = 25  # share of legal moves that move half the army (generals-bots RandomAgent's default)
+PEER_AGENTS = ("p0", "p1")
+
+TARGET_BATCH = 1024
+OBS_RATIO_TARGET = 150
+STATE_RATIO_TARGET = 800
+MAPS_TARGET = 50_000
+BYTES_TARGET = 4096
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to measure; `quick` shortens the recorded play (a smoke run, not figures to quote)."""
+
+    batches: tuple[int, ...]
+    seconds: float
+    peer: bool = True
+    quick: bool = False
+
+    @property
+    def burn_in_ticks(self) -> int:
+        """Ticks played before recording, so the timed position is mid-game, not the empty start."""
+        return 20 if self.quick else 100
+
+    @property
+    def window_ticks(self) -> int:
+        return 20 if self.quick else 50
+
+
+def _time_windows(seconds: float, reset: Callable[[], None], window: Callable[[], None]) -> tuple[int, float]:
+    """Warm up once, then time `window` (after an untimed `reset`) until `seconds` have been timed.
+
+    Returns (windows timed, timed seconds); at least one window is timed.
+    """
+    reset()
+    window()  # compiles or loads the kernels, fills the caches
+    windows, elapsed = 0, 0.0
+    while windows == 0 or elapsed < seconds:
+        reset()
+        start = time.perf_counter()
+        window()
+        elapsed += time.perf_counter() - start
+        windows += 1
+    return windows, elapsed
+
+
+def _mixed_actions(obs: Observation, rng: np.random.Generator) -> np.ndarray:
+    """Random legal moves, a RANDOM_SHARE of them replaced by random flat actions in [-1, HW*8)."""
+    actions = random_actions(obs.codes, obs.armies, obs.tick, BOARD.height, BOARD.width, 7, SPLIT_PERCENT)
+    noise = rng.random(actions.shape) < RANDOM_SHARE
+    actions[noise] = rng.integers(-1, BOARD.num_actions, size=int(noise.sum()))
+    return actions
+
+
+def _play(batch: GameBatch, slots: np.ndarray, obs: Observation, ticks: int, rng: np.random.Generator):
+    """Play `ticks` ticks from the position `obs` shows; returns the actions played, one array per tick."""
+    played = []
+    for _ in range(ticks):
+        played.append(_mixed_actions(obs, rng))
+        step(batch, slots, played[-1], out=obs)
+    return played
+
+
+@dataclass
+class _EngineReplay:
+    batch: GameBatch
+    slots: np.ndarray
+    start: dict[str, np.ndarray]
+    actions: list[np.ndarray]
+    out: Observation | None
+
+    def reset(self) -> None:
+        for name, array in self.batch.arrays().items():
+            array[...] = self.start[name]
+
+    def window(self) -> None:
+        for actions in self.actions:
+            step(self.batch, self.slots, actions, out=self.out)
+
+
+def measure_engine(games: int, settings: Settings, note: Callable[[str], None]) -> dict[str, Any]:
+    """Steps/s with fused observations and state-only, and maps/s, at one batch size."""
+    note(f"batch {games}: recording moves")
+    batch, slots = GameBatch.allocate(BOARD, games), np.arange(games)
+    generate(batch, slots, slots)
+    obs = Observation.allocate(BOARD, games)
+    observe(batch, slots, obs)
+    rng = np.random.default_rng(games)
+    _play(batch, slots, obs, settings.burn_in_ticks, rng)
+    start = {name: array.copy() for name, array in batch.arrays().items()}
+    replay = _EngineReplay(batch, slots, start, _play(batch, slots, obs, settings.window_ticks, rng), obs)
+    steps_per_window = games * settings.window_ticks
+
+    note(f"batch {games}: steps with observations")
+    windows, elapsed = _time_windows(settings.seconds, replay.reset, replay.window)
+    with_obs = steps_per_window * windows / elapsed
+    running = float(np.mean(batch.status == RUNNING))  # after a replayed window: its end position
+
+    note(f"batch {games}: steps, state only")
+    replay.out = None
+    windows, elapsed = _time_windows(settings.seconds, replay.reset, replay.window)
+    state_only = steps_per_window * windows / elapsed
+
+    note(f"batch {games}: map generation")
+    seeds = np.arange(games, dtype=np.uint64)
+
+    def next_seeds() -> None:
+        seeds[:] += games
+
+    windows, elapsed = _time_windows(settings.seconds, next_seeds, lambda: generate(batch, slots, seeds))
+    return {
+        "batch": games,
+        "steps_per_s_obs": with_obs,
+        "steps_per_s_state": state_only,
+        "maps_per_s": games * windows / elapsed,
+        "running_fraction": running,
+    }
+
+
+def _peer_modules() -> tuple[Any, ...]:
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # generals-bots imports pygame
+    try:
+        from generals.core.action import Action, compute_valid_move_mask
+        from generals.core.game import Game
+        from generals.core.grid import GridFactory
+    except ImportError as error:
+        raise SystemExit(
+            f"the peer generals-bots is not installed ({error}): pip install -e '.[peers]', or pass --no-peer"
+        ) from None
+    return Action, compute_valid_move_mask, Game, GridFactory
+
+
+def measure_peer(settings: Settings, note: Callable[[str], None]) -> dict[str, Any]:
+    """generals-bots Game.step (one game per call, observations always built) and GridFactory maps/s."""
+    action, valid_moves, game_class, grid_factory = _peer_modules()
+    factory = grid_factory(
+        min_grid_dims=(BOARD.height, BOARD.width), max_grid_dims=(BOARD.height, BOARD.width), seed=0
+    )
+    rng = np.random.default_rng(0)
+
+    def mixed_action(observation) -> Any:
+        """The same mix as ours: a random legal move (25% split), sometimes a random action instead."""
+        if rng.random() < RANDOM_SHARE:
+            row, col = rng.integers(BOARD.height), rng.integers(BOARD.width)
+            return action(bool(rng.integers(2)), row, col, rng.integers(4), bool(rng.integers(2)))
+        moves = np.argwhere(valid_moves(observation))
+        if len(moves) == 0:
+            return action(to_pass=True)
+        row, col, direction = moves[rng.integers(len(moves))]
+        return action(False, row, col, direction, rng.random() < SPLIT_PERCENT / 100)
+
+    def play(game, ticks: int) -> list[dict]:
+        """Step `game` for `ticks` ticks from its current position; returns the moves played."""
+        observations = {agent: game.agent_observation(agent) for agent in PEER_AGENTS}
+        played = []
+        for _ in range(ticks):
+            played.append({agent: mixed_action(observations[agent]) for agent in PEER_AGENTS})
+            observations, _ = game.step(played[-1])
+        return played
+
+    note("generals-bots: recording moves")
+    game = game_class(factory.generate(), list(PEER_AGENTS))
+    play(game, settings.burn_in_ticks)
+    start = copy.deepcopy(game)
+    actions = play(game, settings.window_ticks)
+    current = [start]
+
+    def reset() -> None:
+        current[0] = copy.deepcopy(start)
+
+    def window() -> None:
+        replaying = current[0]
+        for moves in actions:
+            replaying.step(moves)
+
+    note("generals-bots: Game.step")
+    windows, elapsed = _time_windows(settings.seconds, reset, window)
+    with_obs = settings.window_ticks * windows / elapsed
+    note("generals-bots: Game.step again, as its state-only figure")
+    windows, elapsed = _time_windows(settings.seconds, reset, window)
+    state_only = settings.window_ticks * windows / elapsed
+    note("generals-bots: GridFactory.generate")
+    windows, elapsed = _time_windows(settings.seconds, lambda: None, factory.generate)
+    return {
+        "name": "generals-bots",
+        "version": metadata.version("generals-bots"),
+        "steps_per_s_obs": with_obs,
+        "steps_per_s_state": state_only,
+        "maps_per_s": windows / elapsed,
+        "running": not current[0].is_done(),
+        "note": "Game.step always builds both players' observations: its state-only figure is the same "
+        "call, timed separately; GridFactory(min_grid_dims=(20, 20), max_grid_dims=(20, 20)).generate()",
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures come from: they mean little without the CPU and thread count."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    return {
+        "cpu": _cpu_model(),
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "numba_threads": numba.get_num_threads(),
+        "memory_gib": round(memory / 2**30, 1) if memory else None,
+        "system": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def versions(peer: bool) -> dict[str, str]:
+    names = ["gamefleet", "numba", "numpy"] + (["generals-bots"] if peer else [])
+    return {name: metadata.version(name) for name in names}
+
+
+def bytes_per_game() -> dict[str, int]:
+    """Resident bytes of one game's state plus its slot in a fused-observation buffer."""
+    state = GameBatch.allocate(BOARD, 1).nbytes_per_game()
+    observation = Observation.allocate(BOARD, 1).nbytes_per_game()
+    return {"state": state, "observation": observation, "total": state + observation}
+
+
+RATES = ("steps_per_s_obs", "steps_per_s_state", "maps_per_s")
+
+
+def vs_peer(rate: str) -> str:
+    """The key of a rate's ratio to the peer: steps_per_s_obs -> steps_obs_vs_peer."""
+    return rate.replace("_per_s", "") + "_vs_peer"
+
+
+def _add_ratios(row: dict[str, Any], peer: dict[str, Any]) -> None:
+    for rate in RATES:
+        row[vs_peer(rate)] = row[rate] / peer[rate]
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, judged at batch TARGET_BATCH; `met` is None when not measured."""
+    row = next((r for r in result["engine"] if r["batch"] == TARGET_BATCH), {})
+    at = f"batch {TARGET_BATCH}"
+    checks = [
+        (
+            f"steps/s with observations vs peer, {at}",
+            row.get("steps_obs_vs_peer"),
+            OBS_RATIO_TARGET,
+            "x",
+            True,
+        ),
+        (f"steps/s state-only vs peer, {at}", row.get("steps_state_vs_peer"), STATE_RATIO_TARGET, "x", True),
+        (f"maps/s, {at}", row.get("maps_per_s"), MAPS_TARGET, "/s", True),
+        (
+            "bytes per game (state + observation buffer)",
+            result["bytes_per_game"]["total"],
+            BYTES_TARGET,
+            " B",
+            False,
+        ),
+    ]
+    return [
+        {
+            "name": name,
+            "target": f"{'>=' if higher else '<='} {goal:,}{unit}",
+            "measured": measured,
+            "met": None if measured is None else (measured >= goal if higher else measured <= goal),
+        }
+        for name, measured, goal, unit, higher in checks
+    ]
+
+
+def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
+    """Measure everything `settings` asks for; returns the JSON-ready result."""
+    load_before = os.getloadavg()[0]
+    phases = 4 * len(settings.batches) + (4 if settings.peer else 0)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("engine benchmark", total=phases)
+
+        finished = itertools.count()
+
+        def note(phase: str) -> None:
+            """Start the next phase (each measurement announces itself before it starts)."""
+            progress.update(task, description=phase, completed=next(finished))
+
+        peer = measure_peer(settings, note) if settings.peer else None
+        rows = [measure_engine(games, settings, note) for games in settings.batches]
+    if peer is not None:
+        for row in rows:
+            _add_ratios(row, peer)
+    result = {
+        "benchmark": "engine",
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        # Other processes on the machine stall parallel kernels: a region waits for every thread.
+        "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
+        "versions": versions(settings.peer),
+        "board": BOARD.to_dict(),
+        "settings": {
+            **asdict(settings),
+            "burn_in_ticks": settings.burn_in_ticks,
+            "window_ticks": settings.window_ticks,
+            "random_share": RANDOM_SHARE,
+            "split_percent": SPLIT_PERCENT,
+        },
+        "bytes_per_game": bytes_per_game(),
+        "engine": rows,
+        "peer": peer,
+    }
+    result["targets"] = targets(result)
+    return result
+
+
+def _si(value: float) -> str:
+    """3 significant digits with a k/M/G suffix: rates span six orders of magnitude."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _ratio(value: float) -> str:
+    return f"{value:,.0f}x" if value >= 10 else f"{value:.2g}x"
+
+
+def _met(met: bool | None) -> str:
+    return {True: "met", False: "NOT met", None: "not measured"}[met]
+
+
+_TITLES = {
+    "steps_per_s_obs": "steps/s, observations",
+    "steps_per_s_state": "steps/s, state only",
+    "maps_per_s": "maps/s",
+}
+
+
+def _rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The figures as text cells: one row per batch size, then the peer's row and "vs peer" columns."""
+    peer = result["peer"]
+    header, rows = ["batch"], [[f"{row['batch']:,}"] for row in result["engine"]]
+    peer_row = [] if peer is None else [f"{peer['name']} {peer['version']}"]
+    for key in RATES:
+        header.append(_TITLES[key])
+        for cells, row in zip(rows, result["engine"], strict=True):
+            cells.append(_si(row[key]))
+        if peer is not None:
+            header.append("vs peer")
+            for cells, row in zip(rows, result["engine"], strict=True):
+                cells.append(_ratio(row[vs_peer(key)]))
+            peer_row += [_si(peer[key]), "1x"]
+    return header, rows + ([peer_row] if peer_row else [])
+
+
+def _measured(target: dict[str, Any]) -> str:
+    value = target["measured"]
+    if value is None:
+        return "-"
+    return _ratio(value) if target["target"].endswith("x") else _si(value) if value >= 1e4 else f"{value:,}"
+
+
+def table(result: dict[str, Any]) -> Group:
+    """The results for the terminal: the figures, then the targets."""
+    header, rows = _rows(result)
+    memory = result["bytes_per_game"]
+    figures = Table(
+        *header,
+        title="GameFleet engine: 20x20, 2 players, random moves",
+        caption=f"bytes per game: {memory['state']:,} state + {memory['observation']:,} observation buffer "
+        f"= {memory['total']:,}",
+    )
+    for row in rows:
+        figures.add_row(*row)
+    goals = Table("target", "goal", "measured", "", title="targets")
+    for target in result["targets"]:
+        goals.add_row(target["name"], target["target"], _measured(target), _met(target["met"]))
+    return Group(figures, goals)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results as the markdown of benchmarks/RESULTS.md (command, date, machine, table, targets)."""
+    header, rows = _rows(result)
+    m, memory = result["machine"], result["bytes_per_game"]
+    settings, load = result["settings"], result["load_average_1m"]
+    peer = result["peer"]
+    about_peer = (
+        [] if peer is None else [f"The peer plays one game per call, at any batch size. {peer['note']}.", ""]
+    )
+    lines = [
+        "## Engine: 20x20, 2 players, random moves",
+        "",
+        f"- Command: `{result['command']}`",
+        f"- Date: {result['date']}",
+        f"- Machine: {m['cpu']}, {m['cpus']} CPUs ({m['numba_threads']} numba threads), "
+        f"{m['memory_gib']} GiB, {m['system']}, Python {m['python']}; "
+        f"load average {load['before']:.2f} before, {load['after']:.2f} after",
+        "- Versions: " + ", ".join(f"{name} {version}" for name, version in result["versions"].items()),
+        f"- Method: each figure is {settings['seconds']:g} s of timed calls; steps replay "
+        f"{settings['window_ticks']} recorded ticks from a position {settings['burn_in_ticks']} ticks into "
+        f"the game (random legal moves, {settings['random_share']:.0%} random flat actions), restored "
+        "before each window, after a warm-up window.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" for _ in header) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        *about_peer,
+        f"Bytes per game: {memory['state']:,} B of state + {memory['observation']:,} B of observation "
+        f"buffer = {memory['total']:,} B.",
+        "",
+        "| target | goal | measured | |",
+        "|---|---:|---:|---|",
+        *(f"| {t['name']} | {t['target']} | {_measured(t)} | {_met(t['met'])} |" for t in result["targets"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Steps/s and maps/s against batch size (log-log), the peer as horizontal lines."""
+    from matplotlib.figure import Figure  # the dev extra; imported only when a plot is asked for
+
+    batches = [row["batch"] for row in result["engine"]]
+    peer = result["peer"]
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    steps, maps = figure.subplots(1, 2)
+    steps.plot(
+        batches, [r["steps_per_s_obs"] for r in result["engine"]], "o-", label="GameFleet, with observations"
+    )
+    steps.plot(
+        batches, [r["steps_per_s_state"] for r in result["engine"]], "s-", label="GameFleet, state only"
+    )
+    maps.plot(batches, [r["maps_per_s"] for r in result["engine"]], "o-", label="GameFleet generate()")
+    if peer is not None:
+        steps.axhline(
+            peer["steps_per_s_obs"], color="grey", ls="--", label="generals-bots Game.step (1 game)"
+        )
+        maps.axhline(peer["maps_per_s"], color="grey", ls="--", label="generals-bots GridFactory.generate()")
+    for axes, unit in ((steps, "game steps / s"), (maps, "maps / s")):
+        axes.set(xscale="log", yscale="log", xlabel="batch size (games per call)", ylabel=unit)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.suptitle(
+        f"20x20, 2 players, random moves: {result['machine']['cpu']}, {result['machine']['cpus']} CPUs"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+
+
+def main(
+    settings: Settings, command: str, out: Path, plot_path: Path | None, markdown_path: Path | None
+) -> int:
+    """Run, then write the JSON (and the plot / markdown when asked) and print the table."""
+    console = Console()
+    result = run(settings, command, console)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(table(result))
+    console.print(f"results: {out}")
+    if plot_path is not None:
+        plot(result, plot_path)
+        console.print(f"plot: {plot_path}")
+    if markdown_path is not None:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(markdown(result))
+        console.print(f"markdown: {markdown_path}")
+    return 0

@@ -1,0 +1,133 @@
+"""The `gamefleet` command.
+
+A subcommand is an `add_parser(subparsers)` function, one small module each (`cli_<name>.py`
+beside this one; `bench` and `version` live here): it adds its parser and sets `run` (parsed
+args -> exit code). A new subcommand is one more entry in COMMANDS. Heavy imports (numba,
+grpc, the peer, matplotlib) happen inside `run`, so `gamefleet --help` and `gamefleet version`
+stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+
+from . import __version__, cli_serve
+
+FULL_BATCHES = (1, 64, 1024, 16384)
+QUICK_BATCHES = (1, 64, 1024)
+FULL_SECONDS = 5.0
+QUICK_SECONDS = 0.2
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"seconds must be > 0, got {text!r}")
+    return seconds
+
+
+def _checkout_module(name: str) -> ModuleType:
+    """Import a module of the source checkout: benchmarks/ is not part of the installed package."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks").is_dir():
+        raise SystemExit(f"gamefleet bench runs from a source checkout; {root / 'benchmarks'} is missing")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module(name)
+
+
+def _run_version(args: argparse.Namespace) -> int:
+    print(f"gamefleet {__version__}")
+    return 0
+
+
+def _run_bench_engine(args: argparse.Namespace) -> int:
+    bench = _checkout_module("benchmarks.engine_bench")
+    settings = bench.Settings(
+        batches=tuple(args.batches or (QUICK_BATCHES if args.quick else FULL_BATCHES)),
+        seconds=args.seconds or (QUICK_SECONDS if args.quick else FULL_SECONDS),
+        peer=not args.no_peer,
+        quick=args.quick,
+    )
+    return bench.main(settings, args.command_line, args.out, args.plot, args.markdown)
+
+
+def _add_version(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("version", help="print the GameFleet version")
+    parser.set_defaults(run=_run_version)
+
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser("bench", help="benchmarks (results as JSON, tables and plots)")
+    targets = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
+    engine = targets.add_parser(
+        "engine",
+        help="engine steps/s and maps/s vs generals-bots 2.5.0 (20x20, 2 players, random moves)",
+    )
+    engine.add_argument(
+        "--batches",
+        type=_batch_sizes,
+        help=f"comma-separated batch sizes (default {','.join(map(str, FULL_BATCHES))}; "
+        f"--quick: {','.join(map(str, QUICK_BATCHES))})",
+    )
+    engine.add_argument(
+        "--seconds",
+        type=_positive_seconds,
+        help=f"timed seconds per measurement (default {FULL_SECONDS:g}; --quick: {QUICK_SECONDS:g})",
+    )
+    engine.add_argument(
+        "--quick", action="store_true", help="a ~10 s smoke run: short windows, small batches"
+    )
+    engine.add_argument("--no-peer", action="store_true", help="skip generals-bots (no ratios)")
+    engine.add_argument("--out", type=Path, default=Path("benchmarks/out/engine.json"), help="JSON results")
+    engine.add_argument("--plot", type=Path, help="write a PNG plot (needs matplotlib: the dev extra)")
+    engine.add_argument("--markdown", type=Path, help="write the results as markdown (benchmarks/RESULTS.md)")
+    engine.set_defaults(run=_run_bench_engine)
+
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], object], ...] = (
+    _add_bench,
+    cli_serve.add_parser,
+    _add_version,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gamefleet", description="GameFleet: batched generals.io game servers for RL"
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `gamefleet` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["gamefleet", *argv])
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

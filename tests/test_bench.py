@@ -1,0 +1,117 @@
+"""`gamefleet bench engine` end to end: what it writes, not how fast it is (no timed assertions)."""
+
+import json
+from datetime import datetime
+
+import pytest
+
+from gameserver.cli import main
+from gameserver.engine import GameBatch, GameConfig, Observation
+
+RATES = ("steps_per_s_obs", "steps_per_s_state", "maps_per_s")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One quick run against the peer; its JSON, plot and markdown paths."""
+    out = tmp_path_factory.mktemp("bench")
+    paths = {"json": out / "tmp.json", "png": out / "tmp.png", "md": out / "RESULTS.md"}
+    argv = ["bench", "engine", "--quick", "--seconds", "0.05", "--out", str(paths["json"])]
+    argv += ["--plot", str(paths["png"]), "--markdown", str(paths["md"])]
+    assert main(argv) == 0
+    return paths, json.loads(paths["json"].read_text())
+
+
+def test_json_records_the_run(quick_run):
+    _, result = quick_run
+    assert result["benchmark"] == "engine"
+    assert result["command"].startswith("gamefleet bench engine --quick --seconds 0.05")
+    assert datetime.fromisoformat(result["date"]).tzinfo is not None
+    assert {"cpu", "cpus", "numba_threads", "python"} <= result["machine"].keys()
+    assert {"gamefleet", "numba", "numpy", "generals-bots"} <= result["versions"].keys()
+    assert result["settings"]["quick"] is True and result["settings"]["seconds"] == 0.05
+    assert (result["board"]["height"], result["board"]["width"], result["board"]["players"]) == (20, 20, 2)
+
+
+def test_quick_run_measures_batches_1_64_1024_with_positive_rates(quick_run):
+    _, result = quick_run
+    assert [row["batch"] for row in result["engine"]] == [1, 64, 1024]
+    for row in result["engine"]:
+        assert all(row[rate] > 0 for rate in RATES), row
+
+
+def test_games_stay_running_while_timed(quick_run):
+    _, result = quick_run
+    assert all(row["running_fraction"] == 1.0 for row in result["engine"])
+    assert result["peer"]["running"] is True
+
+
+def test_peer_is_measured_and_every_rate_has_its_ratio(quick_run):
+    _, result = quick_run
+    peer = result["peer"]
+    assert peer["name"] == "generals-bots" and peer["version"] == "2.5.0"
+    assert all(peer[rate] > 0 for rate in RATES)
+    for row in result["engine"]:
+        assert row["steps_obs_vs_peer"] == pytest.approx(row["steps_per_s_obs"] / peer["steps_per_s_obs"])
+        assert row["steps_state_vs_peer"] == pytest.approx(
+            row["steps_per_s_state"] / peer["steps_per_s_state"]
+        )
+        assert row["maps_vs_peer"] == pytest.approx(row["maps_per_s"] / peer["maps_per_s"])
+
+
+def test_bytes_per_game_are_the_state_plus_the_observation_buffer(quick_run):
+    _, result = quick_run
+    config = GameConfig()
+    state = GameBatch.allocate(config, 8).nbytes_per_game()
+    observation = Observation.allocate(config, 8).nbytes_per_game()
+    assert result["bytes_per_game"] == {
+        "state": state,
+        "observation": observation,
+        "total": state + observation,
+    }
+
+
+def test_every_target_is_judged_when_batch_1024_and_the_peer_ran(quick_run):
+    _, result = quick_run
+    assert len(result["targets"]) == 4
+    assert all(isinstance(target["met"], bool) for target in result["targets"])
+
+
+def test_plot_is_a_png(quick_run):
+    paths, _ = quick_run
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_has_the_command_a_row_per_batch_and_the_targets(quick_run):
+    paths, result = quick_run
+    text = paths["md"].read_text()
+    assert f"`{result['command']}`" in text
+    for batch in ("| 1 |", "| 64 |", "| 1,024 |", "| generals-bots 2.5.0 |"):
+        assert batch in text
+    for target in result["targets"]:
+        assert f"| {target['name']} | {target['target']} |" in text
+
+
+def test_without_the_peer_there_are_no_ratios_and_ratio_targets_are_not_judged(tmp_path):
+    out = tmp_path / "engine.json"
+    assert (
+        main(
+            [
+                "bench",
+                "engine",
+                "--quick",
+                "--no-peer",
+                "--batches",
+                "1",
+                "--seconds",
+                "0.02",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["peer"] is None and "generals-bots" not in result["versions"]
+    assert not any(key.endswith("_vs_peer") for key in result["engine"][0])
+    assert [target["met"] for target in result["targets"]][:3] == [None, None, None]
