@@ -39,7 +39,9 @@ def test_create_step_reset_close(fleet):
     created = fleet.create(3, SHORT, seeds=[1, 2, 3], masks=True)
     assert created.ids.dtype == np.uint64 and created.ids.shape == (3,)
     assert created.config == SHORT and created.shard == fleet.address
-    assert created.observations.codes.shape == (3, 2, SHORT.tiles) and created.observations.masks.shape[:2] == (3, 2)
+    assert created.observations.codes.shape == (3, 2, SHORT.tiles) and created.observations.masks.shape[
+        :2
+    ] == (3, 2)
     step = fleet.step(created.ids, np.full((3, 2), -1))
     assert step.observations.tick.tolist() == [1, 1, 1]
     assert step.status.tolist() == [pb.STEPPED] * 3 and not step.reset.any()

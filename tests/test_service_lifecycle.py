@@ -1,0 +1,80 @@
+"""A shard's life: `gamefleet serve` as a real process, health states, and a graceful shutdown."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import numpy as np
+import pytest
+from conftest import BackgroundShard
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gameserver.client import FleetClient, Unavailable
+from gameserver.engine import GameConfig
+from gameserver.service.games import INLINE_BELOW
+
+GAMES = INLINE_BELOW  # enough games to step on a worker thread, off the event loop
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_gamefleet_serve_process_plays_and_stops_on_sigterm(serve_process):
+    with FleetClient(serve_process.address, timeout=30) as fleet:
+        assert fleet.healthy()
+        created = fleet.create(8, GameConfig(), seeds=np.arange(8), autoreset=True)
+        step = fleet.step(created.ids, np.full((8, 2), -1), masks=True)
+        assert step.observations.tick.tolist() == [1] * 8 and step.observations.masks.shape[:2] == (8, 2)
+        assert fleet.topology().shards == (serve_process.address,)
+    assert serve_process.terminate() == 0
+
+
+def test_reflection_lists_the_services(shard):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(shard.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        reply = next(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    names = {service.name for service in reply.list_services_response.service}
+    assert {"gamefleet.v1.BatchGameService", "grpc.health.v1.Health"} <= names
+
+
+def test_health_goes_not_serving_at_shutdown_and_in_flight_steps_finish():
+    shard = BackgroundShard()
+    try:
+        with FleetClient(shard.address, timeout=30) as fleet:
+            ids = fleet.create(GAMES, GameConfig(height=8, width=8)).ids
+            # Hold the step inside the engine until the shutdown has begun.
+            pool = shard.server.games.pools[0]
+            entered, release = threading.Event(), threading.Event()
+            real_step = pool.step
+
+            def slow_step(*args, **kwargs):
+                entered.set()
+                release.wait(10)
+                return real_step(*args, **kwargs)
+
+            pool.step = slow_step
+            channel = grpc.insecure_channel(shard.address)
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
+            statuses = [next(watch).status]
+            result = {}
+            stepping = threading.Thread(
+                target=lambda: result.update(step=fleet.step(ids, np.full((GAMES, 2), -1)))
+            )
+            stepping.start()
+            assert entered.wait(10)
+            stopping = threading.Thread(target=shard.stop, kwargs={"grace": 10})
+            stopping.start()
+            statuses.append(next(watch).status)  # NOT_SERVING while the step is still in flight
+            assert stepping.is_alive()
+            release.set()
+            stepping.join(10)
+            channel.close()  # ends the Watch call, which the shutdown would otherwise wait for
+            stopping.join(20)
+            assert statuses == [SERVING, NOT_SERVING]
+            assert result["step"].observations.tick.tolist() == [1] * GAMES  # the in-flight step finished
+            with pytest.raises(Unavailable):
+                fleet.states(ids)  # and the shard is gone
+    finally:
+        shard.stop()
