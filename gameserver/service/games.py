@@ -34,9 +34,10 @@ from .generated import batch_pb2 as pb
 T = TypeVar("T")
 _FIELDS = ("codes", "armies", "land", "army", "tick")
 _SHOWN = 8  # offending ids named in an error
-# Calls on fewer games run on the event loop: their kernels take microseconds, less than the
-# hand-off to a worker thread and back (which dominates a one-game round trip).
-INLINE_BELOW = 64
+# Calls on fewer tiles (games x players x tiles) run on the event loop: their kernels take
+# microseconds, less than the hand-off to a worker thread and back, which would dominate a
+# one-game round trip. 40 games of 20x20 for 2 players; one 64x64 game of 8 is over.
+INLINE_WORK = 1 << 15
 
 
 @dataclass
@@ -101,6 +102,15 @@ class Route:
     ids: np.ndarray
     config: GameConfig
     groups: list[tuple[PoolEntry, np.ndarray | None]]
+
+    @property
+    def entries(self) -> list[PoolEntry]:
+        return [entry for entry, _ in self.groups]
+
+    @property
+    def size(self) -> int:
+        """Seat-tiles of the request: what its engine work scales with."""
+        return self.ids.size * self.config.players * self.config.tiles
 
     def parts(
         self, rows_of: np.ndarray | None = None
@@ -187,14 +197,14 @@ class ShardGames:
                 raise ResourceExhausted(
                     f"shard full: {self.active_games} games + {n} new would pass max_games={self.max_games}"
                 )
-            return await self._locked([entry], n, work)
+            return await self._locked([entry], n * config.players * config.tiles, work)
 
     async def observe(self, route: Route, *, masks: bool, delta: bool, finish: Callable[[Views], T]) -> T:
         def work() -> T:
             self._check_live(route)
             return finish(_merge_views(route, [e.observe(ids, masks, delta) for e, ids, _ in route.parts()]))
 
-        return await self._locked([e for e, _ in route.groups], route.ids.size, work)
+        return await self._locked(route.entries, route.size, work)
 
     async def step(
         self,
@@ -219,7 +229,7 @@ class ShardGames:
                 parts.append((finished, result, views))
             return finish(_merge_steps(route, parts))
 
-        return await self._locked([e for e, _ in route.groups], route.ids.size, work)
+        return await self._locked(route.entries, route.size, work)
 
     async def reset(
         self, route: Route, seeds: np.ndarray | None, *, masks: bool, finish: Callable[[Views], T]
@@ -233,7 +243,7 @@ class ShardGames:
                 _merge_views(route, [e.observe(ids, masks, delta=False) for e, ids, _ in route.parts()])
             )
 
-        return await self._locked([e for e, _ in route.groups], route.ids.size, work)
+        return await self._locked(route.entries, route.size, work)
 
     async def close(self, route: Route) -> int:
         def work() -> int:
@@ -244,7 +254,7 @@ class ShardGames:
             self._index_remove(route.ids)
             return route.ids.size
 
-        return await self._locked([e for e, _ in route.groups], route.ids.size, work)
+        return await self._locked(route.entries, route.size, work)
 
     def _entry(self, config: GameConfig, autoreset: bool) -> PoolEntry:
         key = (config, autoreset)
@@ -261,8 +271,9 @@ class ShardGames:
             self._entries.append(self._by_key[key])
         return self._by_key[key]
 
-    async def _locked(self, entries: Sequence[PoolEntry], games: int, work: Callable[[], T]) -> T:
-        """Run `work` on the executor holding these pools' locks (taken in index order: no deadlock).
+    async def _locked(self, entries: Sequence[PoolEntry], size: int, work: Callable[[], T]) -> T:
+        """Run `work` holding these pools' locks (taken in index order: no deadlock), on the
+        executor unless its `size` (seat-tiles) is below INLINE_WORK.
 
         The locks are released when the work is done, not when the caller is cancelled (a
         client that hangs up must not let the next call into a pool a worker still uses).
@@ -275,7 +286,7 @@ class ShardGames:
         except BaseException:
             _release(held)
             raise
-        if games < INLINE_BELOW:
+        if size < INLINE_WORK:
             try:
                 return work()
             finally:
@@ -285,7 +296,10 @@ class ShardGames:
         return await asyncio.shield(future)
 
     def _check_live(self, route: Route) -> None:
-        """Under the locks: a close that ran since routing must not leave a call half-applied."""
+        """Under the locks: a close that ran since routing must not leave a call half-applied.
+        (One pool checks its ids itself before it changes anything.)"""
+        if len(route.groups) == 1:
+            return
         for entry, ids, _ in route.parts():
             live = entry.pool.contains(ids)
             if not live.all():

@@ -8,6 +8,7 @@ matters. The bulk replies are framed by hand instead (see wire.py).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def read_ids(message: object, field: str, limit: int) -> np.ndarray:
     if not message.HasField(field):
         raise InvalidArgument(f"{field} is missing: a uint64 tensor of game ids is required")
     tensor = getattr(message, field)
-    count = int(np.prod(tensor.shape, dtype=np.float64)) if len(tensor.shape) else 1
+    count = math.prod(tensor.shape)
     if count > limit:  # checked before the bytes, so a huge batch is named as such
         raise ResourceExhausted(f"{field}: {count} games in one call, the limit is {limit}")
     ids = read_tensor(tensor, field)

@@ -95,7 +95,10 @@ class Body:
         self.size += len(header) + body.size
 
     def tensor(self, number: int, array: np.ndarray) -> None:
-        data, dtype, shape = codec.encode_array(array)
+        if array.dtype.str in _DTYPE_FIELDS and array.flags.c_contiguous:  # the engine's arrays: a view
+            data, dtype, shape = memoryview(array.reshape(-1).view(np.uint8)), array.dtype.str, array.shape
+        else:
+            data, dtype, shape = codec.encode_array(array)
         dims = b"".join([_varint(d) for d in shape])
         tail = _DTYPE_FIELDS[dtype] + (_SHAPE_KEY + _varint(len(dims)) + dims if dims else b"")
         head = _DATA_KEY + _varint(len(data)) if len(data) else b""
