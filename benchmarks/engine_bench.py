@@ -4,10 +4,11 @@ Trainers hand the engine whole batches, so ours is game-steps per second at each
 the peer's `Game.step` plays one game per call and always builds both players' observations,
 so its rate is one number (a horizontal line on the plot).
 
-Only `step` calls are timed. Actions are recorded beforehand from a mid-game position (random
-legal moves, some replaced by random flat indices, which are mostly no-ops), and every timed
-window replays them from a snapshot restored outside the clock: each window does the same
-work, the games stay running, and the action generator's cost is not counted.
+Only engine calls are timed. Moves are recorded beforehand from a mid-game position (random
+legal moves, some replaced by random ones, which are mostly no-ops), and every timed window
+replays them from a snapshot restored outside the clock: each window does the same work, the
+games stay running, and choosing moves costs neither side anything. Both sides play the same
+mix of moves on their own maps.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from gameserver.rl.agents import random_actions
 BOARD = GameConfig(max_ticks=MAX_TICK_LIMIT)
 RANDOM_SHARE = 0.1  # share of actions replaced by a uniformly random flat index (or pass)
 SPLIT_PERCENT = 25  # share of legal moves that move half the army (generals-bots RandomAgent's default)
+AGENT_SEED = 7  # our random agent draws from (seed, game, seat, tick)
 PEER_AGENTS = ("p0", "p1")
 
 TARGET_BATCH = 1024
@@ -67,32 +69,37 @@ class Settings:
         return 20 if self.quick else 50
 
 
-def _time_windows(seconds: float, reset: Callable[[], None], window: Callable[[], None]) -> tuple[int, float]:
-    """Warm up once, then time `window` (after an untimed `reset`) until `seconds` have been timed.
+def _rate(work: float, seconds: float, reset: Callable[[], None], window: Callable[[], None]) -> float:
+    """`work` units per second of `window`: the median over windows timed for `seconds` in all.
 
-    Returns (windows timed, timed seconds); at least one window is timed.
+    One untimed window first compiles or loads the kernels and fills the caches; `reset` runs
+    outside the clock before each window. The median ignores windows that another process
+    preempted (a parallel kernel waits for its slowest thread).
     """
     reset()
-    window()  # compiles or loads the kernels, fills the caches
-    windows, elapsed = 0, 0.0
-    while windows == 0 or elapsed < seconds:
+    window()
+    durations: list[float] = []
+    while not durations or sum(durations) < seconds:
         reset()
         start = time.perf_counter()
         window()
-        elapsed += time.perf_counter() - start
-        windows += 1
-    return windows, elapsed
+        durations.append(time.perf_counter() - start)
+    return work / float(np.median(durations))
 
 
 def _mixed_actions(obs: Observation, rng: np.random.Generator) -> np.ndarray:
     """Random legal moves, a RANDOM_SHARE of them replaced by random flat actions in [-1, HW*8)."""
-    actions = random_actions(obs.codes, obs.armies, obs.tick, BOARD.height, BOARD.width, 7, SPLIT_PERCENT)
+    actions = random_actions(
+        obs.codes, obs.armies, obs.tick, BOARD.height, BOARD.width, AGENT_SEED, SPLIT_PERCENT
+    )
     noise = rng.random(actions.shape) < RANDOM_SHARE
     actions[noise] = rng.integers(-1, BOARD.num_actions, size=int(noise.sum()))
     return actions
 
 
-def _play(batch: GameBatch, slots: np.ndarray, obs: Observation, ticks: int, rng: np.random.Generator):
+def _play(
+    batch: GameBatch, slots: np.ndarray, obs: Observation, ticks: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Play `ticks` ticks from the position `obs` shows; returns the actions played, one array per tick."""
     played = []
     for _ in range(ticks):
@@ -132,14 +139,12 @@ def measure_engine(games: int, settings: Settings, note: Callable[[str], None]) 
     steps_per_window = games * settings.window_ticks
 
     note(f"batch {games}: steps with observations")
-    windows, elapsed = _time_windows(settings.seconds, replay.reset, replay.window)
-    with_obs = steps_per_window * windows / elapsed
+    with_obs = _rate(steps_per_window, settings.seconds, replay.reset, replay.window)
     running = float(np.mean(batch.status == RUNNING))  # after a replayed window: its end position
 
     note(f"batch {games}: steps, state only")
     replay.out = None
-    windows, elapsed = _time_windows(settings.seconds, replay.reset, replay.window)
-    state_only = steps_per_window * windows / elapsed
+    state_only = _rate(steps_per_window, settings.seconds, replay.reset, replay.window)
 
     note(f"batch {games}: map generation")
     seeds = np.arange(games, dtype=np.uint64)
@@ -147,12 +152,12 @@ def measure_engine(games: int, settings: Settings, note: Callable[[str], None]) 
     def next_seeds() -> None:
         seeds[:] += games
 
-    windows, elapsed = _time_windows(settings.seconds, next_seeds, lambda: generate(batch, slots, seeds))
+    maps = _rate(games, settings.seconds, next_seeds, lambda: generate(batch, slots, seeds))
     return {
         "batch": games,
         "steps_per_s_obs": with_obs,
         "steps_per_s_state": state_only,
-        "maps_per_s": games * windows / elapsed,
+        "maps_per_s": maps,
         "running_fraction": running,
     }
 
@@ -170,26 +175,39 @@ def _peer_modules() -> tuple[Any, ...]:
     return Action, compute_valid_move_mask, Game, GridFactory
 
 
+@dataclass
+class _PeerReplay:
+    start: Any  # a generals-bots Game
+    actions: list[dict[str, Any]]
+    game: Any = None
+
+    def reset(self) -> None:
+        self.game = copy.deepcopy(self.start)
+
+    def window(self) -> None:
+        for moves in self.actions:
+            self.game.step(moves)
+
+
 def measure_peer(settings: Settings, note: Callable[[str], None]) -> dict[str, Any]:
     """generals-bots Game.step (one game per call, observations always built) and GridFactory maps/s."""
     action, valid_moves, game_class, grid_factory = _peer_modules()
-    factory = grid_factory(
-        min_grid_dims=(BOARD.height, BOARD.width), max_grid_dims=(BOARD.height, BOARD.width), seed=0
-    )
+    side = (BOARD.height, BOARD.width)
+    factory = grid_factory(min_grid_dims=side, max_grid_dims=side, seed=0)
     rng = np.random.default_rng(0)
 
-    def mixed_action(observation) -> Any:
-        """The same mix as ours: a random legal move (25% split), sometimes a random action instead."""
+    def mixed_action(observation: Any) -> Any:
+        """Our mix: a random legal move (SPLIT_PERCENT split), a RANDOM_SHARE of random moves instead."""
         if rng.random() < RANDOM_SHARE:
-            row, col = rng.integers(BOARD.height), rng.integers(BOARD.width)
-            return action(bool(rng.integers(2)), row, col, rng.integers(4), bool(rng.integers(2)))
+            row, col, direction, split = rng.integers((*side, 4, 2))
+            return action(False, row, col, direction, bool(split))
         moves = np.argwhere(valid_moves(observation))
         if len(moves) == 0:
             return action(to_pass=True)
         row, col, direction = moves[rng.integers(len(moves))]
         return action(False, row, col, direction, rng.random() < SPLIT_PERCENT / 100)
 
-    def play(game, ticks: int) -> list[dict]:
+    def play(game: Any, ticks: int) -> list[dict[str, Any]]:
         """Step `game` for `ticks` ticks from its current position; returns the moves played."""
         observations = {agent: game.agent_observation(agent) for agent in PEER_AGENTS}
         played = []
@@ -202,35 +220,57 @@ def measure_peer(settings: Settings, note: Callable[[str], None]) -> dict[str, A
     game = game_class(factory.generate(), list(PEER_AGENTS))
     play(game, settings.burn_in_ticks)
     start = copy.deepcopy(game)
-    actions = play(game, settings.window_ticks)
-    current = [start]
-
-    def reset() -> None:
-        current[0] = copy.deepcopy(start)
-
-    def window() -> None:
-        replaying = current[0]
-        for moves in actions:
-            replaying.step(moves)
+    replay = _PeerReplay(start, play(game, settings.window_ticks))
 
     note("generals-bots: Game.step")
-    windows, elapsed = _time_windows(settings.seconds, reset, window)
-    with_obs = settings.window_ticks * windows / elapsed
+    with_obs = _rate(settings.window_ticks, settings.seconds, replay.reset, replay.window)
     note("generals-bots: Game.step again, as its state-only figure")
-    windows, elapsed = _time_windows(settings.seconds, reset, window)
-    state_only = settings.window_ticks * windows / elapsed
+    state_only = _rate(settings.window_ticks, settings.seconds, replay.reset, replay.window)
     note("generals-bots: GridFactory.generate")
-    windows, elapsed = _time_windows(settings.seconds, lambda: None, factory.generate)
+    maps = _rate(1, settings.seconds, lambda: None, factory.generate)
     return {
         "name": "generals-bots",
         "version": metadata.version("generals-bots"),
         "steps_per_s_obs": with_obs,
         "steps_per_s_state": state_only,
-        "maps_per_s": windows / elapsed,
-        "running": not current[0].is_done(),
+        "maps_per_s": maps,
+        "running": not replay.game.is_done(),
         "note": "Game.step always builds both players' observations: its state-only figure is the same "
-        "call, timed separately; GridFactory(min_grid_dims=(20, 20), max_grid_dims=(20, 20)).generate()",
+        "call, timed separately; maps: GridFactory(min_grid_dims=(20, 20), max_grid_dims=(20, 20))"
+        ".generate()",
     }
+
+
+def _cpu_ticks() -> tuple[int, int, int] | None:
+    """(busy, total) clock ticks of the whole machine and this process's ticks, from /proc (Linux)."""
+    try:
+        with open("/proc/stat") as stat:
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
+        with open("/proc/self/stat") as own:
+            utime, stime = map(int, own.read().rsplit(")", 1)[1].split()[11:13])
+    except (OSError, ValueError):
+        return None
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait, utime + stime
+
+
+def _others_share(before: tuple[int, int, int] | None) -> float | None:
+    """Share of the machine's CPU time since `before` that other processes (or the hypervisor) took.
+
+    Above a few percent, parallel figures are understated: a kernel waits for its slowest thread.
+    """
+    after = _cpu_ticks()
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    busy, total, own = (a - b for a, b in zip(after, before, strict=True))
+    return max(0.0, (busy - own) / total)
+
+
+def _measured_alone(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    before = _cpu_ticks()
+    figures = measure()
+    figures["others_cpu_share"] = _others_share(before)
+    return figures
 
 
 def _cpu_model() -> str:
@@ -317,7 +357,6 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
     """Measure everything `settings` asks for; returns the JSON-ready result."""
-    load_before = os.getloadavg()[0]
     phases = 4 * len(settings.batches) + (4 if settings.peer else 0)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("engine benchmark", total=phases)
@@ -328,8 +367,10 @@ def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
             """Start the next phase (each measurement announces itself before it starts)."""
             progress.update(task, description=phase, completed=next(finished))
 
-        peer = measure_peer(settings, note) if settings.peer else None
-        rows = [measure_engine(games, settings, note) for games in settings.batches]
+        peer = _measured_alone(lambda: measure_peer(settings, note)) if settings.peer else None
+        rows = [
+            _measured_alone(lambda g=games: measure_engine(g, settings, note)) for games in settings.batches
+        ]
     if peer is not None:
         for row in rows:
             _add_ratios(row, peer)
@@ -338,12 +379,11 @@ def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
         "command": command,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        # Other processes on the machine stall parallel kernels: a region waits for every thread.
-        "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
         "versions": versions(settings.peer),
         "board": BOARD.to_dict(),
         "settings": {
             **asdict(settings),
+            "statistic": "median window",
             "burn_in_ticks": settings.burn_in_ticks,
             "window_ticks": settings.window_ticks,
             "random_share": RANDOM_SHARE,
@@ -369,13 +409,17 @@ def _ratio(value: float) -> str:
     return f"{value:,.0f}x" if value >= 10 else f"{value:.2g}x"
 
 
+def _share(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
 def _met(met: bool | None) -> str:
     return {True: "met", False: "NOT met", None: "not measured"}[met]
 
 
 _TITLES = {
-    "steps_per_s_obs": "steps/s, observations",
-    "steps_per_s_state": "steps/s, state only",
+    "steps_per_s_obs": "steps/s with obs",
+    "steps_per_s_state": "steps/s state only",
     "maps_per_s": "maps/s",
 }
 
@@ -394,6 +438,11 @@ def _rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             for cells, row in zip(rows, result["engine"], strict=True):
                 cells.append(_ratio(row[vs_peer(key)]))
             peer_row += [_si(peer[key]), "1x"]
+    header.append("others' CPU")
+    for cells, row in zip(rows, result["engine"], strict=True):
+        cells.append(_share(row["others_cpu_share"]))
+    if peer is not None:
+        peer_row.append(_share(peer["others_cpu_share"]))
     return header, rows + ([peer_row] if peer_row else [])
 
 
@@ -426,7 +475,7 @@ def markdown(result: dict[str, Any]) -> str:
     """The results as the markdown of benchmarks/RESULTS.md (command, date, machine, table, targets)."""
     header, rows = _rows(result)
     m, memory = result["machine"], result["bytes_per_game"]
-    settings, load = result["settings"], result["load_average_1m"]
+    settings = result["settings"]
     peer = result["peer"]
     about_peer = (
         [] if peer is None else [f"The peer plays one game per call, at any batch size. {peer['note']}.", ""]
@@ -437,19 +486,23 @@ def markdown(result: dict[str, Any]) -> str:
         f"- Command: `{result['command']}`",
         f"- Date: {result['date']}",
         f"- Machine: {m['cpu']}, {m['cpus']} CPUs ({m['numba_threads']} numba threads), "
-        f"{m['memory_gib']} GiB, {m['system']}, Python {m['python']}; "
-        f"load average {load['before']:.2f} before, {load['after']:.2f} after",
+        f"{m['memory_gib']} GiB, {m['system']}, Python {m['python']}",
         "- Versions: " + ", ".join(f"{name} {version}" for name, version in result["versions"].items()),
-        f"- Method: each figure is {settings['seconds']:g} s of timed calls; steps replay "
-        f"{settings['window_ticks']} recorded ticks from a position {settings['burn_in_ticks']} ticks into "
-        f"the game (random legal moves, {settings['random_share']:.0%} random flat actions), restored "
-        "before each window, after a warm-up window.",
+        f"- Method: each figure is the median window of {settings['seconds']:g} s of timed windows, after "
+        f"a warm-up window. A steps window replays {settings['window_ticks']} recorded ticks from a "
+        f"position {settings['burn_in_ticks']} ticks into the games (random legal moves, "
+        f"{settings['random_share']:.0%} random flat actions), restored outside the clock; a maps "
+        "window is one `generate` call over the batch (the peer: one map).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---:" for _ in header) + "|",
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
         *about_peer,
+        "Others' CPU: the share of the machine's CPU time that other processes took while the row was "
+        "measured; above a few percent a row's parallel figures are understated (a parallel kernel waits "
+        "for its slowest thread).",
+        "",
         f"Bytes per game: {memory['state']:,} B of state + {memory['observation']:,} B of observation "
         f"buffer = {memory['total']:,} B.",
         "",

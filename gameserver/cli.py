@@ -21,7 +21,7 @@ from . import __version__, cli_serve
 
 FULL_BATCHES = (1, 64, 1024, 16384)
 QUICK_BATCHES = (1, 64, 1024)
-FULL_SECONDS = 5.0
+FULL_SECONDS = 2.0
 QUICK_SECONDS = 0.2
 
 

@@ -40,6 +40,13 @@ def test_quick_run_measures_batches_1_64_1024_with_positive_rates(quick_run):
         assert all(row[rate] > 0 for rate in RATES), row
 
 
+def test_every_row_says_how_much_cpu_other_processes_took(quick_run):
+    _, result = quick_run
+    for row in [*result["engine"], result["peer"]]:
+        share = row["others_cpu_share"]
+        assert share is None or 0.0 <= share <= 1.0
+
+
 def test_games_stay_running_while_timed(quick_run):
     _, result = quick_run
     assert all(row["running_fraction"] == 1.0 for row in result["engine"])
