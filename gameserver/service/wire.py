@@ -236,32 +236,29 @@ def _read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     raise ValueError("protobuf varint longer than 10 bytes")
 
 
-def _skip_to(kind: int, pos: int, end: int, buf: bytes) -> tuple[int, int]:
-    """The span of a field's payload (a varint's value instead of its start)."""
-    if kind == _VARINT:
-        return _read_varint(buf, pos, end)
-    if kind == _LENGTH:
-        length, pos = _read_varint(buf, pos, end)
-        stop = pos + length
-    elif kind in (_FIXED64, _FIXED32):
-        stop = pos + (8 if kind == _FIXED64 else 4)
-    else:
-        raise ValueError(f"protobuf wire type {kind} is not used by this API")
-    if stop > end:
-        raise ValueError("protobuf message truncated inside a field")
-    return pos, stop
-
-
 def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
     """(field number, wire type, a, b) of each field: a varint's value in a; a payload's span [a, b)."""
     pos = start
     while pos < end:
         key, pos = _read_varint(buf, pos, end)
-        if key >> 3 == 0:
+        number, kind = key >> 3, key & 7
+        if number == 0:
             raise ValueError("protobuf field number 0")
-        a, b = _skip_to(key & 7, pos, end, buf)
-        pos = b
-        yield key >> 3, key & 7, a, b
+        if kind == _VARINT:
+            value, pos = _read_varint(buf, pos, end)
+            yield number, kind, value, pos
+            continue
+        if kind == _LENGTH:
+            length, pos = _read_varint(buf, pos, end)
+            stop = pos + length
+        elif kind in (_FIXED64, _FIXED32):
+            stop = pos + (8 if kind == _FIXED64 else 4)
+        else:
+            raise ValueError(f"protobuf wire type {kind} is not used by this API")
+        if stop > end:
+            raise ValueError("protobuf message truncated inside a field")
+        yield number, kind, pos, stop
+        pos = stop
 
 
 def _spans(buf: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
@@ -276,20 +273,24 @@ _READ_DTYPES = {
 _MAX_DIMS = 32
 
 
+_DATA, _DTYPE, _SHAPE = _TENSOR["data"], _TENSOR["dtype"], _TENSOR["shape"]
+
+
 def _tensor(buf: bytes, span: tuple[int, int]) -> np.ndarray:
     """A Tensor as a view of `buf` (np.frombuffer at the data's offset: no copy)."""
     data, dtype, shape = (0, 0), b"", []
     for number, kind, a, b in _fields(buf, *span):
-        if number == _TENSOR["data"] and kind == _LENGTH:
-            data = (a, b)
-        elif number == _TENSOR["dtype"] and kind == _LENGTH:
-            dtype = buf[a:b]
-        elif number == _TENSOR["shape"] and kind == _VARINT:
+        if kind == _LENGTH:
+            if number == _DATA:
+                data = (a, b)
+            elif number == _DTYPE:
+                dtype = buf[a:b]
+            elif number == _SHAPE:
+                while a < b:
+                    dim, a = _read_varint(buf, a, b)
+                    shape.append(dim)
+        elif number == _SHAPE and kind == _VARINT:
             shape.append(a)
-        elif number == _TENSOR["shape"] and kind == _LENGTH:
-            while a < b:
-                dim, a = _read_varint(buf, a, b)
-                shape.append(dim)
     if dtype not in _READ_DTYPES:
         raise ValueError(f"unsupported tensor dtype {dtype!r}")
     if len(shape) > _MAX_DIMS or any(d >= _SIGN for d in shape):  # int64 on the wire: negative
