@@ -19,7 +19,7 @@ from .kernels import (
     step_parallel,
     step_serial,
 )
-from .mapgen import generate_kernel
+from .mapgen import generate_parallel, generate_serial
 from .state import GameBatch
 
 _NO_OUTPUT = Observation(
@@ -112,7 +112,8 @@ def generate(batch: GameBatch, slots: object, seeds: object) -> None:
     # Maps are drawn into fresh storage and copied in only when every one succeeded, so an
     # impossible config raises without touching the batch.
     fresh = GameBatch.allocate(cfg, s.size)
-    generate_kernel(
+    kernel = generate_serial if s.size < SERIAL_BELOW else generate_parallel
+    kernel(
         fresh.armies,
         fresh.owner,
         fresh.terrain,
@@ -123,7 +124,6 @@ def generate(batch: GameBatch, slots: object, seeds: object) -> None:
         fresh.winner,
         fresh.status,
         fresh.seed,
-        np.arange(s.size),
         sd.astype(np.uint64),
         cfg.height,
         cfg.width,

@@ -136,8 +136,10 @@ def _generate_one(
     return False
 
 
-@nb.njit(parallel=True, nogil=True, cache=True)
-def generate_kernel(
+@nb.njit(inline="always", cache=True)
+def _generate_range(
+    lo,
+    hi,
     armies,
     owner,
     terrain,
@@ -148,7 +150,55 @@ def generate_kernel(
     winner,
     status,
     seeds_out,
-    slots,
+    seeds,
+    height,
+    width,
+    n_mountains,
+    n_cities,
+    min_distance,
+    failed,
+):
+    tiles = height * width
+    perm = np.empty(tiles, np.int16)
+    queue = np.empty(tiles, np.int16)
+    seen = np.empty(tiles, np.uint8)
+    for g in range(lo, hi):
+        failed[g] = not _generate_one(
+            g,
+            seeds[g],
+            armies,
+            owner,
+            terrain,
+            generals,
+            structures,
+            alive,
+            tick,
+            winner,
+            status,
+            seeds_out,
+            height,
+            width,
+            n_mountains,
+            n_cities,
+            min_distance,
+            perm,
+            queue,
+            seen,
+        )
+
+
+@nb.njit(parallel=True, nogil=True, cache=True)
+def generate_parallel(
+    armies,
+    owner,
+    terrain,
+    generals,
+    structures,
+    alive,
+    tick,
+    winner,
+    status,
+    seeds_out,
     seeds,
     height,
     width,
@@ -158,33 +208,71 @@ def generate_kernel(
     failed,
     n_chunks,
 ):
-    """Generate one map per slot; failed[i] = True when slot i's constraints were unsatisfiable."""
-    n = slots.shape[0]
-    tiles = height * width
+    """Generate map i into row i from seeds[i]; failed[i] = True when its constraints were unsatisfiable."""
+    n = seeds.shape[0]
     for chunk in nb.prange(n_chunks):
-        perm = np.empty(tiles, np.int16)
-        queue = np.empty(tiles, np.int16)
-        seen = np.empty(tiles, np.uint8)
-        for i in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
-            failed[i] = not _generate_one(
-                slots[i],
-                seeds[i],
-                armies,
-                owner,
-                terrain,
-                generals,
-                structures,
-                alive,
-                tick,
-                winner,
-                status,
-                seeds_out,
-                height,
-                width,
-                n_mountains,
-                n_cities,
-                min_distance,
-                perm,
-                queue,
-                seen,
-            )
+        _generate_range(
+            chunk * n // n_chunks,
+            (chunk + 1) * n // n_chunks,
+            armies,
+            owner,
+            terrain,
+            generals,
+            structures,
+            alive,
+            tick,
+            winner,
+            status,
+            seeds_out,
+            seeds,
+            height,
+            width,
+            n_mountains,
+            n_cities,
+            min_distance,
+            failed,
+        )
+
+
+@nb.njit(nogil=True, cache=True)
+def generate_serial(
+    armies,
+    owner,
+    terrain,
+    generals,
+    structures,
+    alive,
+    tick,
+    winner,
+    status,
+    seeds_out,
+    seeds,
+    height,
+    width,
+    n_mountains,
+    n_cities,
+    min_distance,
+    failed,
+    n_chunks,
+):
+    _generate_range(
+        0,
+        seeds.shape[0],
+        armies,
+        owner,
+        terrain,
+        generals,
+        structures,
+        alive,
+        tick,
+        winner,
+        status,
+        seeds_out,
+        seeds,
+        height,
+        width,
+        n_mountains,
+        n_cities,
+        min_distance,
+        failed,
+    )
