@@ -1,0 +1,326 @@
+"""The GameFleet CustomResourceDefinition, built here once and written to manifests/crd.yaml.
+
+The schema is the single source of the spec's bounds, enums and defaults: the API server
+enforces it, and the operator validates every spec against the same dict (spec.py), so a
+fleet the API server let through (an older CRD, a cluster without CEL) is still judged
+by today's rules. `gamefleet operator --print-crd` prints it; a test keeps the file current.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from . import GROUP, KIND, PLURAL, VERSION
+
+Schema = dict[str, Any]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_NAME = 40  # pod names add "-shard-NNNN" and the controller-revision-hash label caps them at 63
+
+
+def integer(low: int, high: int, default: int | None, description: str) -> Schema:
+    schema: Schema = {"type": "integer", "minimum": low, "maximum": high, "description": description}
+    return schema | ({} if default is None else {"default": default})
+
+
+def number(low: float, high: float, default: float, description: str) -> Schema:
+    return {"type": "number", "minimum": low, "maximum": high, "default": default, "description": description}
+
+
+def boolean(default: bool, description: str) -> Schema:
+    return {"type": "boolean", "default": default, "description": description}
+
+
+def string(description: str, default: str | None = None, **bounds: Any) -> Schema:
+    schema: Schema = {"type": "string", "description": description, **bounds}
+    return schema | ({} if default is None else {"default": default})
+
+
+def section(description: str, properties: dict[str, Schema], **extra: Any) -> Schema:
+    """An object whose defaults apply even when the user leaves it out (`default: {}`)."""
+    return {"type": "object", "description": description, "default": {}, "properties": properties, **extra}
+
+
+QUANTITY: Schema = {
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+    "x-kubernetes-int-or-string": True,
+    "pattern": (
+        r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+        r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    ),
+}
+
+
+def resources(description: str, cpu: str, memory: str) -> Schema:
+    quantities = {"type": "object", "additionalProperties": QUANTITY}
+    return {
+        "type": "object",
+        "description": description,
+        "default": {"requests": {"cpu": cpu, "memory": memory}},
+        "properties": {"requests": quantities, "limits": quantities},
+    }
+
+
+# (rule, message): cross-field checks the schema cannot express. spec.py mirrors each one in
+# Python (the operator cannot evaluate CEL), and a table test runs both on the same cases.
+SPEC_RULES: tuple[tuple[str, str], ...] = (
+    (
+        "self.autoscaling.minShards <= self.autoscaling.maxShards",
+        "autoscaling.minShards must be <= autoscaling.maxShards",
+    ),
+    (
+        "!self.autoscaling.enabled || (self.shards >= self.autoscaling.minShards"
+        " && self.shards <= self.autoscaling.maxShards)",
+        "shards must lie within [autoscaling.minShards, autoscaling.maxShards] while autoscaling is enabled",
+    ),
+    (
+        "!(self.redis.managed.enabled && has(self.redis.address))",
+        "redis.address (an external Redis) and redis.managed.enabled are exclusive",
+    ),
+    (
+        "self.durability.mode == 'off' || self.redis.managed.enabled || has(self.redis.address)",
+        "durability snapshot/log keeps games in Redis: set redis.address or redis.managed.enabled",
+    ),
+    (
+        "!self.autoscaling.enabled || self.redis.managed.enabled || has(self.redis.address)",
+        "autoscaling reads shard load from the Redis registry: set redis.address or redis.managed.enabled",
+    ),
+    (
+        "!self.telemetry.metrics.serviceMonitor || self.telemetry.metrics.enabled",
+        "telemetry.metrics.serviceMonitor needs telemetry.metrics.enabled",
+    ),
+)
+NAME_RULE = (f"size(self.metadata.name) <= {MAX_NAME}", f"a GameFleet name has at most {MAX_NAME} characters")
+
+SPEC: Schema = {
+    "type": "object",
+    "description": "The fleet the operator keeps running.",
+    "required": ["image"],
+    "x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in SPEC_RULES],
+    "properties": {
+        "shards": integer(1, 1024, 2, "Game shards (pods of the shard StatefulSet); the scale subresource."),
+        "image": string("The gamefleet image the shards and routers run.", minLength=1, maxLength=512),
+        "imagePullPolicy": string(
+            "Pull policy of the fleet's pods.", "IfNotPresent", enum=["Always", "IfNotPresent", "Never"]
+        ),
+        "resources": resources("Requests and limits of one shard pod.", "1", "1Gi"),
+        "drainTimeoutSeconds": integer(
+            0, 3600, 60, "How long a leaving shard may take to hand its games over before it is removed."
+        ),
+        "suspend": boolean(False, "Drain and stop every shard and router; the fleet and its Redis stay."),
+        "game": section(
+            "Defaults for games created without a config, and the shard size.",
+            {
+                "width": integer(4, 64, 20, "Board width."),
+                "height": integer(4, 64, 20, "Board height."),
+                "players": integer(2, 8, 2, "Seats per game."),
+                "capacityPerShard": integer(1, 1 << 20, 4096, "Games one shard holds (utilisation's 100%)."),
+            },
+        ),
+        "durability": section(
+            "What survives a shard's loss: off (nothing), snapshot (state every N ticks), log (every step).",
+            {
+                "mode": string("Durability mode.", "off", enum=["off", "snapshot", "log"]),
+                "snapshotEveryTicks": integer(1, 1_000_000, 100, "Ticks between snapshots of a game."),
+                "ttlSeconds": integer(60, 30 * 86400, 86400, "Expiry of a game's keys in Redis."),
+            },
+        ),
+        "redis": section(
+            "The Redis for durability and the shard registry: an external address, or one the operator runs.",
+            {
+                "address": string("host:port of an external Redis.", pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$"),
+                "database": integer(0, 15, 0, "Redis database number."),
+                "passwordSecretRef": {
+                    "type": "object",
+                    "description": "Secret (in the fleet's namespace) holding the Redis password.",
+                    "required": ["name"],
+                    "properties": {
+                        "name": string("Secret name.", minLength=1, maxLength=253),
+                        "key": string("Key in the Secret.", "password", minLength=1, maxLength=253),
+                    },
+                },
+                "managed": section(
+                    "A single-pod Redis the operator runs for this fleet (append-only file on a volume).",
+                    {
+                        "enabled": boolean(False, "Run a Redis for this fleet."),
+                        "image": string("Redis image.", "redis:7.4-alpine", minLength=1),
+                        "storage": QUANTITY | {"default": "1Gi", "description": "Volume size."},
+                        "storageClassName": string("StorageClass of the volume (cluster default if unset)."),
+                    },
+                ),
+            },
+        ),
+        "autoscaling": section(
+            "Size the fleet to its games: utilisation = active games / (shards x capacityPerShard).",
+            {
+                "enabled": boolean(False, "Let the operator set spec.shards from shard load."),
+                "minShards": integer(1, 1024, 1, "Fewest shards."),
+                "maxShards": integer(1, 1024, 8, "Most shards."),
+                "targetUtilisation": number(0.05, 1.0, 0.75, "Utilisation the autoscaler steers to."),
+                "scaleDownStabilisationSeconds": integer(
+                    0, 3600, 300, "Scale down only to the highest recommendation of this window."
+                ),
+            },
+        ),
+        "router": section(
+            "The fleet service: routers that split each batch by shard.",
+            {
+                "replicas": integer(1, 64, 2, "Router pods."),
+                "resources": resources("Requests and limits of one router pod.", "500m", "512Mi"),
+            },
+        ),
+        "telemetry": section(
+            "Metrics and traces of the fleet's pods.",
+            {
+                "metrics": section(
+                    "Prometheus metrics.",
+                    {
+                        "enabled": boolean(True, "Serve /metrics on every pod."),
+                        "port": integer(1024, 65535, 9100, "Metrics port."),
+                        "serviceMonitor": boolean(False, "Create a prometheus-operator ServiceMonitor."),
+                        "interval": string("Scrape interval.", "30s", pattern=r"^[0-9]+(ms|s|m)$"),
+                    },
+                ),
+                "tracing": section(
+                    "OpenTelemetry traces, exported over OTLP.",
+                    {
+                        "otlpEndpoint": string(
+                            "OTLP/gRPC endpoint (tracing is off without one).",
+                            pattern=r"^https?://[^\s]+$",
+                            maxLength=512,
+                        ),
+                        "samplingRatio": number(0.0, 1.0, 0.1, "Share of root traces sampled."),
+                    },
+                ),
+            },
+        ),
+    },
+}
+
+CONDITION: Schema = {
+    "type": "object",
+    "required": ["type", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+        "reason": {"type": "string"},
+        "message": {"type": "string"},
+        "lastTransitionTime": {"type": "string", "format": "date-time"},
+        "observedGeneration": {"type": "integer"},
+    },
+}
+
+STATUS: Schema = {
+    "type": "object",
+    "description": "What the operator observed.",
+    "properties": {
+        "shards": {"type": "integer", "description": "Shard pods the StatefulSet keeps (drain included)."},
+        "readyShards": {"type": "integer"},
+        "routers": {"type": "integer", "description": "Ready router pods."},
+        "games": {"type": "integer", "description": "Active games the shard registry reports."},
+        "capacity": {"type": "integer"},
+        "utilisation": {"type": "number"},
+        "selector": {
+            "type": "string",
+            "description": "Label selector of the shard pods (scale subresource).",
+        },
+        "observedGeneration": {"type": "integer"},
+        "draining": {
+            "type": "object",
+            "description": "Leaving shards and when their drain was requested (unix seconds).",
+            "additionalProperties": {"type": "number"},
+        },
+        "autoscaler": {
+            "type": "object",
+            "properties": {
+                "desiredShards": {"type": "integer"},
+                "reason": {"type": "string"},
+                "recommendations": {
+                    "type": "array",
+                    "description": "Recommendations inside the scale-down stabilisation window.",
+                    "items": {
+                        "type": "object",
+                        "properties": {"shards": {"type": "integer"}, "at": {"type": "number"}},
+                    },
+                },
+            },
+        },
+        "conditions": {
+            "type": "array",
+            "items": CONDITION,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    },
+}
+
+PRINTER_COLUMNS = [
+    {"name": "Shards", "type": "integer", "jsonPath": ".spec.shards"},
+    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyShards"},
+    {"name": "Games", "type": "integer", "jsonPath": ".status.games"},
+    {"name": "Utilisation", "type": "number", "jsonPath": ".status.utilisation"},
+    {"name": "Status", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def crd() -> dict[str, Any]:
+    """The CustomResourceDefinition object."""
+    rule, message = NAME_RULE
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": ["gf"],
+                "categories": ["all", "gamefleet"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "required": ["spec"],
+                            "x-kubernetes-validations": [{"rule": rule, "message": message}],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": SPEC,
+                                "status": STATUS,
+                            },
+                        }
+                    },
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.shards",
+                            "statusReplicasPath": ".status.shards",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    """manifests/crd.yaml, byte for byte."""
+    header = (
+        "# Generated from operator/gamefleet_operator/crd.py (gamefleet operator --print-crd); do not edit.\n"
+    )
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=110)

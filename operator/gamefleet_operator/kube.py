@@ -1,0 +1,96 @@
+"""The few Kubernetes API calls the handlers make, over one kubernetes-client connection.
+
+One generic path for every kind (the URL comes from apiVersion + kind) keeps apply() a
+single function: create, and on 409 (it exists) merge-patch it to the rendered state.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import kubernetes
+
+# kind -> resource (plural): exactly the kinds render.py emits, plus what the handlers read.
+PLURALS = {
+    "ConfigMap": "configmaps",
+    "Secret": "secrets",
+    "Service": "services",
+    "StatefulSet": "statefulsets",
+    "Deployment": "deployments",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "ServiceMonitor": "servicemonitors",
+}
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    """A Kubernetes API call failed: `status` is the HTTP status (0 when none came back)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+def collection_path(api_version: str, kind: str, namespace: str) -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    return f"{prefix}/namespaces/{namespace}/{PLURALS[kind]}"
+
+
+class Kube:
+    """A connection to the API server (in-cluster service account, else $KUBECONFIG)."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls) -> Kube:
+        config = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=config)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=config)
+        return cls(kubernetes.client.ApiClient(config))
+
+    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        request = self.client.param_serialize(
+            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        try:
+            response = self.client.call_api(*request)
+            response.read()
+        except kubernetes.client.ApiException as e:
+            raise ApiError(e.status or 0, str(e.reason)) from e
+        if response.status >= 400:
+            raise ApiError(response.status, response.data.decode(errors="replace")[:500])
+        return json.loads(response.data)
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create the object, or bring the existing one to the manifest (idempotent)."""
+        meta = manifest["metadata"]
+        path = collection_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
+        try:
+            return self._call("POST", path, manifest)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+        return self._call("PATCH", f"{path}/{meta['name']}", manifest, MERGE_PATCH)
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self._call("GET", f"{collection_path(api_version, kind, namespace)}/{name}")
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+        self._call("PATCH", f"{collection_path(api_version, kind, namespace)}/{name}", body, MERGE_PATCH)
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        secret = self.get("v1", "Secret", namespace, name)
+        encoded = (secret or {}).get("data", {}).get(key)
+        return None if encoded is None else base64.b64decode(encoded).decode()

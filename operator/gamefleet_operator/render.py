@@ -1,0 +1,370 @@
+"""render(fleet) -> the Kubernetes objects of one fleet. Pure: no API calls, no clock, no randomness.
+
+Children and their names (fleet `f`):
+  f-config   ConfigMap    environment shared by shards and routers (GAMEFLEET_*, OTEL_*)
+  f-shard    StatefulSet  the shards: pod f-shard-<ordinal> is ring member f-shard-<ordinal>
+  f-shards   Service      headless; gives each shard a stable DNS name
+  f-router   Deployment   `gamefleet route`, the fleet service's pods
+  f          Service      what clients connect to (port 50051)
+  f-shard    PodDisruptionBudget  one shard away at a time
+  f          ServiceMonitor       when telemetry.metrics.serviceMonitor
+  f-redis    StatefulSet + Service  when redis.managed.enabled
+
+Shutdown contract of a shard pod: preStop sleeps PRESTOP_SECONDS (endpoints and routers
+drop the pod), then SIGTERM: the shard stops taking games, hands its games over through
+Redis, and exits. terminationGracePeriodSeconds leaves it drainTimeoutSeconds for that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .spec import Fleet
+
+GRPC_PORT = 50051
+REDIS_PORT = 6379
+PRESTOP_SECONDS = 5
+SHUTDOWN_MARGIN_SECONDS = 10  # beyond preStop + drain: process exit, final flush
+FLEET_LABEL = "gamefleet.dev/fleet"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+CONFIG_HASH_ANNOTATION = "gamefleet.dev/config-hash"
+
+Manifest = dict[str, Any]
+
+
+def shard_set_name(fleet: Fleet) -> str:
+    return f"{fleet.name}-shard"
+
+
+def shard_names(fleet: Fleet, count: int) -> list[str]:
+    """Ring members in ordinal order: the StatefulSet's pod names."""
+    return [f"{shard_set_name(fleet)}-{i}" for i in range(count)]
+
+
+def selector(fleet: Fleet, component: str) -> dict[str, str]:
+    return {FLEET_LABEL: fleet.name, COMPONENT_LABEL: component}
+
+
+def selector_string(fleet: Fleet) -> str:
+    """The shard pods' selector as a string: status.selector, for the scale subresource and HPAs."""
+    return ",".join(f"{k}={v}" for k, v in selector(fleet, "shard").items())
+
+
+def labels(fleet: Fleet, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "gamefleet",
+        "app.kubernetes.io/instance": fleet.name,
+        "app.kubernetes.io/managed-by": "gamefleet-operator",
+        **selector(fleet, component),
+    }
+
+
+def _meta(fleet: Fleet, name: str, component: str) -> dict[str, Any]:
+    return {"name": name, "namespace": fleet.namespace, "labels": labels(fleet, component)}
+
+
+def config_data(fleet: Fleet) -> dict[str, str]:
+    """Environment every fleet pod gets from the ConfigMap (the process side of the contract)."""
+    s = fleet.spec
+    data = {
+        "GAMEFLEET_FLEET": fleet.name,
+        "GAMEFLEET_FLEET_ID": fleet.fleet_id,
+        "GAMEFLEET_NAMESPACE": fleet.namespace,
+        "GAMEFLEET_SHARD_SERVICE": f"{fleet.name}-shards.{fleet.namespace}.svc",
+        "GAMEFLEET_DURABILITY": s["durability"]["mode"],
+        "GAMEFLEET_SNAPSHOT_EVERY_TICKS": str(s["durability"]["snapshotEveryTicks"]),
+        "GAMEFLEET_KEY_TTL_SECONDS": str(s["durability"]["ttlSeconds"]),
+        "GAMEFLEET_GAME_WIDTH": str(s["game"]["width"]),
+        "GAMEFLEET_GAME_HEIGHT": str(s["game"]["height"]),
+        "GAMEFLEET_GAME_PLAYERS": str(s["game"]["players"]),
+        "GAMEFLEET_CAPACITY_PER_SHARD": str(fleet.capacity_per_shard),
+        "GAMEFLEET_DRAIN_TIMEOUT_SECONDS": str(s["drainTimeoutSeconds"]),
+    }
+    if fleet.redis_host:
+        data["GAMEFLEET_REDIS_URL"] = f"redis://{fleet.redis_host}/{s['redis']['database']}"
+    metrics = s["telemetry"]["metrics"]
+    if metrics["enabled"]:
+        data["GAMEFLEET_METRICS_PORT"] = str(metrics["port"])
+    tracing = s["telemetry"]["tracing"]
+    if "otlpEndpoint" in tracing:
+        data |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": tracing["otlpEndpoint"],
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(tracing["samplingRatio"]),
+        }
+    else:
+        data["OTEL_SDK_DISABLED"] = "true"
+    return data
+
+
+def config_hash(fleet: Fleet) -> str:
+    """Changes whenever the ConfigMap does: in the pod templates, so a config change rolls the pods."""
+    return hashlib.sha256(json.dumps(config_data(fleet), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_map(fleet: Fleet) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(fleet, f"{fleet.name}-config", "config"),
+        "data": config_data(fleet),
+    }
+
+
+def _password_env(fleet: Fleet, name: str) -> list[dict[str, Any]]:
+    ref = fleet.spec["redis"].get("passwordSecretRef")
+    if ref is None:
+        return []
+    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}}]
+
+
+def _grpc_probe(period: int, failures: int) -> dict[str, Any]:
+    return {"grpc": {"port": GRPC_PORT}, "periodSeconds": period, "failureThreshold": failures}
+
+
+def _ports(fleet: Fleet) -> list[dict[str, Any]]:
+    ports = [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}]
+    metrics = fleet.spec["telemetry"]["metrics"]
+    if metrics["enabled"]:
+        ports.append({"name": "metrics", "containerPort": metrics["port"], "protocol": "TCP"})
+    return ports
+
+
+def _service_ports(fleet: Fleet) -> list[dict[str, Any]]:
+    return [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"]} for p in _ports(fleet)]
+
+
+_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+_POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _fleet_container(fleet: Fleet, role: str, args: list[str], resources: dict[str, Any]) -> dict[str, Any]:
+    """A gamefleet container (shard or router): the shared env, gRPC probes, a writable /tmp."""
+    return {
+        "name": role,
+        "image": fleet.spec["image"],
+        "imagePullPolicy": fleet.spec["imagePullPolicy"],
+        "command": ["gamefleet"],
+        "args": args,
+        "ports": _ports(fleet),
+        "envFrom": [{"configMapRef": {"name": f"{fleet.name}-config"}}],
+        "env": [
+            {"name": "OTEL_SERVICE_NAME", "value": f"gamefleet-{role}"},
+            {"name": "NUMBA_CACHE_DIR", "value": "/tmp/numba"},
+            *_password_env(fleet, "GAMEFLEET_REDIS_PASSWORD"),
+        ],
+        "resources": resources,
+        "startupProbe": _grpc_probe(2, 60),  # numba compiles the kernels at start
+        "readinessProbe": _grpc_probe(5, 2),
+        "livenessProbe": _grpc_probe(10, 3),
+        "securityContext": _CONTAINER_SECURITY,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+def _pod_template(fleet: Fleet, component: str, container: dict[str, Any], grace: int) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "labels": labels(fleet, component),
+            "annotations": {CONFIG_HASH_ANNOTATION: config_hash(fleet)},
+        },
+        "spec": {
+            "containers": [container],
+            "terminationGracePeriodSeconds": grace,
+            "enableServiceLinks": False,
+            "securityContext": _POD_SECURITY,
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "affinity": {
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "topologyKey": "kubernetes.io/hostname",
+                                "labelSelector": {"matchLabels": selector(fleet, component)},
+                            },
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
+def termination_grace_seconds(fleet: Fleet) -> int:
+    """preStop + the shard's drain + a margin: SIGKILL only comes after a drain that timed out."""
+    return PRESTOP_SECONDS + fleet.spec["drainTimeoutSeconds"] + SHUTDOWN_MARGIN_SECONDS
+
+
+def shard_stateful_set(fleet: Fleet, replicas: int) -> Manifest:
+    drain = fleet.spec["drainTimeoutSeconds"]
+    args = ["serve", "--host", "0.0.0.0", "--port", str(GRPC_PORT)]
+    args += ["--max-games", str(fleet.capacity_per_shard), "--grace", str(drain)]
+    container = _fleet_container(fleet, "shard", args, fleet.spec["resources"])
+    container["env"] = [
+        {"name": "GAMEFLEET_SHARD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "GAMEFLEET_ADDRESS", "value": f"$(GAMEFLEET_SHARD).$(GAMEFLEET_SHARD_SERVICE):{GRPC_PORT}"},
+        *container["env"],
+    ]
+    container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(fleet, shard_set_name(fleet), "shard"),
+        "spec": {
+            "replicas": replicas,
+            "serviceName": f"{fleet.name}-shards",
+            "podManagementPolicy": "Parallel",  # ordinals stay stable; pods need not start one by one
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": selector(fleet, "shard")},
+            "template": _pod_template(fleet, "shard", container, termination_grace_seconds(fleet)),
+        },
+    }
+
+
+def shard_service(fleet: Fleet) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(fleet, f"{fleet.name}-shards", "shard"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,  # a draining shard is still reachable for handover
+            "selector": selector(fleet, "shard"),
+            "ports": _service_ports(fleet),
+        },
+    }
+
+
+def router_deployment(fleet: Fleet) -> Manifest:
+    args = ["route", "--host", "0.0.0.0", "--port", str(GRPC_PORT)]
+    container = _fleet_container(fleet, "router", args, fleet.spec["router"]["resources"])
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(fleet, f"{fleet.name}-router", "router"),
+        "spec": {
+            "replicas": 0 if fleet.spec["suspend"] else fleet.spec["router"]["replicas"],
+            "selector": {"matchLabels": selector(fleet, "router")},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": _pod_template(fleet, "router", container, 30),
+        },
+    }
+
+
+def fleet_service(fleet: Fleet) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(fleet, fleet.name, "router"),
+        "spec": {"type": "ClusterIP", "selector": selector(fleet, "router"), "ports": _service_ports(fleet)},
+    }
+
+
+def disruption_budget(fleet: Fleet) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(fleet, shard_set_name(fleet), "shard"),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector(fleet, "shard")},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",  # a crash-looping shard must not block node drains
+        },
+    }
+
+
+def service_monitor(fleet: Fleet) -> Manifest:
+    metrics = fleet.spec["telemetry"]["metrics"]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _meta(fleet, fleet.name, "metrics"),
+        "spec": {
+            "selector": {"matchLabels": {FLEET_LABEL: fleet.name}},
+            "namespaceSelector": {"matchNames": [fleet.namespace]},
+            "endpoints": [{"port": "metrics", "interval": metrics["interval"], "path": "/metrics"}],
+        },
+    }
+
+
+def redis_stateful_set(fleet: Fleet) -> Manifest:
+    managed = fleet.spec["redis"]["managed"]
+    command = ["redis-server", "--dir", "/data", "--appendonly", "yes", "--appendfsync", "everysec"]
+    password = _password_env(fleet, "REDIS_PASSWORD")
+    if password:
+        command += ["--requirepass", "$(REDIS_PASSWORD)"]
+    probe = {"tcpSocket": {"port": REDIS_PORT}, "periodSeconds": 5}
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": managed["storage"]}},
+    }
+    if "storageClassName" in managed:
+        claim_spec["storageClassName"] = managed["storageClassName"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(fleet, f"{fleet.name}-redis", "redis"),
+        "spec": {
+            "replicas": 1,
+            "serviceName": f"{fleet.name}-redis",
+            "selector": {"matchLabels": selector(fleet, "redis")},
+            "template": {
+                "metadata": {"labels": labels(fleet, "redis")},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 999, "fsGroup": 999},
+                    "containers": [
+                        {
+                            "name": "redis",
+                            "image": managed["image"],
+                            "command": command,
+                            "env": password,
+                            "ports": [{"name": "redis", "containerPort": REDIS_PORT}],
+                            "readinessProbe": probe,
+                            "livenessProbe": probe | {"periodSeconds": 10},
+                            "securityContext": _CONTAINER_SECURITY,
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        }
+                    ],
+                },
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": claim_spec}],
+        },
+    }
+
+
+def redis_service(fleet: Fleet) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(fleet, f"{fleet.name}-redis", "redis"),
+        "spec": {
+            "selector": selector(fleet, "redis"),
+            "ports": [{"name": "redis", "port": REDIS_PORT, "targetPort": "redis"}],
+        },
+    }
+
+
+def render(fleet: Fleet, shard_replicas: int | None = None) -> list[Manifest]:
+    """Every child of the fleet, in apply order. `shard_replicas` overrides the StatefulSet's
+    replicas while leaving shards drain (see autoscale.drain_order); default: fleet.shards."""
+    manifests = [config_map(fleet)]
+    if fleet.spec["redis"]["managed"]["enabled"]:
+        manifests += [redis_service(fleet), redis_stateful_set(fleet)]
+    manifests += [
+        shard_service(fleet),
+        shard_stateful_set(fleet, fleet.shards if shard_replicas is None else shard_replicas),
+        disruption_budget(fleet),
+        router_deployment(fleet),
+        fleet_service(fleet),
+    ]
+    if fleet.spec["telemetry"]["metrics"]["serviceMonitor"]:
+        manifests.append(service_monitor(fleet))
+    return manifests
