@@ -21,7 +21,7 @@ from . import __version__, cli_operator, cli_serve
 
 FULL_BATCHES = (1, 64, 1024, 16384)
 QUICK_BATCHES = (1, 64, 1024)
-FULL_SECONDS = 2.0
+FULL_SECONDS = 4.0
 QUICK_SECONDS = 0.2
 
 

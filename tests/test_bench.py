@@ -40,11 +40,14 @@ def test_quick_run_measures_batches_1_64_1024_with_positive_rates(quick_run):
         assert all(row[rate] > 0 for rate in RATES), row
 
 
-def test_every_row_says_how_much_cpu_other_processes_took(quick_run):
+def test_every_figure_keeps_its_rounds_and_the_cpu_other_processes_took(quick_run):
     _, result = quick_run
+    assert result["settings"]["rounds"] == 1
     for row in [*result["engine"], result["peer"]]:
-        share = row["others_cpu_share"]
-        assert share is None or 0.0 <= share <= 1.0
+        for rate in RATES:
+            share = row["others_cpu_share"][rate]
+            assert share is None or 0.0 <= share <= 1.0
+            assert row["rounds"][rate] == [{"rate": row[rate], "others_cpu_share": share}]
 
 
 def test_games_stay_running_while_timed(quick_run):
