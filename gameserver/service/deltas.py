@@ -6,9 +6,10 @@ call. A game's first delta lists every one of its tiles, so a client can apply i
 buffer. Only games that once asked for a delta are tracked (3 bytes per tile and seat each);
 closing a game forgets it.
 
-The diff is a numba kernel fused with the update of the stored view: one pass to count the
-changes of each game, one to write them, in parallel over games, so a 4096-game delta costs
-about what copying its planes once would.
+The diff is a numba kernel fused with the update of the stored view, in one pass over the
+planes in parallel over games; each game writes its changes at its own offset of a scratch
+output with room for every tile (of which a few percent are touched), and a second small
+kernel packs them together. A 4096-game delta costs about one read of its planes.
 """
 
 from __future__ import annotations
@@ -21,25 +22,13 @@ from ..codec import ObservationDelta
 _PARALLEL_FROM = 64  # games; fewer run on the calling thread (waking numba's pool costs more)
 
 
-def _count_changes(store_codes, store_armies, rows, fresh, codes, armies, counts):
-    for g in nb.prange(rows.size):
-        if fresh[g]:
-            counts[g] = codes.shape[1]
-            continue
-        old_codes, old_armies = store_codes[rows[g]], store_armies[rows[g]]
-        n = 0
-        for t in range(codes.shape[1]):
-            n += (old_codes[t] != codes[g, t]) | (old_armies[t] != armies[g, t])
-        counts[g] = n
-
-
-def _write_changes(
-    store_codes, store_armies, rows, fresh, codes, armies, starts, index, new_codes, new_armies
-):
+def _diff_games(store_codes, store_armies, rows, fresh, codes, armies, index, new_codes, new_armies, counts):
+    """Record each game's changed tiles at its own offset g * tiles of the outputs (sized for
+    every tile, touched only where tiles changed) and update the stored view: one pass."""
     tiles = codes.shape[1]
     for g in nb.prange(rows.size):
         old_codes, old_armies = store_codes[rows[g]], store_armies[rows[g]]
-        k = starts[g]
+        k = g * tiles
         for t in range(tiles):
             code, army = codes[g, t], armies[g, t]
             if fresh[g] or old_codes[t] != code or old_armies[t] != army:
@@ -49,13 +38,20 @@ def _write_changes(
                 k += 1
                 old_codes[t] = code
                 old_armies[t] = army
+        counts[g] = k - g * tiles
+
+
+def _compact(index, new_codes, new_armies, counts, starts, out_index, out_codes, out_armies):
+    tiles = index.size // counts.size
+    for g in nb.prange(counts.size):
+        for i in range(counts[g]):
+            out_index[starts[g] + i] = index[g * tiles + i]
+            out_codes[starts[g] + i] = new_codes[g * tiles + i]
+            out_armies[starts[g] + i] = new_armies[g * tiles + i]
 
 
 _KERNELS = {
-    parallel: (
-        nb.njit(nogil=True, cache=True, parallel=parallel)(_count_changes),
-        nb.njit(nogil=True, cache=True, parallel=parallel)(_write_changes),
-    )
+    parallel: tuple(nb.njit(nogil=True, cache=True, parallel=parallel)(f) for f in (_diff_games, _compact))
     for parallel in (False, True)
 }
 
@@ -74,6 +70,7 @@ class DeltaViews:
         self._used = np.zeros(0, np.bool_)
         self._codes = np.zeros((0, self._width), np.uint8)
         self._armies = np.zeros((0, self._width), np.uint16)
+        self._sparse = ObservationDelta(np.empty(0, np.int32), np.empty(0, np.uint8), np.empty(0, np.uint16))
 
     @property
     def tracked(self) -> int:
@@ -89,16 +86,17 @@ class DeltaViews:
         if fresh.any():
             rows[fresh] = self._track(ids[fresh])
         flat_codes, flat_armies = codes.reshape(ids.size, -1), armies.reshape(ids.size, -1)
-        count, write = _KERNELS[ids.size >= _PARALLEL_FROM]
+        diff, compact = _KERNELS[ids.size >= _PARALLEL_FROM]
+        if self._sparse.index.size < flat_codes.size:  # room for every tile, reused across calls
+            self._sparse = ObservationDelta(*(np.empty(flat_codes.size, a.dtype) for a in self._sparse))
+        sparse = ObservationDelta(*(a[: flat_codes.size] for a in self._sparse))
         counts = np.empty(ids.size, np.int64)
-        count(self._codes, self._armies, rows, fresh, flat_codes, flat_armies, counts)
+        diff(self._codes, self._armies, rows, fresh, flat_codes, flat_armies, *sparse, counts)
         starts = np.zeros(ids.size, np.int64)
         np.cumsum(counts[:-1], out=starts[1:])
         total = int(counts.sum())
-        delta = ObservationDelta(
-            np.empty(total, np.int32), np.empty(total, np.uint8), np.empty(total, np.uint16)
-        )
-        write(self._codes, self._armies, rows, fresh, flat_codes, flat_armies, starts, *delta)
+        delta = ObservationDelta(*(np.empty(total, a.dtype) for a in sparse))
+        compact(*sparse, counts, starts, *delta)
         return delta
 
     def record(self, ids: np.ndarray, codes: np.ndarray, armies: np.ndarray) -> None:
