@@ -111,7 +111,7 @@ class ObservationBuffer:
 def _ids(ids: object) -> np.ndarray:
     a = np.asarray(ids)
     if a.dtype != np.uint64 and (not np.issubdtype(a.dtype, np.integer) or (a.size and a.min() < 0)):
-        raise ValueError(f"game ids must be non-negative integers, got {a.dtype}")
+        raise InvalidArgument(f"game ids must be non-negative integers, got {a.dtype}")
     return a.astype(np.uint64, copy=False)
 
 

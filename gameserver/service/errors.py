@@ -27,8 +27,9 @@ class GameFleetError(Exception):
         return f"{self.code.name}: {self.details}"
 
 
-class InvalidArgument(GameFleetError):
-    """Malformed request (sizes, dtypes, ranges, config): no game changed."""
+class InvalidArgument(GameFleetError, ValueError):
+    """Malformed request (sizes, dtypes, ranges, config): no game changed. Also a ValueError,
+    like the client's own checks of its arguments."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
