@@ -56,6 +56,7 @@ OBS_RATIO_TARGET = 150
 STATE_RATIO_TARGET = 800
 MAPS_TARGET = 50_000
 BYTES_TARGET = 4096
+DISTURBED = 0.05  # others' share of the CPU above which a figure is flagged as understated
 
 
 @dataclass(frozen=True)
@@ -428,10 +429,14 @@ def _ratio(value: float) -> str:
     return f"{value:,.0f}x" if value >= 10 else f"{value:.2g}x"
 
 
-def _worst_share(row: dict[str, Any]) -> str:
-    """The most CPU other processes took while one of the row's figures was measured."""
-    shares = row["others_cpu_share"].values()
-    return "-" if None in shares else f"{max(shares):.0%}"
+def _worst_share(rows: list[dict[str, Any]]) -> float | None:
+    """The most CPU other processes took while one of these rows' figures was measured (None: unknown)."""
+    shares = [share for row in rows for share in row["others_cpu_share"].values()]
+    return None if None in shares else max(shares)
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
 
 
 def _met(met: bool | None) -> str:
@@ -454,9 +459,9 @@ def _rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             peer_row += [_si(peer[key]), "1x"]
     header.append("others' CPU")
     for cells, row in zip(rows, result["engine"], strict=True):
-        cells.append(_worst_share(row))
+        cells.append(_percent(_worst_share([row])))
     if peer is not None:
-        peer_row.append(_worst_share(peer))
+        peer_row.append(_percent(_worst_share([peer])))
     return header, rows + ([peer_row] if peer_row else [])
 
 
@@ -515,7 +520,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         *about_peer,
         "Others' CPU: the largest share of the machine's CPU time that other processes took while one "
-        "of the row's figures was measured; above a few percent the row's parallel figures are "
+        f"of the row's figures was measured; from {DISTURBED:.0%} on, the row's parallel figures are "
         "understated (a parallel kernel waits for its slowest thread).",
         "",
         f"Bytes per game: {memory['state']:,} B of state + {memory['observation']:,} B of observation "
@@ -533,29 +538,28 @@ def plot(result: dict[str, Any], path: Path) -> None:
     """Steps/s and maps/s against batch size (log-log), the peer as horizontal lines."""
     from matplotlib.figure import Figure  # the dev extra; imported only when a plot is asked for
 
-    batches = [row["batch"] for row in result["engine"]]
-    peer = result["peer"]
+    rows, peer = result["engine"], result["peer"]
+    batches = [row["batch"] for row in rows]
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     steps, maps = figure.subplots(1, 2)
-    steps.plot(
-        batches, [r["steps_per_s_obs"] for r in result["engine"]], "o-", label="GameFleet, with observations"
-    )
-    steps.plot(
-        batches, [r["steps_per_s_state"] for r in result["engine"]], "s-", label="GameFleet, state only"
-    )
-    maps.plot(batches, [r["maps_per_s"] for r in result["engine"]], "o-", label="GameFleet generate()")
+    steps.plot(batches, [r["steps_per_s_obs"] for r in rows], "o-", label="GameFleet step, with observations")
+    steps.plot(batches, [r["steps_per_s_state"] for r in rows], "s-", label="GameFleet step, state only")
+    maps.plot(batches, [r["maps_per_s"] for r in rows], "o-", label="GameFleet generate")
     if peer is not None:
         steps.axhline(
             peer["steps_per_s_obs"], color="grey", ls="--", label="generals-bots Game.step (1 game)"
         )
-        maps.axhline(peer["maps_per_s"], color="grey", ls="--", label="generals-bots GridFactory.generate()")
+        maps.axhline(peer["maps_per_s"], color="grey", ls="--", label="generals-bots GridFactory.generate")
     for axes, unit in ((steps, "game steps / s"), (maps, "maps / s")):
         axes.set(xscale="log", yscale="log", xlabel="batch size (games per call)", ylabel=unit)
+        axes.set_xticks(batches, [f"{b:,}" for b in batches])
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize="small")
-    figure.suptitle(
-        f"20x20, 2 players, random moves: {result['machine']['cpu']}, {result['machine']['cpus']} CPUs"
-    )
+    title = f"20x20, 2 players, random moves: {result['machine']['cpu']}, {result['machine']['cpus']} CPUs"
+    worst = _worst_share([*rows, *([peer] if peer else [])])
+    if worst is not None and worst >= DISTURBED:
+        title += f"\nother processes took up to {worst:.0%} of the CPU while a figure was measured"
+    figure.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
 
