@@ -1,0 +1,375 @@
+"""FleetStore: the Redis side of durability and the shard registry, and nothing else.
+
+Keys (all under `gamefleet:<fleet>:`, all expiring `ttl_s` after their last write):
+  snap:<key hash>   HASH game id -> game record (records.py: owner, log position, snapshot)
+  log:<shard>       STREAM one entry per batch call of that shard (step, reset, close, ...)
+  keys:<shard>      SET key hashes that shard has recorded games for (what to recover)
+  owners            SET shards that have recorded games (finds dead shards' games)
+  shards            HASH shard address -> JSON load report
+  heartbeats        ZSET shard address -> Redis server time of its last heartbeat
+  alive:<shard>     STRING set by a running shard: its absence means Redis lost the shard's data
+
+Games are grouped by placement key hash because a key is the unit of placement: when the
+ring moves a key, all its games move, and one HGETALL fetches them. A record names its
+owner, so a key's games spread over several shards (after a ring change) are told apart.
+
+The client never retries a command on its own: a retried XADD could log one step twice,
+and replay would then play it twice. A failure is a StoreUnavailableError instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.client import Pipeline
+from redis.retry import Retry
+
+from .records import EntryId, StoredGames, decode_records
+
+ORIGIN: EntryId = (0, 0)  # before every entry
+_READ_BATCH = 512  # stream entries per XRANGE
+# Entry kinds: step, reset, close, create, adopt, mark (a position only). Their data's dtype:
+_DATA_DTYPES = {"step": np.dtype("<i4"), "reset": np.dtype("<u8"), "create": np.dtype("<u8")}
+T = TypeVar("T")
+
+
+class StoreUnavailableError(ConnectionError):
+    """Redis could not be reached or refused a write (the service answers UNAVAILABLE)."""
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """A stream entry: what one batch call did to `ids` (`data`: actions or seeds, if any)."""
+
+    id: EntryId
+    kind: str
+    ids: np.ndarray
+    data: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    address: str
+    load: int  # active games
+    capacity: int
+    state: str  # SERVING or DRAINING
+    heartbeat: float  # Redis server time (s) of the last heartbeat
+
+
+def parse_entry_id(raw: bytes | str) -> EntryId:
+    ms, _, seq = (raw.decode() if isinstance(raw, bytes) else raw).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def format_entry_id(entry: EntryId) -> str:
+    return f"{entry[0]}-{entry[1]}"
+
+
+def _resp(*args: bytes | str | memoryview) -> bytes:
+    """One command in the Redis protocol (RESP), as a single buffer: one send per call."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else arg
+        parts += [b"$%d\r\n" % len(data), data, b"\r\n"]
+    return b"".join(parts)
+
+
+def _raw(array: np.ndarray, dtype: str | np.dtype) -> memoryview:
+    return memoryview(np.ascontiguousarray(array, dtype)).cast("B")
+
+
+def _client(target: str | redis.Redis, timeout_s: float) -> redis.Redis:
+    if isinstance(target, str):
+        return redis.Redis.from_url(
+            target,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+    kwargs = target.get_connection_kwargs()
+    retry = kwargs.get("retry")  # without one, a connection retries only for retry_on_error/_timeout
+    retries = retry.get_retries() if retry is not None else int(bool(kwargs.get("retry_on_error")))
+    if retries or kwargs.get("retry_on_timeout"):
+        raise ValueError(
+            "pass a redis client built with retry=Retry(NoBackoff(), 0) (or a URL): "
+            "a retried XADD could log one step twice"
+        )
+    if kwargs.get("decode_responses"):
+        raise ValueError("the redis client must return bytes (decode_responses=False)")
+    return target
+
+
+class FleetStore:
+    """One fleet's keys in Redis. Thread-safe (a pool of connections); every call may raise
+    StoreUnavailableError."""
+
+    def __init__(self, redis_target: str | redis.Redis, fleet: str, ttl_s: int, *, timeout_s: float = 2.0):
+        if not fleet or ":" in fleet:
+            raise ValueError(f"fleet must be a non-empty name without ':', got {fleet!r}")
+        if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or ttl_s < 1:
+            raise ValueError(f"ttl_s must be a positive int, got {ttl_s!r}")
+        self.fleet = fleet
+        self.ttl_s = ttl_s
+        self.prefix = f"gamefleet:{fleet}:"
+        self.redis = _client(redis_target, timeout_s)
+
+    def key(self, *parts: object) -> str:
+        return self.prefix + ":".join(str(p) for p in parts)
+
+    def _snap_key(self, key_hash: int) -> str:
+        return self.key("snap", f"{key_hash:08x}")
+
+    def _call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as error:
+            raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
+
+    def _pipeline(self, fill: Callable[[Pipeline], object]) -> list:
+        """Run the commands `fill` queues in one round trip."""
+
+        def run() -> list:
+            pipe = self.redis.pipeline(transaction=False)
+            fill(pipe)
+            return pipe.execute()
+
+        return self._call(run)
+
+    # Action log ---------------------------------------------------------------------------
+
+    def appender(self, shard: str) -> LogAppender:
+        """A writer of `shard`'s log on a connection of its own (one per caller thread)."""
+        return LogAppender(self, shard)
+
+    def read_log(self, shard: str, after: EntryId) -> Iterator[LogEntry]:
+        """Entries strictly after `after`, oldest first, read in batches."""
+        key, start = self.key("log", shard), "(" + format_entry_id(after)
+        while True:
+            batch = self._call(self.redis.xrange, key, start, "+", _READ_BATCH)
+            for raw_id, fields in batch:
+                kind = fields[b"k"].decode()
+                raw = fields.get(b"d")
+                data = None if raw is None else np.frombuffer(raw, _DATA_DTYPES[kind])
+                yield LogEntry(parse_entry_id(raw_id), kind, np.frombuffer(fields[b"ids"], "<u8"), data)
+            if len(batch) < _READ_BATCH:
+                return
+            start = "(" + batch[-1][0].decode()
+
+    def trim_log(self, shard: str, keep_from: EntryId) -> int:
+        """Drop the entries before `keep_from` (snapshots cover them); returns how many went."""
+        return self._call(
+            self.redis.xtrim, self.key("log", shard), minid=format_entry_id(keep_from), approximate=False
+        )
+
+    def log_length(self, shard: str) -> int:
+        return self._call(self.redis.xlen, self.key("log", shard))
+
+    # Game records -------------------------------------------------------------------------
+
+    def put_games(self, owner: str, ids: np.ndarray, records: np.ndarray) -> None:
+        """Write records (row i of `records` for game ids[i]) per key hash in one pipeline, and
+        register the key hashes as `owner`'s."""
+        ids = np.asarray(ids, np.uint64)
+        key_hashes = ids >> np.uint64(32)
+        fields = [str(i) for i in ids.tolist()]
+
+        def fill(pipe: Pipeline) -> None:
+            for key_hash in np.unique(key_hashes).tolist():
+                rows = np.flatnonzero(key_hashes == key_hash)
+                pipe.hset(self._snap_key(key_hash), mapping={fields[r]: memoryview(records[r]) for r in rows})
+                pipe.expire(self._snap_key(key_hash), self.ttl_s)
+            pipe.sadd(self.key("keys", owner), *np.unique(key_hashes).tolist())
+            pipe.sadd(self.key("owners"), owner)
+            for key in (self.key("keys", owner), self.key("owners")):
+                pipe.expire(key, self.ttl_s)
+
+        if ids.size:
+            self._pipeline(fill)
+
+    def drop_games(self, ids: np.ndarray) -> None:
+        """Delete the records of closed games."""
+        ids = np.asarray(ids, np.uint64)
+
+        def fill(pipe: Pipeline) -> None:
+            for key_hash in np.unique(ids >> np.uint64(32)).tolist():
+                pipe.hdel(
+                    self._snap_key(key_hash), *map(str, ids[(ids >> np.uint64(32)) == key_hash].tolist())
+                )
+
+        if ids.size:
+            self._pipeline(fill)
+
+    def load_games(
+        self, key_hashes: Sequence[int] | None = None, game_ids: Sequence[int] | None = None
+    ) -> StoredGames:
+        """The records of every game of these key hashes, or of these game ids (missing: skipped)."""
+        if (key_hashes is None) == (game_ids is None):
+            raise ValueError("give key_hashes or game_ids")
+        if key_hashes is not None:
+            replies = self._pipeline(lambda p: [p.hgetall(self._snap_key(int(k))) for k in key_hashes])
+            found = [(int(field), value) for reply in replies for field, value in reply.items()]
+        else:
+            by_key: dict[int, list[int]] = defaultdict(list)
+            for game_id in map(int, game_ids):
+                by_key[game_id >> 32].append(game_id)
+            groups = list(by_key.items())
+            replies = self._pipeline(
+                lambda p: [p.hmget(self._snap_key(k), [str(g) for g in gs]) for k, gs in groups]
+            )
+            found = [
+                (g, value)
+                for (_, gs), values in zip(groups, replies, strict=True)
+                for g, value in zip(gs, values, strict=True)
+                if value is not None
+            ]
+        return decode_records([g for g, _ in found], [v for _, v in found])
+
+    def key_hashes_of(self, shard: str) -> list[int]:
+        """The key hashes `shard` has recorded games for (a superset: closes do not prune it)."""
+        return sorted(int(k) for k in self._call(self.redis.smembers, self.key("keys", shard)))
+
+    def forget_key_hashes(self, shard: str, key_hashes: Sequence[int]) -> None:
+        """After recovering them elsewhere: `shard` no longer owns these keys (nor, once none are
+        left, any games)."""
+        if not key_hashes:
+            return
+        keys = self.key("keys", shard)
+        _, left = self._pipeline(lambda p: [p.srem(keys, *key_hashes), p.scard(keys)])
+        if left == 0:
+            self._call(self.redis.srem, self.key("owners"), shard)
+
+    def owners(self) -> list[str]:
+        return sorted(o.decode() for o in self._call(self.redis.smembers, self.key("owners")))
+
+    def touch(self, shard: str, key_hashes: Sequence[int]) -> None:
+        """Refresh the TTLs of a live shard's keys, so an idle game's record does not expire."""
+
+        def fill(pipe: Pipeline) -> None:
+            for key in (self.key("log", shard), self.key("keys", shard), self.key("owners")):
+                pipe.expire(key, self.ttl_s)
+            for key_hash in key_hashes:
+                pipe.expire(self._snap_key(int(key_hash)), self.ttl_s)
+
+        self._pipeline(fill)
+
+    # Shard registry ------------------------------------------------------------------------
+
+    def heartbeat(
+        self, address: str, load: int, capacity: int, state: str = "SERVING", *, dead_after_s: float = 30.0
+    ) -> None:
+        """Report a shard alive with its load; forget shards silent for `dead_after_s`."""
+        if state not in ("SERVING", "DRAINING"):
+            raise ValueError(f"state must be SERVING or DRAINING, got {state!r}")
+        now = self._now()
+        info = json.dumps({"load": int(load), "capacity": int(capacity), "state": state})
+        shards, beats = self.key("shards"), self.key("heartbeats")
+        dead = self._call(self.redis.zrangebyscore, beats, "-inf", now - dead_after_s)
+
+        def fill(pipe: Pipeline) -> None:
+            if dead:
+                pipe.zrem(beats, *dead)
+                pipe.hdel(shards, *dead)
+            pipe.hset(shards, address, info)
+            pipe.zadd(beats, {address: now})
+            pipe.expire(shards, self.ttl_s)
+            pipe.expire(beats, self.ttl_s)
+
+        self._pipeline(fill)
+
+    def list_shards(self, alive_within_s: float) -> list[ShardInfo]:
+        """Shards that heartbeat within the last `alive_within_s` seconds (Redis time), by address."""
+        now = self._now()
+        beats = self._call(
+            self.redis.zrangebyscore, self.key("heartbeats"), now - alive_within_s, "+inf", withscores=True
+        )
+        if not beats:
+            return []
+        infos = self._call(self.redis.hmget, self.key("shards"), [a for a, _ in beats])
+        shards = []
+        for (address, when), raw in zip(beats, infos, strict=True):
+            if raw is not None:
+                info = json.loads(raw)
+                shards.append(
+                    ShardInfo(address.decode(), info["load"], info["capacity"], info["state"], when)
+                )
+        return sorted(shards, key=lambda s: s.address)
+
+    def remove_shard(self, address: str) -> None:
+        """A clean shutdown: leave the registry at once instead of by expiry."""
+        self._pipeline(
+            lambda p: [p.zrem(self.key("heartbeats"), address), p.hdel(self.key("shards"), address)]
+        )
+
+    def mark_alive(self, shard: str) -> bool:
+        """Set (and refresh) the shard's marker key; True when it was missing: the first call,
+        or Redis lost the shard's data (restarted empty, flushed, expired)."""
+        key = self.key("alive", shard)
+        created, _ = self._pipeline(
+            lambda p: [p.set(key, 1, nx=True, ex=self.ttl_s), p.expire(key, self.ttl_s)]
+        )
+        return bool(created)
+
+    def orphaned_shards(self, alive_within_s: float) -> list[str]:
+        """Shards with recorded games that no longer heartbeat: their games await recovery."""
+        alive = {s.address for s in self.list_shards(alive_within_s)}
+        return [owner for owner in self.owners() if owner not in alive]
+
+    def _now(self) -> float:
+        seconds, micros = self._call(self.redis.time)
+        return seconds + micros / 1e6
+
+
+class LogAppender:
+    """XADDs to one shard's log from the step path, on a connection of its own.
+
+    A call is one send and one read of raw RESP: redis-py's command machinery would cost more
+    than the round trip itself. `send` and `receive` are apart so a caller can overlap the round
+    trip with the work being logged. Every XADD travels with an EXPIRE (the TTL refresh). Any
+    error drops the connection (the next send reconnects): a half-read reply never lingers.
+    Not thread-safe: one per caller at a time.
+    """
+
+    def __init__(self, store: FleetStore, shard: str) -> None:
+        self._key = store.key("log", shard)
+        self._expire = _resp("EXPIRE", self._key, str(store.ttl_s))
+        self._connection = store.redis.connection_pool.make_connection()
+
+    def send(self, kind: str, ids: np.ndarray, data: np.ndarray | None = None) -> None:
+        fields = ["k", kind, "ids", _raw(ids, "<u8")]
+        if data is not None:
+            fields += ["d", _raw(data, data.dtype.newbyteorder("<"))]
+        command = _resp("XADD", self._key, "*", *fields) + self._expire
+        try:
+            if self._connection.can_read(timeout=0):  # a reply nobody asked for: Redis hung up
+                self._connection.disconnect()
+        except redis.RedisError:
+            self._connection.disconnect()  # reconnect: the server restarted since the last call
+        try:
+            self._connection.send_packed_command([command], check_health=False)
+        except redis.RedisError as error:
+            self._connection.disconnect()
+            raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
+
+    def receive(self) -> EntryId:
+        """The id of the entry sent last (once Redis has it, the call it logs is durable)."""
+        try:
+            entry = self._connection.read_response()
+            self._connection.read_response()
+        except redis.RedisError as error:
+            self._connection.disconnect()
+            raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
+        return parse_entry_id(entry)
+
+    def append(self, kind: str, ids: np.ndarray, data: np.ndarray | None = None) -> EntryId:
+        self.send(kind, ids, data)
+        return self.receive()
+
+    def close(self) -> None:
+        self._connection.disconnect()
