@@ -1,0 +1,79 @@
+"""`gamefleet up`: the embedded default main job — a local fleet playing itself.
+
+Starts shard processes on 127.0.0.1 (no Kubernetes, no Redis), runs a self-play workload
+with scripted agents on every shard through the client, shows progress, and prints games/s
+and steps/s. Ctrl-C stops early and still reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "up", help="start a local fleet and run self-play on it", description=__doc__
+    )
+    parser.add_argument("--shards", type=int, default=2, help="shard processes to start")
+    parser.add_argument("--games", type=int, default=1024, help="games per shard")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long to play")
+    parser.add_argument("--size", type=int, default=20, help="board height and width")
+    parser.add_argument("--players", type=int, default=2)
+    parser.add_argument("--max-ticks", type=int, default=500, help="truncate episodes after this many ticks")
+    parser.add_argument("--agents", default="expander,random", help="scripted agent per seat, cycled")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .engine import GameConfig
+    from .local_fleet import LocalFleet
+    from .selfplay import run_selfplay
+
+    console = Console()
+    config = GameConfig(args.size, args.size, args.players, max_ticks=args.max_ticks)
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+    with (
+        console.status(f"starting {args.shards} shard(s) on 127.0.0.1 ..."),
+        LocalFleet(args.shards) as fleet,
+    ):
+        addresses = list(fleet.addresses)
+        console.print(f"fleet up: {', '.join(addresses)}")
+        columns = (
+            TextColumn("self-play"),
+            BarColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("play", total=args.seconds, rate="")
+
+            def show(elapsed: float, steps: int, episodes: int) -> None:
+                rate = f"{steps / elapsed:,.0f} steps/s  {episodes / elapsed:,.1f} games/s" if elapsed else ""
+                progress.update(task, completed=min(elapsed, args.seconds), rate=rate)
+
+            try:
+                report = run_selfplay(
+                    addresses, args.games, config, args.seconds, agents=agents, seed=args.seed,
+                    on_progress=show,
+                )  # fmt: skip
+            except KeyboardInterrupt:
+                console.print("interrupted")
+                return 130
+    actions_per_s = report.steps_per_s * config.players
+    console.print(
+        f"{report.shards} shard(s), {report.games:,} games, {report.seconds:.1f} s: "
+        f"[bold]{report.steps_per_s:,.0f} steps/s[/bold] ({actions_per_s:,.0f} actions/s), "
+        f"[bold]{report.games_per_s:,.1f} games/s[/bold] ({report.episodes:,} finished; wins per seat "
+        f"{report.wins}, {report.truncations:,} truncated)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(report.to_dict(), indent=2))
+    return 0

@@ -1,0 +1,60 @@
+"""`gamefleet up`: real shard processes on 127.0.0.1, self-play through the client, a report, no leftovers."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gameserver.client import FleetClient
+from gameserver.engine import GameConfig
+from gameserver.local_fleet import FleetStartError, LocalFleet
+from gameserver.selfplay import run_selfplay
+
+
+def test_gamefleet_up_plays_and_reports(tmp_path):
+    report_path = tmp_path / "up.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "gameserver.cli", "up", "--shards", "2", "--games", "32", "--seconds", "3",
+         "--size", "10", "--max-ticks", "60", "--json", str(report_path)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "steps/s" in done.stdout and "games/s" in done.stdout
+    report = json.loads(report_path.read_text())
+    assert report["shards"] == 2 and report["games"] == 64
+    assert report["steps"] > 64 * 60  # every game got through at least one whole episode's worth of ticks
+    assert report["episodes"] >= 64  # episodes end (by capture or at 60 ticks) and restart in place
+    assert report["steps_per_s"] > 0 and report["games_per_s"] > 0
+
+
+def test_local_fleet_serves_then_stops_every_process():
+    with LocalFleet(2) as fleet:
+        assert len(set(fleet.addresses)) == 2
+        for address in fleet.addresses:
+            with FleetClient(address, timeout=10) as client:
+                assert client.healthy()
+        processes = list(fleet._processes)
+    assert all(p.poll() is not None for p in processes)
+
+
+def test_selfplay_counts_every_step_and_episode():
+    with LocalFleet(1) as fleet:
+        report = run_selfplay(fleet.addresses, 8, GameConfig(8, 8, max_ticks=20), 1.5, agents=["expander"])
+    assert report.steps % 8 == 0 and report.steps >= 8 * 20
+    assert report.episodes >= 8
+    assert sum(report.wins) + report.truncations == pytest.approx(report.episodes, abs=0)
+    assert np.all(np.array(report.wins) >= 0)
+
+
+def test_a_shard_that_cannot_start_is_reported_and_nothing_is_left_running():
+    fleet = LocalFleet(1, extra_args=["--max-games", "not-a-number"], timeout=60)
+    with pytest.raises(FleetStartError, match="exited"):
+        fleet.start()
+    assert fleet._processes == []
+
+
+def test_unknown_agents_are_refused_before_anything_starts():
+    with pytest.raises(ValueError, match="unknown agents"):
+        run_selfplay(["127.0.0.1:1"], 1, GameConfig(), 1.0, agents=["oracle"])
