@@ -24,16 +24,26 @@ def generate(out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as raw:
-        args = ["protoc", f"-I{PROTO_ROOT}", f"--python_out={raw}", f"--pyi_out={raw}", f"--grpc_python_out={raw}"]
+        args = [
+            "protoc",
+            f"-I{PROTO_ROOT}",
+            f"--python_out={raw}",
+            f"--pyi_out={raw}",
+            f"--grpc_python_out={raw}",
+        ]
         if protoc.main([*args, *(str(PROTO_ROOT / p) for p in PROTOS)]) != 0:
             raise RuntimeError("protoc failed")
         written = []
         for source in sorted(Path(raw).rglob("*.py*")):
-            text = re.sub(r"^from gamefleet\.v1 import (\w+)", r"from . import \1", source.read_text(), flags=re.M)
+            text = re.sub(
+                r"^from gamefleet\.v1 import (\w+)", r"from . import \1", source.read_text(), flags=re.M
+            )
             target = out_dir / source.name
             target.write_text(text)
             written.append(target)
-    (out_dir / "__init__.py").write_text('"""Generated from proto/ by gameserver.service.codegen; do not edit."""\n')
+    (out_dir / "__init__.py").write_text(
+        '"""Generated from proto/ by gameserver.service.codegen; do not edit."""\n'
+    )
     return [*written, out_dir / "__init__.py"]
 
 
