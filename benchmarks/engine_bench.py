@@ -126,15 +126,23 @@ class _EngineCase:
     """One batch size: moves recorded from a mid-game position, replayed from its snapshot."""
 
     def __init__(self, games: int, settings: Settings) -> None:
-        self.games, self.slots = games, np.arange(games)
-        self.batch = GameBatch.allocate(BOARD, games)
-        generate(self.batch, self.slots, self.slots)
-        self.obs = Observation.allocate(BOARD, games)
-        observe(self.batch, self.slots, self.obs)
+        # A random game now and then ends early: record spare games, time only games that run throughout.
+        recorded = np.arange(games + games // 8 + 1)
+        self.batch = GameBatch.allocate(BOARD, recorded.size)
+        generate(self.batch, recorded, recorded)
+        view = observe(self.batch, recorded)
         rng = np.random.default_rng(games)
-        _play(self.batch, self.slots, self.obs, settings.burn_in_ticks, rng)
+        _play(self.batch, recorded, view, settings.burn_in_ticks, rng)
         self.start = {name: array.copy() for name, array in self.batch.arrays().items()}
-        self.actions = _play(self.batch, self.slots, self.obs, settings.window_ticks, rng)
+        actions = _play(self.batch, recorded, view, settings.window_ticks, rng)
+        running = np.flatnonzero(self.batch.status == RUNNING)  # an ended game never runs again
+        if running.size < games:
+            raise RuntimeError(
+                f"only {running.size} of {recorded.size} random games ran {settings.window_ticks} ticks"
+            )
+        self.games, self.slots = games, running[:games]
+        self.actions = [tick[self.slots] for tick in actions]
+        self.obs = Observation.allocate(BOARD, games)
         self.seeds = np.arange(games, dtype=np.uint64)
         self.running = 1.0
 
@@ -159,7 +167,8 @@ class _EngineCase:
                 step(self.batch, self.slots, actions, out=out)
 
         rate = _rate(self.games * len(self.actions), seconds, self._restore, window)
-        self.running = min(self.running, float(np.mean(self.batch.status == RUNNING)))  # a window's end
+        # At a window's end: replays are deterministic, so this re-checks that every timed game ran.
+        self.running = min(self.running, float(np.mean(self.batch.status[self.slots] == RUNNING)))
         return rate
 
     def _maps(self, seconds: float) -> float:
@@ -511,8 +520,9 @@ def markdown(result: dict[str, Any]) -> str:
         "over the run; a round times short windows after a warm-up window and takes their median; the "
         "figure is its least-disturbed round (least CPU taken by other processes). A steps window "
         f"replays {settings['window_ticks']} recorded ticks from a position {settings['burn_in_ticks']} "
-        f"ticks into the games (random legal moves, {settings['random_share']:.0%} random ones), restored "
-        "outside the clock; a maps window is one `generate` call over the batch (the peer: one map).",
+        f"ticks into the games (random legal moves, {settings['random_share']:.0%} random ones; games that "
+        "ended while the moves were recorded are replaced by spare ones), restored outside the clock; a "
+        "maps window is one `generate` call over the batch (the peer: one map).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---:" for _ in header) + "|",
