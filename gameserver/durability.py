@@ -3,8 +3,8 @@
 Modes:
   off       nothing leaves the process (no Redis needed).
   snapshot  a writer thread records the games changed in the last `snapshot_every` steps of a
-            pool, and the games whose episode just ended, off the step path. A kill loses the
-            steps since a game's last record.
+            pool, and (within a tenth of that) the games whose episode ended, off the step
+            path. A kill loses the steps since a game's last record.
   log       snapshot, plus one XADD per batch call, in Redis before the call returns (the
             acknowledgement point): every acknowledged call survives a kill -9.
 
@@ -42,6 +42,9 @@ OnRedisError = Literal["fail", "degrade"]
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 _COMPACT_DIRTY = 64  # merge the list of dirty id arrays once it holds this many
+# Records are written in parts: the writer's Python work between two sends (which release the
+# GIL) stays short, so a step thread waiting for the GIL is not held up for a switch interval.
+_WRITE_CHUNK = 256
 _STOP = object()
 
 
@@ -59,7 +62,7 @@ class _Capture:
     position: EntryId
     covering: bool
     done: threading.Event | None = None
-    error: StoreUnavailableError | None = None
+    error: Exception | None = None
 
 
 @dataclass
@@ -135,7 +138,10 @@ class Durability:
         leave the registry; without, drop queued writes as a killed process would."""
         if flush:
             for pool in self._pools:
-                pool.flush()
+                try:
+                    pool.flush()
+                except StoreUnavailableError as error:
+                    log.warning("shard %s: final snapshots not written: %s", self.shard, error)
         self._killed = not flush
         if self._thread is not None:
             self._queue.put(_STOP)
@@ -196,16 +202,22 @@ class Durability:
         pool = capture.pool
         try:
             self._forget_pending()
-            records = encode_records(
-                capture.batch, self.shard, capture.position, pool.autoreset, self.mode == "log"
-            )
-            self.store.put_games(self.shard, capture.ids, records)
-        except StoreUnavailableError as error:
+            for start in range(0, capture.ids.size, _WRITE_CHUNK):
+                part = slice(start, start + _WRITE_CHUNK)
+                rows = GameBatch(
+                    capture.batch.config, **{k: a[part] for k, a in capture.batch.arrays().items()}
+                )
+                records = encode_records(
+                    rows, self.shard, capture.position, pool.autoreset, self.mode == "log"
+                )
+                self.store.put_games(self.shard, capture.ids[part], records)
+        except Exception as error:  # Redis, or a bug: either way these games are not recorded
             capture.error = error
             with self._lock:
                 self.failed_writes += 1
                 pool._full_next = pool._full_next or capture.covering
-            log.warning("shard %s: recording %d games failed: %s", self.shard, capture.ids.size, error)
+            report = log.warning if isinstance(error, StoreUnavailableError) else log.exception
+            report("shard %s: recording %d games failed: %s", self.shard, capture.ids.size, error)
         else:
             with self._lock:  # not past an earlier covering write that failed: its games wait
                 if capture.covering and not pool._full_next:
@@ -295,6 +307,9 @@ class DurablePool(GamePool):
         self._appender: LogAppender | None = None  # this pool's connection for its log entries
         self._dirty: list[np.ndarray] = []  # ids changed since the last covering capture
         self._ticks = 0  # steps since the last round
+        self._ended: list[np.ndarray] = []  # games whose episode ended, not yet captured
+        self._end_every = max(1, durability.snapshot_every // 10)  # steps between their captures
+        self._checked: np.ndarray | None = None  # the last ids found live and distinct
         self._pending = 0  # covering captures queued, not yet written
         self._covered: EntryId = ORIGIN  # its log entries up to here are covered by records
         self._full_next = False  # a covering write failed: the next round takes every game
@@ -327,18 +342,27 @@ class DurablePool(GamePool):
     ) -> PoolStep:
         if self._mode == "off":
             return super().step(ids, actions, observe, out)
-        id_array = self._checked_ids(ids)
-        moves = check_actions(self.batch, actions, id_array.size)
-        self._mark(id_array)
-        result = self._logged(
-            "step", id_array, moves, lambda: GamePool.step(self, id_array, moves, observe, out)
-        )
+        if self._mode == "log":
+            id_array = self._checked_ids(ids)
+            moves = check_actions(self.batch, actions, id_array.size)
+            self._mark(id_array)
+            result = self._logged(
+                "step", id_array, moves, lambda: GamePool.step(self, id_array, moves, observe, out)
+            )
+        else:
+            result = super().step(ids, actions, observe, out)
+            id_array = np.asarray(ids).astype(np.uint64, copy=False)
+            self._mark(id_array)
         ended = result.terminated | result.truncated
         if ended.any():
-            self._capture(id_array[ended], covering=False)
+            self._ended.append(id_array[ended])
         self._ticks += 1
         if self._ticks >= self.durability.snapshot_every:
             self._round()
+        elif self._ended and self._ticks % self._end_every == 0:
+            ended_ids = np.concatenate(self._ended)
+            self._ended = []
+            self._capture(ended_ids[self.contains(ended_ids)], covering=False)
         return result
 
     def reset(self, ids: object, seeds: object = None) -> None:
@@ -353,6 +377,7 @@ class DurablePool(GamePool):
         if self._mode == "off":
             return super().release(ids)
         id_array = self._checked_ids(ids)
+        self._checked = None
         self._logged("close", id_array, None, lambda: GamePool.release(self, id_array))
         self.durability._queue.put(_Forget(id_array))
 
@@ -451,6 +476,7 @@ class DurablePool(GamePool):
         except StoreUnavailableError as error:
             if self.durability.on_redis_error == "fail":
                 super().release(ids)
+                self._checked = None
                 raise
             if self._mode == "log":
                 self._resync = True
@@ -462,13 +488,21 @@ class DurablePool(GamePool):
     # Records ----------------------------------------------------------------------------------
 
     def _checked_ids(self, ids: object) -> np.ndarray:
-        """GamePool's id rules (well-formed, live, distinct), checked before anything is logged."""
+        """GamePool's id rules (well-formed, live, distinct), checked before anything is logged.
+
+        A trainer sends the same ids call after call: an array equal to the last one that passed
+        passes again until a release (the only call that makes a live id unknown).
+        """
+        same_type = isinstance(ids, np.ndarray) and ids.dtype == np.uint64
+        if same_type and self._checked is not None and np.array_equal(self._checked, ids):
+            return self._checked
         id_array = np.asarray(ids)
         self.slots_of(id_array)
-        id_array = id_array.astype(np.uint64, copy=False)
+        id_array = id_array.astype(np.uint64)
         ascending = id_array.size < 2 or np.all(id_array[1:] > id_array[:-1])
         if not ascending and np.unique(id_array).size != id_array.size:
             raise ValueError("game ids must be distinct in one call")
+        self._checked = id_array
         return id_array
 
     def _mark(self, ids: np.ndarray) -> None:
@@ -489,6 +523,7 @@ class DurablePool(GamePool):
         if busy and not wait:
             return
         self._ticks = 0
+        self._ended = []  # dirty too: this round takes them
         if self._full_next:
             ids = self.ids
         else:

@@ -86,6 +86,8 @@ def encode_records(
     head = np.frombuffer(_header(owner, position, autoreset, logged), np.uint8)
     games, start = batch.capacity, head.size
     rows = np.empty((games, start + layout.template.size), np.uint8)
+    if games == 0:
+        return rows
     rows[:, :start] = head
     rows[:, start:] = layout.template
     for name, offset, _, _ in layout.fields:
@@ -93,7 +95,7 @@ def encode_records(
         rows[:, start + offset : start + offset + data.shape[1]] = data
     crcs = np.array([zlib.crc32(row[start + _CRC_END :]) for row in rows], "<u4")
     rows[:, start + _CRC_START : start + _CRC_END] = crcs.view(np.uint8).reshape(games, 4)
-    if games and rows[0, start:].tobytes() != codec.encode_snapshot(batch, [0]):
+    if rows[0, start:].tobytes() != codec.encode_snapshot(batch, [0]):
         raise RuntimeError("records.encode_records no longer matches codec.encode_snapshot: update it")
     return rows
 

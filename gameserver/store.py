@@ -20,10 +20,12 @@ and replay would then play it twice. A failure is a StoreUnavailableError instea
 from __future__ import annotations
 
 import json
+import select
+import socket
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import numpy as np
 import redis
@@ -174,24 +176,43 @@ class FleetStore:
     # Game records -------------------------------------------------------------------------
 
     def put_games(self, owner: str, ids: np.ndarray, records: np.ndarray) -> None:
-        """Write records (row i of `records` for game ids[i]) per key hash in one pipeline, and
-        register the key hashes as `owner`'s."""
+        """Write records (row i of `records` for game ids[i]) per key hash, and register the key
+        hashes as `owner`'s: one buffer, one send (thousands of records per snapshot round)."""
         ids = np.asarray(ids, np.uint64)
+        if not ids.size:
+            return
         key_hashes = ids >> np.uint64(32)
-        fields = [str(i) for i in ids.tolist()]
+        fields = [str(i).encode() for i in ids.tolist()]
+        commands = []
+        for key_hash in np.unique(key_hashes).tolist():
+            key = self._snap_key(key_hash)
+            pairs = [
+                a
+                for r in np.flatnonzero(key_hashes == key_hash).tolist()
+                for a in (fields[r], records[r].data)
+            ]
+            commands += [_resp("HSET", key, *pairs), _resp("EXPIRE", key, str(self.ttl_s))]
+        commands.append(_resp("SADD", self.key("keys", owner), *map(str, np.unique(key_hashes).tolist())))
+        commands.append(_resp("SADD", self.key("owners"), owner))
+        commands += [
+            _resp("EXPIRE", key, str(self.ttl_s)) for key in (self.key("keys", owner), self.key("owners"))
+        ]
+        self._raw(commands)
 
-        def fill(pipe: Pipeline) -> None:
-            for key_hash in np.unique(key_hashes).tolist():
-                rows = np.flatnonzero(key_hashes == key_hash)
-                pipe.hset(self._snap_key(key_hash), mapping={fields[r]: memoryview(records[r]) for r in rows})
-                pipe.expire(self._snap_key(key_hash), self.ttl_s)
-            pipe.sadd(self.key("keys", owner), *np.unique(key_hashes).tolist())
-            pipe.sadd(self.key("owners"), owner)
-            for key in (self.key("keys", owner), self.key("owners")):
-                pipe.expire(key, self.ttl_s)
-
-        if ids.size:
-            self._pipeline(fill)
+    def _raw(self, commands: list[bytes]) -> list:
+        """Send pre-built commands on a pooled connection and read their replies (raw I/O: see
+        _RawConnection)."""
+        pool = self.redis.connection_pool
+        try:
+            connection = pool.get_connection()
+        except redis.RedisError as error:
+            raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
+        raw = _RawConnection(connection)
+        try:
+            raw.send(commands)
+            return raw.receive(len(commands))
+        finally:
+            pool.release(connection)
 
     def drop_games(self, ids: np.ndarray) -> None:
         """Delete the records of closed games."""
@@ -326,45 +347,97 @@ class FleetStore:
         return seconds + micros / 1e6
 
 
-class LogAppender:
-    """XADDs to one shard's log from the step path, on a connection of its own.
+class _RawConnection:
+    """A redis-py connection (it connects: TLS, AUTH, HELLO, SELECT) on whose socket we do our own
+    I/O: one send of pre-built RESP, and a short parse of the replies. On the paths that run for
+    every step or every snapshot round, redis-py's command machinery costs more than the round
+    trip itself. Any error drops the connection, so a half-read reply never lingers."""
 
-    A call is one send and one read of raw RESP: redis-py's command machinery would cost more
-    than the round trip itself. `send` and `receive` are apart so a caller can overlap the round
-    trip with the work being logged. Every XADD travels with an EXPIRE (the TTL refresh). Any
-    error drops the connection (the next send reconnects): a half-read reply never lingers.
-    Not thread-safe: one per caller at a time.
+    def __init__(self, connection: redis.connection.AbstractConnection) -> None:
+        self.connection = connection
+
+    def send(self, requests: list[bytes]) -> None:
+        try:
+            sock = self._socket()
+            for request in requests:
+                sock.sendall(request)
+        except (OSError, redis.RedisError) as error:
+            self._drop(error)
+
+    def receive(self, replies: int) -> list:
+        try:
+            sock, data = self.connection._sock, b""
+            while (parsed := _parse_replies(data, replies)) is None:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("connection closed by Redis")
+                data += chunk
+            return parsed
+        except (OSError, redis.RedisError) as error:
+            self._drop(error)
+
+    def _socket(self) -> socket.socket:
+        """The connected socket. Readable before a request means Redis hung up (or restarted)
+        since the last one: reconnect rather than fail the request."""
+        connection = self.connection
+        if connection._sock is not None and select.select([connection._sock], [], [], 0)[0]:
+            connection.disconnect()
+        if connection._sock is None:
+            connection.connect()
+        return connection._sock
+
+    def _drop(self, error: Exception) -> NoReturn:
+        self.connection.disconnect()
+        raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
+
+
+def _parse_replies(data: bytes, count: int) -> list | None:
+    """`count` replies (simple string, integer, bulk string or null) from the start of `data`;
+    None while incomplete. An error reply raises ResponseError."""
+    replies, at = [], 0
+    while len(replies) < count:
+        end = data.find(b"\r\n", at)
+        if end < 0:
+            return None
+        kind, line = data[at : at + 1], data[at + 1 : end]
+        at = end + 2
+        if kind == b"$" and int(line) >= 0:
+            if len(data) < at + int(line) + 2:
+                return None
+            replies.append(data[at : at + int(line)])
+            at += int(line) + 2
+        elif kind in (b"$", b"_"):
+            replies.append(None)
+        elif kind == b":":
+            replies.append(int(line))
+        elif kind == b"+":
+            replies.append(line)
+        else:
+            raise redis.ResponseError(line.decode(errors="replace"))
+    return replies
+
+
+class LogAppender:
+    """XADDs to one shard's log from the step path, on a connection of its own (raw I/O).
+
+    `send` and `receive` are apart so a caller can overlap the round trip with the work it
+    logs. Every XADD travels with an EXPIRE (the TTL refresh). Not thread-safe: one per caller.
     """
 
     def __init__(self, store: FleetStore, shard: str) -> None:
         self._key = store.key("log", shard)
         self._expire = _resp("EXPIRE", self._key, str(store.ttl_s))
-        self._connection = store.redis.connection_pool.make_connection()
+        self._raw = _RawConnection(store.redis.connection_pool.make_connection())
 
     def send(self, kind: str, ids: np.ndarray, data: np.ndarray | None = None) -> None:
         fields = ["k", kind, "ids", _raw(ids, "<u8")]
         if data is not None:
             fields += ["d", _raw(data, data.dtype.newbyteorder("<"))]
-        command = _resp("XADD", self._key, "*", *fields) + self._expire
-        try:
-            if self._connection.can_read(timeout=0):  # a reply nobody asked for: Redis hung up
-                self._connection.disconnect()
-        except redis.RedisError:
-            self._connection.disconnect()  # reconnect: the server restarted since the last call
-        try:
-            self._connection.send_packed_command([command], check_health=False)
-        except redis.RedisError as error:
-            self._connection.disconnect()
-            raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
+        self._raw.send([_resp("XADD", self._key, "*", *fields) + self._expire])
 
     def receive(self) -> EntryId:
         """The id of the entry sent last (once Redis has it, the call it logs is durable)."""
-        try:
-            entry = self._connection.read_response()
-            self._connection.read_response()
-        except redis.RedisError as error:
-            self._connection.disconnect()
-            raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
+        entry, _ = self._raw.receive(2)
         return parse_entry_id(entry)
 
     def append(self, kind: str, ids: np.ndarray, data: np.ndarray | None = None) -> EntryId:
@@ -372,4 +445,4 @@ class LogAppender:
         return self.receive()
 
     def close(self) -> None:
-        self._connection.disconnect()
+        self._raw.connection.disconnect()
