@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import json
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
@@ -19,6 +21,7 @@ import kopf
 import kubernetes.config.kube_config
 import pytest
 import pytest_asyncio
+import yaml
 from gamefleet_operator import API_VERSION, KIND
 from gamefleet_operator.autoscale import ShardLoad, ShardState
 from gamefleet_operator.handlers import build_registry
@@ -28,6 +31,7 @@ from gamefleet_operator.spec import Fleet
 GF = "gamefleet.dev/v1/gamefleets"
 FLEETS_URL = "/apis/gamefleet.dev/v1/namespaces/default/gamefleets"
 SYNC_INTERVAL = 0.3
+LAST_HANDLED = "gamefleet.dev/last-handled-configuration"
 # resource -> (kind, namespaced, subresources): what the operator and kopf discover
 RESOURCES = {
     GF: (KIND, True, {"status"}),
@@ -57,8 +61,8 @@ def merge_diff(old: Any, new: Any) -> Any:
 
 class Emulator(kmock.KubernetesEmulator):
     """kmock as kopf needs it (see shared/kmock-notes.md, trap 4): every write stamps a fresh
-    resourceVersion, spec writes bump generation, and a JSON patch is applied for real, with
-    422 when its `test` on resourceVersion fails (kopf's optimistic finalizer updates)."""
+    resourceVersion, spec writes bump generation, generateName works, and a JSON patch is
+    applied for real, with 422 when its `test` on resourceVersion fails (kopf's finalizers)."""
 
     _versions = itertools.count(1)
 
@@ -78,12 +82,52 @@ class Emulator(kmock.KubernetesEmulator):
             meta["resourceVersion"] = str(next(self._versions))
             if request.action == kmock.action.CREATE:
                 meta.setdefault("uid", str(uuid.uuid4()))
+                if "name" not in meta and "generateName" in meta:  # kopf's Events
+                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
                 meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
                 meta["generation"] = 1
             elif request.subresource is None and "spec" in data:
                 meta["generation"] = old.get("metadata", {}).get("generation", 1) + 1
             object.__setattr__(request, "data", data)  # kmock requests are frozen attrs objects
         return await super()._handle(request)
+
+
+VERBS = {
+    "list": "list",
+    "watch": "watch",
+    "fetch": "get",
+    "create": "create",
+    "update": "patch",
+    "delete": "delete",
+}
+RBAC = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
+
+
+def rbac_rules() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) the operator's ClusterRole grants."""
+    role = next(d for d in yaml.safe_load_all(RBAC.read_text()) if d["kind"] == "ClusterRole")
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def operator_calls(requests: Iterable[Any]) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of the API calls kopf and the operator made (not the test's own)."""
+    return {
+        (
+            r.resource.group or "",
+            r.resource.plural + (f"/{r.subresource}" if r.subresource else ""),
+            VERBS[r.action.value.lower()],
+        )
+        for r in requests
+        if r.resource is not None
+        and r.resource.plural
+        and not r.headers.get("User-Agent", "").startswith("kmock/")
+    }
 
 
 class FakeRegistry:
@@ -208,6 +252,16 @@ class Cluster:
             response = await self.kmock.patch(url, json={"status": {"readyReplicas": ready}})
             assert response.status == 200, await response.text()
 
+    def settled(self) -> bool:
+        """kopf has handled every fleet's latest spec (stopping kopf mid-handler costs seconds)."""
+        for key in list(self.kmock.objects):
+            fleet = self.kmock.objects[key]
+            if key[0] == kmock.resource(GF) and not fleet.deleted:
+                handled = fleet["metadata"].get("annotations", {}).get(LAST_HANDLED, "{}")
+                if json.loads(handled).get("spec") != fleet["spec"]:
+                    return False
+        return True
+
     def events(self, reason: str) -> list[dict[str, Any]]:
         return [
             r.data
@@ -229,6 +283,7 @@ async def cluster(kmock: Emulator, kubeconfig: Any) -> AsyncIterator[Cluster]:
     registries = FakeRegistries()
     settings = kopf.OperatorSettings()
     settings.watching.server_timeout = 10
+    settings.queueing.exit_timeout = 0.2  # on exit, do not wait for workers to go idle
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -251,8 +306,13 @@ async def cluster(kmock: Emulator, kubeconfig: Any) -> AsyncIterator[Cluster]:
     thread = threading.Thread(target=run, name="kopf", daemon=True)
     thread.start()
     await wait_for(lambda: len(kmock[kmock.action.WATCH, kmock.resource(GF)]) >= 1, what="kopf's watch")
-    yield Cluster(kmock, registries)
-    assert thread.is_alive() and not errors, f"the operator stopped on its own: {errors}"
-    stop.set()
-    await asyncio.to_thread(thread.join, 10)
+    cluster = Cluster(kmock, registries)
+    try:
+        yield cluster
+        assert thread.is_alive() and not errors, f"the operator stopped on its own: {errors}"
+        await wait_for(cluster.settled, what="kopf to finish handling")
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 10)
     assert not thread.is_alive() and not errors, errors
+    assert operator_calls(kmock) <= rbac_rules(), "manifests/rbac.yaml must allow every call"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
-from .conftest import Cluster, wait_for
+import kmock
+import pytest
+from gamefleet_operator.autoscale import ShardState
+
+from .conftest import FLEETS_URL, SYNC_INTERVAL, Cluster, wait_for
 
 pytestmark = pytest.mark.asyncio
 
 IMAGE = "ghcr.io/gamefleet/gamefleet:0.1.0"
+STS = kmock.resource("apps/v1/statefulsets")
 
 
 async def test_create_makes_owned_children_and_status(cluster: Cluster) -> None:
@@ -44,3 +49,94 @@ async def test_create_makes_owned_children_and_status(cluster: Cluster) -> None:
     assert cluster.condition("alpha", "Progressing")["status"] == "False"
     assert cluster.condition("alpha", "Ready")["observedGeneration"] == 1
     assert cluster.events("Applied")
+
+
+async def test_shards_change_patches_statefulset_replicas(cluster: Cluster) -> None:
+    await cluster.create("beta", {"image": IMAGE, "shards": 2})
+    await wait_for(lambda: cluster.replicas("beta") == 2)
+    await cluster.patch("beta", {"spec": {"shards": 5}})  # kubectl scale gf/beta --replicas=5
+    await wait_for(lambda: cluster.replicas("beta") == 5, what="StatefulSet replicas 5")
+    await wait_for(lambda: cluster.condition("beta", "Progressing").get("observedGeneration") == 2)
+    assert cluster.condition("beta", "Progressing")["message"] == "0/5 shards ready"
+
+
+REDIS = {"redis": {"address": "redis.default.svc:6379", "passwordSecretRef": {"name": "redis-auth"}}}
+AUTOSCALED = {
+    "image": IMAGE,
+    "shards": 2,
+    "game": {"capacityPerShard": 100},
+    "autoscaling": {"enabled": True, "minShards": 1, "maxShards": 6, "targetUtilisation": 0.5},
+    **REDIS,
+}
+
+
+async def test_autoscaler_scales_up_under_load(cluster: Cluster) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "redis-auth", "namespace": "default"},
+    }
+    await cluster.kmock.post(
+        "/api/v1/namespaces/default/secrets", json=secret | {"data": {"password": "czNjcjN0"}}
+    )
+    registry = cluster.registries["gamma"]
+    registry.report("gamma-shard-0", 90)
+    registry.report("gamma-shard-1", 110)  # 200 games at 50% of 100 per shard -> 4 shards
+    await cluster.create("gamma", AUTOSCALED)
+    await wait_for(
+        lambda: cluster.fleet("gamma")["spec"]["shards"] == 4, what="autoscaler to set spec.shards"
+    )
+    await wait_for(lambda: cluster.replicas("gamma") == 4, what="StatefulSet replicas 4")
+    status = cluster.fleet("gamma")["status"]
+    assert status["autoscaler"]["reason"].startswith("scale up")
+    assert status["games"] == 200
+    assert cluster.registries.passwords["gamma"] == "s3cr3t"
+    assert cluster.events("Autoscaled")
+
+
+async def test_scale_down_waits_for_drained_shards_highest_first(cluster: Cluster) -> None:
+    registry = cluster.registries["delta"]
+    await cluster.create("delta", {"image": IMAGE, "shards": 3, "redis": {"address": "redis:6379"}})
+    await wait_for(lambda: cluster.replicas("delta") == 3)
+    for i in range(3):
+        registry.report(f"delta-shard-{i}", 10)
+    await cluster.patch("delta", {"spec": {"shards": 1}})
+    await wait_for(lambda: set(registry.drains) == {"delta-shard-1", "delta-shard-2"}, what="drain requests")
+    await wait_for(lambda: cluster.condition("delta", "Progressing").get("reason") == "Draining")
+    assert cluster.replicas("delta") == 3  # nobody reported drained yet
+    registry.report("delta-shard-1", 0, ShardState.DRAINED)  # the lower one first: nothing can go yet
+    await asyncio.sleep(3 * SYNC_INTERVAL)
+    assert cluster.replicas("delta") == 3
+    registry.report("delta-shard-2", 0, ShardState.DRAINED)
+    await wait_for(lambda: cluster.replicas("delta") == 1, what="both leaving shards removed")
+    replicas = [v["spec"]["replicas"] for v in cluster.kmock.objects[STS, "default", "delta-shard"].history]
+    assert replicas == sorted(replicas, reverse=True) and 2 not in replicas  # 3 -> 1 once both drained
+    await wait_for(lambda: cluster.fleet("delta")["status"]["shards"] == 1)
+    await wait_for(lambda: cluster.condition("delta", "Progressing").get("reason") != "Draining")
+
+
+async def test_delete_runs_the_cleanup_finalizer(cluster: Cluster) -> None:
+    await cluster.create("eps", {"image": IMAGE, "redis": {"address": "redis:6379"}})
+    await wait_for(lambda: "gamefleet.dev/cleanup" in cluster.fleet("eps")["metadata"].get("finalizers", []))
+    response = await cluster.kmock.delete(f"{FLEETS_URL}/eps")
+    assert response.status == 200
+    await wait_for(lambda: cluster.fleet("eps") is None, what="the finalizer to let the fleet go")
+    assert cluster.registries["eps"].purges == 1
+    assert cluster.events("CleanedUp")
+
+
+async def test_malformed_fleet_is_degraded_and_the_operator_keeps_running(cluster: Cluster) -> None:
+    await cluster.create(
+        "bad", {"image": IMAGE, "shards": 9, "autoscaling": {"enabled": True, "maxShards": 4}}
+    )
+    await wait_for(lambda: cluster.condition("bad", "Degraded").get("status") == "True", what="Degraded")
+    degraded = cluster.condition("bad", "Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert "autoscaling" in degraded["message"]
+    assert cluster.get("apps/v1/statefulsets", "bad-shard") is None  # nothing rendered from a bad spec
+    assert cluster.events("InvalidSpec")
+    await cluster.create("good", {"image": IMAGE})  # the operator is still there
+    await wait_for(lambda: cluster.replicas("good") == 2)
+    await cluster.patch("bad", {"spec": {"shards": 3, "redis": {"address": "redis:6379"}}})  # fixed
+    await wait_for(lambda: cluster.condition("bad", "Degraded").get("status") == "False", what="recovery")
+    assert cluster.replicas("bad") == 3
