@@ -2,9 +2,12 @@
 
 Modes:
   off       nothing leaves the process (no Redis needed).
-  snapshot  a writer thread records the games changed in the last `snapshot_every` steps of a
-            pool, and (within a tenth of that) the games whose episode ended, off the step
-            path. A kill loses the steps since a game's last record.
+  snapshot  a writer thread records a pool's changed games every `snapshot_every` steps but
+            at most every `snapshot_interval_s` (a round of 1024 20x20 games is 2.5 MB for
+            Redis: a fast pool would otherwise send tens of MB/s), and games whose episode
+            ended within a tenth of that interval; all off the step path. A kill loses the
+            steps since a game's last record. In `log` mode the rounds bound what a recovery
+            replays: at most about one interval of play.
   log       snapshot, plus one XADD per batch call, in Redis before the call returns (the
             acknowledgement point): every acknowledged call survives a kill -9.
 
@@ -88,6 +91,7 @@ class Durability:
         mode: Mode = "off",
         *,
         snapshot_every: int = 100,
+        snapshot_interval_s: float = 0.5,
         on_redis_error: OnRedisError = "fail",
         retry_s: float = 0.5,
         heartbeat_s: float = 1.0,
@@ -106,6 +110,7 @@ class Durability:
         self.shard = shard
         self.mode: Mode = mode
         self.snapshot_every = snapshot_every
+        self.snapshot_interval_s = snapshot_interval_s
         self.on_redis_error: OnRedisError = on_redis_error
         self.retry_s = retry_s
         self.heartbeat_s = heartbeat_s
@@ -307,8 +312,9 @@ class DurablePool(GamePool):
         self._appender: LogAppender | None = None  # this pool's connection for its log entries
         self._dirty: list[np.ndarray] = []  # ids changed since the last covering capture
         self._ticks = 0  # steps since the last round
+        self._last_round = time.monotonic()
         self._ended: list[np.ndarray] = []  # games whose episode ended, not yet captured
-        self._end_every = max(1, durability.snapshot_every // 10)  # steps between their captures
+        self._last_ended = self._last_round  # when they were last captured
         self._checked: np.ndarray | None = None  # the last ids found live and distinct
         self._pending = 0  # covering captures queued, not yet written
         self._covered: EntryId = ORIGIN  # its log entries up to here are covered by records
@@ -357,11 +363,12 @@ class DurablePool(GamePool):
         if ended.any():
             self._ended.append(id_array[ended])
         self._ticks += 1
-        if self._ticks >= self.durability.snapshot_every:
+        d, now = self.durability, time.monotonic()
+        if self._ticks >= d.snapshot_every and now - self._last_round >= d.snapshot_interval_s:
             self._round()
-        elif self._ended and self._ticks % self._end_every == 0:
+        elif self._ended and now - self._last_ended >= d.snapshot_interval_s / 10:
             ended_ids = np.concatenate(self._ended)
-            self._ended = []
+            self._ended, self._last_ended = [], now
             self._capture(ended_ids[self.contains(ended_ids)], covering=False)
         return result
 
@@ -508,9 +515,9 @@ class DurablePool(GamePool):
     def _mark(self, ids: np.ndarray) -> None:
         """Remember changed games (before logging them: see Durability._trim). A trainer steps
         the same ids call after call, so a repeat of the last array is not stored again."""
-        if self._dirty and np.array_equal(self._dirty[-1], ids):
+        if self._dirty and (self._dirty[-1] is ids or np.array_equal(self._dirty[-1], ids)):
             return
-        self._dirty.append(ids.copy())
+        self._dirty.append(ids if ids is self._checked else ids.copy())  # _checked is never modified
         if len(self._dirty) >= _COMPACT_DIRTY:
             self._dirty = [np.unique(np.concatenate(self._dirty))]
 
@@ -522,7 +529,7 @@ class DurablePool(GamePool):
             busy = self._pending > 0
         if busy and not wait:
             return
-        self._ticks = 0
+        self._ticks, self._last_round = 0, time.monotonic()
         self._ended = []  # dirty too: this round takes them
         if self._full_next:
             ids = self.ids

@@ -85,8 +85,9 @@ def issue_ids_like(reference: GamePool, pool: GamePool) -> None:
 def durable(
     store: FleetStore, shard: str = "shard-a", mode: str = "log", **options
 ) -> tuple[Durability, DurablePool]:
+    """A pool whose snapshot rounds come every `snapshot_every` steps, however fast (no interval)."""
     pool_options = {k: options.pop(k) for k in ("autoreset", "seed") if k in options}
-    durability = Durability(store, shard, mode, heartbeat_s=0.05, **options)
+    durability = Durability(store, shard, mode, heartbeat_s=0.05, snapshot_interval_s=0, **options)
     return durability, DurablePool(CONFIG, 8, durability=durability, **pool_options)
 
 
