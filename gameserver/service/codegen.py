@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = ROOT / "proto"
-PROTOS = ("gamefleet/v1/batch.proto",)
+PROTOS = ("gamefleet/v1/batch.proto", "gamefleet/v1/replay.proto")
 GENERATED = Path(__file__).resolve().parent / "generated"
 
 
