@@ -92,7 +92,7 @@ def desired_shards(
     target = f"target {policy.target_utilisation:.2f}"
     if raw > current:
         return Decision(raw, f"scale up: {games} games, {used} > {target}", window)
-    stable = min(max(r.shards for r in window), max(current, policy.min_shards))
+    stable = min(max(r.shards for r in window), current, policy.max_shards)
     if stable < current:
         return Decision(stable, f"scale down: {games} games, {used} < {target}", window)
     if raw < current:
@@ -127,7 +127,7 @@ def drain_order(
     staying, leaving = names[:desired], names[desired:]
     resume = tuple(name for name in staying if name in requested)
     if not leaving:
-        return DrainPlan(max(desired, len(names)), (), resume)
+        return DrainPlan(desired, (), resume)
     open_requests = {name: requested.get(name, now) for name in leaving}
     gone = [name for name in leaving if name in drained or now - open_requests[name] >= timeout]
     replicas = len(names)

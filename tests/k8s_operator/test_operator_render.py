@@ -1,0 +1,263 @@
+"""render(fleet): what each spec turns into, one rule per test, tables where cases repeat."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from gamefleet_operator.render import (
+    CONFIG_HASH_ANNOTATION,
+    GRPC_PORT,
+    config_data,
+    config_hash,
+    render,
+    selector_string,
+    termination_grace_seconds,
+)
+from gamefleet_operator.spec import Fleet
+
+IMAGE = "ghcr.io/gamefleet/gamefleet:0.1.0"
+
+
+def fleet(name: str = "f", **spec: Any) -> Fleet:
+    return Fleet.from_body(
+        {"metadata": {"name": name, "namespace": "games"}, "spec": {"image": IMAGE, **spec}}
+    )
+
+
+def by_kind(manifests: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [m for m in manifests if m["kind"] == kind and name in (None, m["metadata"]["name"])]
+    assert len(found) == 1, (kind, name, [m["metadata"]["name"] for m in found])
+    return found[0]
+
+
+def container(manifest: dict[str, Any]) -> dict[str, Any]:
+    return manifest["spec"]["template"]["spec"]["containers"][0]
+
+
+def env(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(manifest)["env"]}
+
+
+MANAGED = {"redis": {"managed": {"enabled": True}}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "children"),
+    [
+        (
+            {},
+            [
+                ("ConfigMap", "f-config"),
+                ("Service", "f-shards"),
+                ("StatefulSet", "f-shard"),
+                ("PodDisruptionBudget", "f-shard"),
+                ("Deployment", "f-router"),
+                ("Service", "f"),
+            ],
+        ),
+        (MANAGED, [("ConfigMap", "f-config"), ("Service", "f-redis"), ("StatefulSet", "f-redis"), "..."]),
+        ({"telemetry": {"metrics": {"serviceMonitor": True}}}, ["...", ("ServiceMonitor", "f")]),
+    ],
+    ids=["plain", "managed redis", "service monitor"],
+)
+def test_children_in_apply_order(spec: dict[str, Any], children: list[Any]) -> None:
+    """ConfigMap first (pods read it), Redis before the shards that use it, extras last."""
+    rendered = [(m["kind"], m["metadata"]["name"]) for m in render(fleet(**spec))]
+    if children[-1] == "...":
+        assert rendered[: len(children) - 1] == children[:-1]
+    elif children[0] == "...":
+        assert rendered[-(len(children) - 1) :] == children[1:]
+    else:
+        assert rendered == children
+
+
+def test_every_child_is_labelled_and_namespaced() -> None:
+    for manifest in render(fleet(**MANAGED, telemetry={"metrics": {"serviceMonitor": True}})):
+        assert manifest["metadata"]["namespace"] == "games"
+        assert manifest["metadata"]["labels"]["gamefleet.dev/fleet"] == "f"
+        assert manifest["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gamefleet-operator"
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "Deployment"])
+def test_workload_selectors_match_their_pod_labels(kind: str) -> None:
+    for manifest in render(fleet(**MANAGED)):
+        if manifest["kind"] == kind:
+            labels = manifest["spec"]["template"]["metadata"]["labels"]
+            assert manifest["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_services_select_the_right_component() -> None:
+    manifests = render(fleet(**MANAGED))
+    pods = {
+        m["metadata"]["name"]: m["spec"]["template"]["metadata"]["labels"]
+        for m in manifests
+        if m["kind"] in ("StatefulSet", "Deployment")
+    }
+    for service, workload in [("f-shards", "f-shard"), ("f", "f-router"), ("f-redis", "f-redis")]:
+        selector = by_kind(manifests, "Service", service)["spec"]["selector"]
+        assert selector.items() <= pods[workload].items(), service
+    assert by_kind(manifests, "Service", "f-shards")["spec"]["clusterIP"] == "None"
+
+
+@pytest.mark.parametrize(
+    ("spec", "override", "replicas"),
+    [({"shards": 3}, None, 3), ({"shards": 3}, 5, 5), ({"shards": 3, "suspend": True}, None, 0)],
+    ids=["spec.shards", "draining override", "suspended"],
+)
+def test_shard_replicas(spec: dict[str, Any], override: int | None, replicas: int) -> None:
+    assert by_kind(render(fleet(**spec), override), "StatefulSet")["spec"]["replicas"] == replicas
+
+
+def test_shards_are_a_stateful_set_with_stable_names() -> None:
+    shards = by_kind(render(fleet()), "StatefulSet", "f-shard")
+    assert shards["spec"]["serviceName"] == "f-shards"
+    assert shards["spec"]["podManagementPolicy"] == "Parallel"
+    assert env(shards)["GAMEFLEET_SHARD"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env(shards)["GAMEFLEET_ADDRESS"] == f"$(GAMEFLEET_SHARD).$(GAMEFLEET_SHARD_SERVICE):{GRPC_PORT}"
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "Deployment"])
+def test_probes_use_grpc_health_checking(kind: str) -> None:
+    pod = container(by_kind(render(fleet()), kind))
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert pod[probe]["grpc"] == {"port": GRPC_PORT}, probe
+
+
+@pytest.mark.parametrize(("drain", "grace"), [(0, 15), (60, 75), (600, 615)])
+def test_shutdown_leaves_time_to_drain(drain: int, grace: int) -> None:
+    """preStop sleep, then SIGTERM starts the drain; SIGKILL only after preStop + drain + margin."""
+    shards = by_kind(render(fleet(drainTimeoutSeconds=drain)), "StatefulSet")
+    assert termination_grace_seconds(fleet(drainTimeoutSeconds=drain)) == grace
+    assert shards["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+    pod = container(shards)
+    assert pod["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "5"]}}
+    assert pod["args"][pod["args"].index("--grace") + 1] == str(drain)
+
+
+def test_shard_command_line() -> None:
+    pod = container(by_kind(render(fleet(game={"capacityPerShard": 777})), "StatefulSet"))
+    assert pod["command"] == ["gamefleet"]
+    assert pod["args"] == [
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "50051",
+        "--max-games",
+        "777",
+        "--grace",
+        "60",
+    ]
+    assert pod["envFrom"] == [{"configMapRef": {"name": "f-config"}}]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected", "absent"),
+    [
+        ({}, {"GAMEFLEET_DURABILITY": "off", "OTEL_SDK_DISABLED": "true"}, ["GAMEFLEET_REDIS_URL"]),
+        (
+            {"durability": {"mode": "log"}, "redis": {"address": "redis.db:6380", "database": 3}},
+            {"GAMEFLEET_DURABILITY": "log", "GAMEFLEET_REDIS_URL": "redis://redis.db:6380/3"},
+            [],
+        ),
+        (MANAGED, {"GAMEFLEET_REDIS_URL": "redis://f-redis.games.svc:6379/0"}, []),
+        (
+            {"telemetry": {"tracing": {"otlpEndpoint": "http://otel:4317", "samplingRatio": 0.25}}},
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4317",
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "0.25",
+            },
+            ["OTEL_SDK_DISABLED"],
+        ),
+        ({"telemetry": {"metrics": {"enabled": False}}}, {}, ["GAMEFLEET_METRICS_PORT"]),
+        (
+            {"game": {"width": 30, "height": 10, "players": 4}},
+            {"GAMEFLEET_GAME_WIDTH": "30", "GAMEFLEET_GAME_HEIGHT": "10", "GAMEFLEET_GAME_PLAYERS": "4"},
+            [],
+        ),
+    ],
+    ids=["defaults", "external redis", "managed redis", "tracing", "no metrics", "game"],
+)
+def test_config_map_environment(spec: dict[str, Any], expected: dict[str, str], absent: list[str]) -> None:
+    data = config_data(fleet(**spec))
+    assert expected.items() <= data.items()
+    assert not set(absent) & set(data)
+    assert data["GAMEFLEET_FLEET"] == "f" and data["GAMEFLEET_FLEET_ID"] == "games.f"
+    assert data["GAMEFLEET_SHARD_SERVICE"] == "f-shards.games.svc"
+
+
+def test_redis_password_comes_from_the_secret_everywhere() -> None:
+    ref = {"name": "redis-auth", "key": "pw"}
+    manifests = render(fleet(redis={"managed": {"enabled": True}, "passwordSecretRef": ref}))
+    secret = {"secretKeyRef": ref}
+    for kind, name in [("StatefulSet", "f-shard"), ("Deployment", "f-router")]:
+        assert env(by_kind(manifests, kind, name))["GAMEFLEET_REDIS_PASSWORD"] == secret
+    redis = by_kind(manifests, "StatefulSet", "f-redis")
+    assert env(redis)["REDIS_PASSWORD"] == secret
+    assert container(redis)["command"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    assert "password" not in str(config_data(fleet(redis={"address": "r:1", "passwordSecretRef": ref})))
+
+
+def test_config_hash_rolls_pods_on_config_changes_only() -> None:
+    assert config_hash(fleet(shards=2)) == config_hash(fleet(shards=9))
+    assert config_hash(fleet()) != config_hash(
+        fleet(durability={"mode": "snapshot"}, redis={"address": "r:1"})
+    )
+    shards = by_kind(render(fleet()), "StatefulSet")
+    assert shards["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION] == config_hash(
+        fleet()
+    )
+
+
+def test_router_and_fleet_service() -> None:
+    manifests = render(fleet(router={"replicas": 3}))
+    router = by_kind(manifests, "Deployment", "f-router")
+    assert router["spec"]["replicas"] == 3
+    assert container(router)["args"][:1] == ["route"]
+    assert by_kind(manifests, "Service", "f")["spec"]["ports"][0] == {
+        "name": "grpc",
+        "port": GRPC_PORT,
+        "targetPort": "grpc",
+    }
+    assert by_kind(render(fleet(suspend=True)), "Deployment")["spec"]["replicas"] == 0
+
+
+def test_disruption_budget_lets_one_shard_go_at_a_time() -> None:
+    manifests = render(fleet())
+    budget = by_kind(manifests, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"] == by_kind(manifests, "StatefulSet")["spec"]["selector"]
+
+
+def test_service_monitor_scrapes_the_metrics_ports() -> None:
+    manifests = render(
+        fleet(telemetry={"metrics": {"serviceMonitor": True, "interval": "10s", "port": 9200}})
+    )
+    monitor = by_kind(manifests, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "10s", "path": "/metrics"}]
+    assert monitor["spec"]["selector"] == {"matchLabels": {"gamefleet.dev/fleet": "f"}}
+    for name in ("f", "f-shards"):
+        ports = {p["name"]: p["port"] for p in by_kind(manifests, "Service", name)["spec"]["ports"]}
+        assert ports == {"grpc": GRPC_PORT, "metrics": 9200}
+
+
+def test_managed_redis_keeps_its_data_on_a_volume() -> None:
+    redis = by_kind(
+        render(fleet(redis={"managed": {"enabled": True, "storage": "5Gi", "storageClassName": "ssd"}})),
+        "StatefulSet",
+        "f-redis",
+    )
+    claim = redis["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "5Gi" and claim["storageClassName"] == "ssd"
+    assert "--appendonly" in container(redis)["command"]
+
+
+def test_render_is_pure() -> None:
+    f = fleet(**MANAGED)
+    before = copy.deepcopy(dict(f.spec))
+    assert render(f) == render(f)
+    assert dict(f.spec) == before
+    assert selector_string(f) == "gamefleet.dev/fleet=f,app.kubernetes.io/component=shard"
