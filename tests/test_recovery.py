@@ -23,6 +23,7 @@ from gameserver.store import FleetStore, StoreUnavailableError
 
 CONFIG = GameConfig(height=8, width=8, max_ticks=60)
 KEY = 0x5EED
+STEPS_TO_REPLAY = 50
 
 
 @pytest.fixture
@@ -270,18 +271,54 @@ def test_a_redis_that_restarts_empty_between_calls_gets_every_record_back(redis_
 
 
 def test_recovering_ten_thousand_games_timing(store):
-    """Printed, not asserted: the target is under 2 s on a 2-core machine."""
+    """Printed, not asserted: the target is under 2 s on a 2-core machine. 50 steps of 10k games
+    is about what one default snapshot interval (0.5 s) leaves to replay."""
     config = GameConfig()
     durability = Durability(store, "big", "log", snapshot_every=1000)
     pool = DurablePool(config, 10_000, 10_000, autoreset=True, durability=durability)
     ids = pool.create(10_000, key_hash=KEY)
-    for t in range(3):
-        pool.step(ids, np.random.default_rng(t).integers(-1, config.num_actions, (ids.size, 2)))
+    for t in range(STEPS_TO_REPLAY):
+        pool.step(
+            ids, np.random.default_rng(t).integers(-1, config.num_actions, (ids.size, 2)), observe=False
+        )
     durability.close(flush=False)
     fresh = GamePool(config, 10_000, 10_000, autoreset=True)
     start = time.perf_counter()
     recovered = recover(store, fresh, key_hashes=[KEY])
     elapsed = time.perf_counter() - start
-    print(f"\nrecovered {recovered.size} games (snapshots + 3 logged steps) in {elapsed:.2f} s")
+    print(
+        f"\nrecovered {recovered.size} games (snapshots + {STEPS_TO_REPLAY} logged steps) in {elapsed:.2f} s"
+    )
     assert recovered.size == 10_000
     assert_same_games(pool, fresh, ids)
+
+
+def test_snapshot_mode_counts_failed_writes_while_redis_is_down_then_catches_up(redis_server, store):
+    durability, pool = durable(store, mode="snapshot", snapshot_every=2)
+    ids = pool.create(6, key_hash=KEY)
+    play([pool], 4, np.random.default_rng(10), churn=False)
+    pool.flush()
+    redis_server.kill()
+    play([pool], 6, np.random.default_rng(11), churn=False)  # the steps go on; rounds fail
+    deadline = time.monotonic() + 5
+    while not durability.degraded and time.monotonic() < deadline:
+        time.sleep(0.01)  # the writer reports the failed rounds
+    assert durability.degraded and durability.failed_writes > 0
+    redis_server.start()
+    play([pool], 4, np.random.default_rng(12), churn=False)  # the next round rewrites every game
+    pool.flush()
+    assert not durability.degraded
+    durability.close(flush=False)
+    fresh = GamePool(CONFIG, 4)
+    recover(store, fresh, key_hashes=[KEY])
+    assert_same_games(pool, fresh, ids)
+
+
+def test_rounds_wait_for_the_snapshot_interval(store):
+    durability = Durability(store, "shard-a", "log", snapshot_every=1, snapshot_interval_s=60)
+    pool = DurablePool(CONFIG, 8, durability=durability)
+    ids = pool.create(4, key_hash=KEY)
+    for t in range(30):
+        pool.step(ids, actions_for(pool, ids, t))
+    assert store.log_length("shard-a") == 31  # the create and every step: no round, no trim yet
+    durability.close()
