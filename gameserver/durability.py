@@ -2,14 +2,14 @@
 
 Modes:
   off       nothing leaves the process (no Redis needed).
-  snapshot  a writer thread records a pool's changed games every `snapshot_every` steps but
-            at most every `snapshot_interval_s` (a round of 1024 20x20 games is 2.5 MB for
-            Redis: a fast pool would otherwise send tens of MB/s), and games whose episode
-            ended within a tenth of that interval; all off the step path. A kill loses the
-            steps since a game's last record. In `log` mode the rounds bound what a recovery
-            replays: at most about one interval of play.
+  snapshot  a writer thread records each pool's changed games every `snapshot_every` steps, at
+            most every `snapshot_interval_s` (a round of 1024 20x20 games is 2.5 MB: a fast
+            pool would otherwise ship tens of MB/s), and games whose episode ended within a
+            tenth of that interval; all off the step path. A kill loses the steps since a
+            game's last record.
   log       snapshot, plus one XADD per batch call, in Redis before the call returns (the
-            acknowledgement point): every acknowledged call survives a kill -9.
+            acknowledgement point): every acknowledged call survives a kill -9. The rounds
+            then only bound what a recovery replays: about one interval of play.
 
 What recovery relies on: a game's record (its exact state at position P of its owner's log)
 plus the entries after P that name it reproduce its state bit for bit. To keep that true:
@@ -78,10 +78,11 @@ class Durability:
 
     `on_redis_error` decides what a synchronous write (the log entry of mode `log`; adopting)
     does when Redis fails: "fail" raises StoreUnavailableError and the call changes nothing;
-    "degrade" lets the call proceed, counts it in `unlogged_steps`, and the pool rewrites
-    its records once Redis answers again (tried at most every `retry_s`). Under "degrade" a
-    step's XADD round trip also overlaps the step itself. Background writes never block a
-    step: a failed one is counted in `failed_writes` and retried in full.
+    "degrade" lets the call proceed, counts it in `unlogged_steps` (calls applied without a
+    log entry), and the pool rewrites its records once Redis answers again (tried at most
+    every `retry_s`). Under "degrade" a step's XADD round trip also overlaps the step itself.
+    Background writes never block a step: a failed one is counted in `failed_writes` and
+    retried in full. `degraded` says whether anything acknowledged is not durable yet.
     """
 
     def __init__(
@@ -363,13 +364,8 @@ class DurablePool(GamePool):
         if ended.any():
             self._ended.append(id_array[ended])
         self._ticks += 1
-        d, now = self.durability, time.monotonic()
-        if self._ticks >= d.snapshot_every and now - self._last_round >= d.snapshot_interval_s:
-            self._round()
-        elif self._ended and now - self._last_ended >= d.snapshot_interval_s / 10:
-            ended_ids = np.concatenate(self._ended)
-            self._ended, self._last_ended = [], now
-            self._capture(ended_ids[self.contains(ended_ids)], covering=False)
+        if not self._resync:  # until then, a position might miss an entry whose reply was lost
+            self._record_due()
         return result
 
     def reset(self, ids: object, seeds: object = None) -> None:
@@ -520,6 +516,16 @@ class DurablePool(GamePool):
         self._dirty.append(ids if ids is self._checked else ids.copy())  # _checked is never modified
         if len(self._dirty) >= _COMPACT_DIRTY:
             self._dirty = [np.unique(np.concatenate(self._dirty))]
+
+    def _record_due(self) -> None:
+        """After a step: a round when due, else the games whose episode ended when due."""
+        d, now = self.durability, time.monotonic()
+        if self._ticks >= d.snapshot_every and now - self._last_round >= d.snapshot_interval_s:
+            self._round()
+        elif self._ended and now - self._last_ended >= d.snapshot_interval_s / 10:
+            ended = np.concatenate(self._ended)
+            self._ended, self._last_ended = [], now
+            self._capture(ended[self.contains(ended)], covering=False)
 
     def _round(self, wait: bool = False) -> None:
         """A covering capture of the games changed since the last one (all of them after a failed
