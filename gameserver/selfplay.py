@@ -17,6 +17,7 @@ import numpy as np
 from .client import FleetClient, ObservationBuffer
 from .engine import GameConfig
 from .rl.agents import expander_actions, random_actions
+from .rl.replay_client import TransitionPusher
 
 AGENTS: dict[str, Callable[..., np.ndarray]] = {"expander": expander_actions, "random": random_actions}
 
@@ -74,10 +75,12 @@ def _play_shard(
     stop: threading.Event,
     tally: _Tally,
     errors: list[BaseException],
+    replay_address: str | None = None,
 ) -> None:
     try:
         with FleetClient(address) as client:
             created = client.create(games, config, autoreset=True, placement_key=f"selfplay-{seed}")
+            pusher = TransitionPusher(replay_address, created.config) if replay_address else None
             view = ObservationBuffer(created.config, games)
             obs = view.apply(created.observations)
             h, w = created.config.height, created.config.width
@@ -86,10 +89,15 @@ def _play_shard(
                 for seat in range(actions.shape[1]):
                     choose = AGENTS[agents[seat % len(agents)]]
                     actions[:, seat] = choose(obs.codes, obs.armies, obs.tick, h, w, seed + seat)[:, seat]
+                before = pusher.capture(obs) if pusher else None
                 result = client.step(created.ids, actions, delta=True)
                 obs = view.apply(result.observations)
+                if pusher:
+                    pusher.push(created.ids, before, actions, result, obs, result.final_observations)
                 tally.add(games, result.rewards, result.terminated, result.truncated)
             client.close(created.ids)
+            if pusher:
+                pusher.close()
     except BaseException as error:  # reported by the caller; a worker thread must not die silently
         errors.append(error)
         stop.set()
@@ -104,8 +112,12 @@ def run_selfplay(
     agents: Sequence[str] = ("expander", "random"),
     seed: int = 0,
     on_progress: Callable[[float, int, int], None] | None = None,
+    replay_address: str | None = None,
 ) -> SelfPlayReport:
-    """Play on every shard at once for `seconds`; `on_progress(elapsed, steps, episodes)` ~5x a second."""
+    """Play on every shard at once for `seconds`; `on_progress(elapsed, steps, episodes)` ~5x a second.
+
+    With `replay_address`, every seat's transitions are pushed to that ReplayService.
+    """
     unknown = set(agents) - set(AGENTS)
     if unknown:
         raise ValueError(f"unknown agents {sorted(unknown)}; choose from {sorted(AGENTS)}")
@@ -115,7 +127,7 @@ def run_selfplay(
     workers = [
         threading.Thread(
             target=_play_shard,
-            args=(a, games_per_shard, config, agents, seed + 1000 * i, stop, tally, errors),
+            args=(a, games_per_shard, config, agents, seed + 1000 * i, stop, tally, errors, replay_address),
             daemon=True,
         )
         for i, a in enumerate(addresses)

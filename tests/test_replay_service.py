@@ -17,6 +17,7 @@ from gameserver.rl.replay import ReplayBuffer, field_spec
 from gameserver.rl.replay_client import ReplayClient, TransitionPusher
 from gameserver.rl.replay_service import SERVICE, ReplayServer
 from gameserver.rl.transitions import capture, make_transitions, transition_spec
+from gameserver.selfplay import run_selfplay
 from gameserver.service.errors import GameFleetError, InvalidArgument
 from gameserver.service.generated import replay_pb2 as rpb
 from gameserver.service.messages import write_tensor
@@ -257,8 +258,7 @@ def test_transition_pusher_delivers_every_seat_of_every_step():
                 actions = random_actions(obs.codes, obs.armies, obs.tick, 6, 6, tick)
                 step = pool.step(ids, actions)
                 obs = step.observation
-                pusher.push(ids, before, actions, step.rewards, step.terminated, step.truncated, step.reset,
-                            obs, step.final_observation)  # fmt: skip
+                pusher.push(ids, before, actions, step, obs, step.final_observation)
         assert pusher.pushed == 40 * 4
     assert buffer.size == 160
     stored = {name: column[:160] for name, column in buffer._columns.items()}
@@ -293,3 +293,13 @@ def test_gamefleet_replay_serve_runs_until_sigterm():
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_selfplay_pushes_every_seat_of_every_step_to_the_replay_service(shard):
+    config = GameConfig(6, 6, max_ticks=25)
+    buffer = ReplayBuffer(transition_spec(config), 100_000)
+    with ReplayServer(buffer) as server:
+        report = run_selfplay([shard.address], 8, config, 1.0, replay_address=server.address)
+    assert report.steps >= 8 * 25 and buffer.size == report.steps * 2
+    stored = {name: column[: buffer.size] for name, column in buffer._columns.items()}
+    assert np.count_nonzero(stored["done"] | stored["truncated"]) == 2 * report.episodes

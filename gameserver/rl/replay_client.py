@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Mapping
+from typing import Protocol
 
 import grpc
 import numpy as np
@@ -26,6 +27,15 @@ from .replay_wire import info_from_proto, read_fields, write_fields
 from .transitions import CapturedPlanes, Planes, capture, make_transitions, transition_spec
 
 _END = object()
+
+
+class StepOutcome(Protocol):
+    """What a step reports per game (PoolStep and the client's StepResult both do)."""
+
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    reset: np.ndarray
 
 
 class ReplayClient:
@@ -134,18 +144,20 @@ class TransitionPusher:
         ids: np.ndarray,
         before: CapturedPlanes,
         actions: np.ndarray,
-        rewards: np.ndarray,
-        terminated: np.ndarray,
-        truncated: np.ndarray,
-        reset: np.ndarray,
+        step: StepOutcome,
         after: Planes,
         final: Planes | None,
     ) -> None:
-        """Queue one step's transitions (blocks while `max_pending` batches wait to be sent)."""
+        """Queue one step's transitions (blocks while `max_pending` batches wait to be sent).
+
+        `step` is the step's PoolStep or client StepResult; `after` the views after it and
+        `final` the finished episodes' last views (`final_observation(s)` of either).
+        """
         self._raise_failure()
         items = make_transitions(
-            ids, before, actions, rewards, terminated, truncated, reset, after, final, self.seats
-        )
+            ids, before, actions, step.rewards, step.terminated, step.truncated, step.reset, after, final,
+            self.seats,
+        )  # fmt: skip
         self._queue.put(items)
 
     def close(self) -> None:
