@@ -37,7 +37,7 @@ def recover(
     Adopting into a DurablePool records the games under its shard before this returns.
     """
     stored = store.load_games(key_hashes=key_hashes, game_ids=game_ids)
-    replay = _Replay(stored, None if owner is None else [o == owner for o in stored.owner])
+    replay = _Replay(stored, owner)
     for shard, after in replay.logs():
         for entry in store.read_log(shard, after):
             replay.apply(shard, entry)
@@ -50,8 +50,8 @@ def recover_shard(store: FleetStore, dead: str, ring: HashRing, me: str, into: T
     Every survivor runs this with the same ring; each takes a disjoint share of the keys.
     """
     key_hashes = np.array(store.key_hashes_of(dead), np.uint64)
-    owners = np.array(ring.shards)[ring.shard_index_of_hashes(key_hashes)] if key_hashes.size else []
-    mine = key_hashes[np.asarray(owners) == me].tolist()
+    assigned = np.array(ring.shards)[ring.shard_index_of_hashes(key_hashes)] if key_hashes.size else []
+    mine = key_hashes[np.asarray(assigned) == me].tolist()
     ids = recover(store, into, key_hashes=mine, owner=dead)
     store.forget_key_hashes(dead, mine)
     return ids
@@ -60,8 +60,8 @@ def recover_shard(store: FleetStore, dead: str, ring: HashRing, me: str, into: T
 class _Replay:
     """Recorded games in scratch pools, with what replay needs per game in sorted-id arrays."""
 
-    def __init__(self, stored: StoredGames, take: list[bool] | None) -> None:
-        keep = np.ones(stored.ids.size, np.bool_) if take is None else np.array(take, np.bool_)
+    def __init__(self, stored: StoredGames, owner: str | None) -> None:
+        keep = np.array([owner is None or o == owner for o in stored.owner], np.bool_).reshape(-1)
         order = np.argsort(stored.ids[keep], kind="stable")
         rows = np.flatnonzero(keep)[order]  # stored rows, by ascending id
         self.ids = stored.ids[rows]
@@ -114,7 +114,7 @@ class _Replay:
             & before
         )
         rows = np.flatnonzero(hit)
-        for g in np.unique(self.group_of[at[rows]]).tolist():  # one group unless configs share a log entry
+        for g in np.unique(self.group_of[at[rows]]).tolist():  # one: an entry comes from one pool
             mine = rows[self.group_of[at[rows]] == g]
             pool, ids = self.pools[g], entry.ids[mine]
             if entry.kind == "step":
@@ -129,6 +129,8 @@ class _Replay:
         recovered = []
         for pool in self.pools:
             ids = pool.ids
+            if not ids.size:
+                continue  # all closed before the shard died
             target = into if isinstance(into, GamePool) else into(pool.config, pool.autoreset)
             if target.autoreset != pool.autoreset:
                 raise ValueError(
