@@ -384,6 +384,13 @@ class DurablePool(GamePool):
         self._logged("close", id_array, None, lambda: GamePool.release(self, id_array))
         self.durability._queue.put(_Forget(id_array))
 
+    def hand_off(self, ids: object) -> None:
+        """Drop games another shard has taken over (a drain): here only. Their records and log are
+        the new owner's now, so nothing is logged or deleted. Flush before the new owner
+        recovers them, and call this right after, so no capture of them is left to write."""
+        GamePool.release(self, self._checked_ids(ids))
+        self._checked = None
+
     def flush(self) -> None:
         """Record every changed game now and wait (before a drain or a clean shutdown)."""
         if self._mode == "log" and self._resync:

@@ -161,6 +161,28 @@ def test_a_dead_shards_games_move_to_the_shard_the_ring_names_and_survive_its_de
     dc.close()
 
 
+def test_a_draining_shard_hands_its_games_over_while_both_run(store):
+    rng = np.random.default_rng(13)
+    da, a = durable(store, "a", autoreset=True, snapshot_every=3)
+    reference = GamePool(CONFIG, 8, autoreset=True)
+    for p in (a, reference):
+        p.create(10, key_hash=KEY)
+    play([reference, a], 20, rng)
+    a.flush()  # a stopped serving the key: everything it did is recorded or logged
+    db, b = durable(store, "b", autoreset=True, snapshot_every=3)
+    moved = recover_shard(store, "a", HashRing(["b"]), "b", b)
+    a.hand_off(moved)
+    assert a.active_games == 0
+    issue_ids_like(reference, b)
+    play([reference, b], 20, rng)
+    da.close()
+    db.close(flush=False)
+    assert set(store.load_games(key_hashes=[KEY]).owner) == {"b"}
+    fresh = GamePool(CONFIG, 4, autoreset=True)
+    recover(store, fresh, key_hashes=[KEY])
+    assert_same_games(reference, fresh, reference.ids)
+
+
 def test_snapshot_mode_recovers_the_last_recorded_state(store):
     durability, pool = durable(store, mode="snapshot", snapshot_every=1000)
     reference = GamePool(CONFIG, 8)
