@@ -25,6 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--agents", default="expander,random", help="scripted agent per seat, cycled")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the report here")
+    path = parser.add_mutually_exclusive_group()
+    path.add_argument("--via-router", dest="via_router", action="store_true", default=True,
+                      help="start a router and play through it (default)")  # fmt: skip
+    path.add_argument("--direct", dest="via_router", action="store_false",
+                      help="play on each shard directly")  # fmt: skip
     parser.set_defaults(run=run)
     return parser
 
@@ -42,10 +47,13 @@ def run(args: argparse.Namespace) -> int:
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
     with (
         console.status(f"starting {args.shards} shard(s) on 127.0.0.1 ..."),
-        LocalFleet(args.shards) as fleet,
+        LocalFleet(args.shards, router=args.via_router) as fleet,
     ):
-        addresses = list(fleet.addresses)
-        console.print(f"fleet up: {', '.join(addresses)}")
+        console.print(f"fleet up: {', '.join(fleet.addresses)}")
+        # Through the router: one player per shard, each on its own placement key (the ring places them).
+        addresses = [fleet.router_address] * args.shards if args.via_router else list(fleet.addresses)
+        if args.via_router:
+            console.print(f"router: {fleet.router_address}")
         columns = (
             TextColumn("self-play"),
             BarColumn(),

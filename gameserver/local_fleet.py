@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 _READY_PREFIX = "gamefleet shard serving on "
+_ROUTER_READY = "gamefleet router serving on "  # router_server.READY_PREFIX (not imported: no grpc here)
 
 
 class FleetStartError(RuntimeError):
@@ -26,10 +27,17 @@ class FleetStartError(RuntimeError):
 
 
 class LocalFleet:
-    """Start `shards` shard processes; `addresses` lists them once started."""
+    """Start `shards` shard processes; `addresses` lists them once started. With `router`, also a
+    `gamefleet route` process over them, at `router_address`."""
 
     def __init__(
-        self, shards: int = 1, *, seed: int = 0, extra_args: Sequence[str] = (), timeout: float = 120.0
+        self,
+        shards: int = 1,
+        *,
+        seed: int = 0,
+        extra_args: Sequence[str] = (),
+        timeout: float = 120.0,
+        router: bool = False,
     ):
         if shards < 1:
             raise ValueError(f"a fleet needs at least one shard, got {shards}")
@@ -37,7 +45,9 @@ class LocalFleet:
         self.seed = seed
         self.extra_args = tuple(extra_args)
         self.timeout = timeout
+        self.router = router
         self.addresses: list[str] = []
+        self.router_address: str | None = None  # with router=True: `gamefleet route` over the shards
         self.logs: list[Path] = []
         self._processes: list[subprocess.Popen[bytes]] = []
 
@@ -56,22 +66,31 @@ class LocalFleet:
         try:
             pairs = zip(self._processes, self.logs, strict=True)
             self.addresses = [self._wait_serving(process, log) for process, log in pairs]
+            if self.router:
+                command = [sys.executable, "-m", "gameserver.cli_route", "--port", "0",
+                           "--shards", ",".join(self.addresses)]  # fmt: skip
+                self.logs.append(log_dir / "router.log")
+                with self.logs[-1].open("wb") as out:
+                    self._processes.append(
+                        subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+                    )
+                self.router_address = self._wait_serving(self._processes[-1], self.logs[-1], _ROUTER_READY)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_serving(self, process: subprocess.Popen[bytes], log: Path) -> str:
+    def _wait_serving(self, process: subprocess.Popen[bytes], log: Path, ready: str = _READY_PREFIX) -> str:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             text = log.read_text(errors="replace")
             for line in text.splitlines():
-                if line.startswith(_READY_PREFIX):
-                    return line[len(_READY_PREFIX) :].strip()
+                if line.startswith(ready):
+                    return line[len(ready) :].split()[0]
             if process.poll() is not None:
-                raise FleetStartError(f"shard exited with {process.returncode} ({log}): {text[-2000:]}")
+                raise FleetStartError(f"{log.stem} exited with {process.returncode} ({log}): {text[-2000:]}")
             time.sleep(0.05)
-        raise FleetStartError(f"shard not serving within {self.timeout}s ({log})")
+        raise FleetStartError(f"{log.stem} not serving within {self.timeout}s ({log})")
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every shard (they finish in-flight calls), SIGKILL what outlives `grace`."""
