@@ -4,13 +4,10 @@ passed on, a router restart, and a stopped shard that delays only the calls touc
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +15,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import numpy as np
 import pytest
+from router_helpers import BackgroundRouter, RouterProcess
 
 from gameserver.client import FleetClient, GameFleetError, NotFound
 from gameserver.engine import GameConfig
@@ -25,12 +23,10 @@ from gameserver.local_fleet import LocalFleet
 from gameserver.rl.agents import random_actions
 from gameserver.service.generated import batch_pb2 as pb
 from gameserver.service.messages import write_tensor
-from gameserver.service.router_server import READY_PREFIX, RouterServer
 from gameserver.service.shard import SERVICE
 from gameserver.service.topology import StaticSource
 from gameserver.sharded_client import ShardedClient
 from gameserver.sharding import HashRing, placement_hash
-from tests.conftest import ROOT
 
 SHORT = GameConfig(height=10, width=12, max_ticks=12)  # episodes truncate within the tests
 STEP_FIELDS = ("rewards", "terminated", "truncated", "status", "reset")
@@ -273,25 +269,6 @@ def test_sharded_client_routes_to_the_shards_with_the_routers_ring(router, ring)
     router.close(theirs_ids)
 
 
-class RouterProcess:
-    """`gamefleet route --port 0` as a child process; `address` is read from its ready line."""
-
-    def __init__(self, *args: str) -> None:
-        command = [sys.executable, "-m", "gameserver.cli", "route", "--port", "0", *args]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-        line = self.process.stdout.readline()
-        if not line.startswith(READY_PREFIX):
-            self.process.kill()
-            raise RuntimeError(f"gamefleet route did not start: {line!r}")
-        self.address = line[len(READY_PREFIX) :].split()[0]
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-
-
 def test_a_restarted_router_finds_the_games_where_they_were(fleet):
     shards = ",".join(fleet.addresses)
     first = RouterProcess("--shards", shards)
@@ -311,27 +288,6 @@ def test_a_restarted_router_finds_the_games_where_they_were(fleet):
             assert client.close(created.ids) == 6
     finally:
         second.kill()
-
-
-class BackgroundRouter:
-    """A RouterServer on 127.0.0.1 (free port) on its own event loop in a daemon thread."""
-
-    def __init__(self, source: object, **options: object) -> None:
-        self.server = RouterServer(source, **options)
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
-
-    @property
-    def address(self) -> str:
-        return self.server.address
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(1.0), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
 
 
 def test_a_stopped_shard_delays_only_the_calls_that_touch_it(fleet, ring):

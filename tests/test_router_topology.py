@@ -1,0 +1,148 @@
+"""Where the router learns its shards: DNS records named by their pods, the Redis registry's
+SERVING shards, and a ring rebuilt (and logged) only when the membership changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+from redis_fixture import RedisServer
+from router_helpers import BackgroundRouter, RouterProcess
+
+from gameserver.client import FleetClient
+from gameserver.service.topology import DnsSource, RegistrySource, split_host_port, watch
+from gameserver.store import FleetStore
+
+SERVICE_HOST = "f-shards.ns.svc"
+
+
+def records(port: int, *ips: str) -> list[tuple]:
+    return [
+        (socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))
+        for ip in ips
+    ]
+
+
+def test_dns_members_are_pod_names_where_the_reverse_record_says_so():
+    names = {"10.0.0.7": "f-shard-0.f-shards.ns.svc.cluster.local", "fd00::3": "node-3.example.org"}
+    asked: list[str] = []
+
+    def reverse(ip: str) -> tuple[str, list[str], list[str]]:
+        asked.append(ip)
+        if ip not in names:
+            raise socket.herror(1, "no PTR record")
+        return names[ip], [], [ip]
+
+    def resolve(host: str, port: int, family: int, kind: int) -> list[tuple]:
+        assert (host, port, kind) == (SERVICE_HOST, 50051, socket.SOCK_STREAM)
+        return records(port, "10.0.0.9", "fd00::3", "10.0.0.7", "10.0.0.9")  # A and AAAA, repeated
+
+    source = DnsSource(f"{SERVICE_HOST}:50051", resolve=resolve, reverse=reverse)
+    expected = ["10.0.0.9:50051", "[fd00::3]:50051", "f-shard-0.f-shards.ns.svc:50051"]
+    assert sorted(asyncio.run(source.members())) == expected
+    assert sorted(asyncio.run(source.members())) == expected
+    assert sorted(asked) == ["10.0.0.7", "10.0.0.9", "fd00::3"]  # each ip named once, then remembered
+
+
+def test_dns_of_a_literal_address_is_that_address():
+    assert asyncio.run(DnsSource("127.0.0.1:4321").members()) == ["127.0.0.1:4321"]
+
+
+@pytest.mark.parametrize("target", ["nohost", "host:", ":80", "host:http"])
+def test_addresses_need_a_host_and_a_numeric_port(target):
+    with pytest.raises(ValueError, match="host:port"):
+        split_host_port(target)
+
+
+class Scripted:
+    """A topology source answering a list of memberships (an exception: a failed poll)."""
+
+    def __init__(self, *answers: object) -> None:
+        self.answers = list(answers)
+
+    def describe(self) -> str:
+        return "script"
+
+    async def members(self) -> list[str]:
+        if not self.answers:
+            await asyncio.Event().wait()  # the script is over: hang until cancelled
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_the_ring_is_rebuilt_only_when_the_membership_changes(caplog):
+    applied: list[list[str]] = []
+
+    async def apply(members: list[str]) -> None:
+        applied.append(members)
+
+    source = Scripted(["b:1", "a:1"], ["a:1", "b:1", "a:1"], OSError("DNS down"), ["c:1", "a:1"], [])
+
+    async def run() -> None:
+        task = asyncio.create_task(watch(source, 0, apply))
+        while source.answers:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    with caplog.at_level(logging.INFO, logger="gameserver.service.topology"):
+        asyncio.run(run())
+    assert applied == [["a:1", "b:1"], ["a:1", "c:1"], []]
+    assert "DNS down" in caplog.text and "keeping ['a:1', 'b:1']" in caplog.text
+    assert "2 shards (+['c:1'] -['b:1'])" in caplog.text
+
+
+@pytest.fixture
+def registry(tmp_path):
+    with RedisServer(tmp_path) as server:
+        yield server.url, FleetStore(server.url, "rt", ttl_s=60)
+
+
+def test_the_registry_source_lists_the_serving_shards_that_heartbeat(registry):
+    _, store = registry
+    store.heartbeat("s-1.f-shards:50051", load=10, capacity=100)
+    store.heartbeat("s-0.f-shards:50051", load=0, capacity=100)
+    store.heartbeat("s-2.f-shards:50051", load=5, capacity=100, state="DRAINING")
+    assert asyncio.run(RegistrySource(store).members()) == ["s-0.f-shards:50051", "s-1.f-shards:50051"]
+    assert asyncio.run(RegistrySource(store, alive_within_s=-1).members()) == []
+
+
+def test_gamefleet_route_follows_the_redis_registry(registry):
+    url, store = registry
+    store.heartbeat("127.0.0.1:1", load=0, capacity=10)
+    router = RouterProcess("--redis", url, "--fleet", "rt", "--refresh", "0.1")
+    try:
+        assert "over 1 shards (Redis registry of fleet rt)" in router.ready_line
+        with FleetClient(router.address, timeout=10) as client:
+            assert client.topology().shards == ("127.0.0.1:1",) and client.healthy()
+            store.heartbeat("127.0.0.1:2", load=0, capacity=10)
+            store.heartbeat("127.0.0.1:1", load=0, capacity=10, state="DRAINING")
+            assert _eventually(lambda: client.topology().shards == ("127.0.0.1:2",))
+            store.remove_shard("127.0.0.1:2")
+            assert _eventually(lambda: not client.healthy())  # no shard left: NOT_SERVING
+    finally:
+        router.kill()
+
+
+def test_an_in_process_router_over_dns():
+    router = BackgroundRouter(DnsSource("127.0.0.1:50999"), refresh_s=0.1)
+    try:
+        with FleetClient(router.address, timeout=10) as client:
+            assert client.topology().shards == ("127.0.0.1:50999",) and client.healthy()
+    finally:
+        router.stop()
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
