@@ -7,6 +7,7 @@ import asyncio
 import copy
 import itertools
 import json
+import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -46,6 +47,12 @@ RESOURCES = {
     "monitoring.coreos.com/v1/servicemonitors": ("ServiceMonitor", True, set()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
 }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def merge_diff(old: Any, new: Any) -> Any:
@@ -210,9 +217,10 @@ current-context: kmock
 class Cluster:
     """The emulated API as the tests use it: post and patch fleets, read children."""
 
-    def __init__(self, kmock: Emulator, registries: FakeRegistries) -> None:
+    def __init__(self, kmock: Emulator, registries: FakeRegistries, liveness: str) -> None:
         self.kmock = kmock
         self.registries = registries
+        self.liveness = liveness
 
     def get(self, resource: str, name: str) -> Any:
         key = (kmock.resource(resource), "default", name)
@@ -284,6 +292,7 @@ async def cluster(kmock: Emulator, kubeconfig: Any) -> AsyncIterator[Cluster]:
     settings = kopf.OperatorSettings()
     settings.watching.server_timeout = 10
     settings.queueing.exit_timeout = 0.2  # on exit, do not wait for workers to go idle
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -298,6 +307,7 @@ async def cluster(kmock: Emulator, kubeconfig: Any) -> AsyncIterator[Cluster]:
                     standalone=True,
                     memo=kopf.Memo(registries=registries),
                     stop_flag=stop,
+                    liveness_endpoint=liveness,
                 )
             )
         except BaseException as e:
@@ -306,7 +316,7 @@ async def cluster(kmock: Emulator, kubeconfig: Any) -> AsyncIterator[Cluster]:
     thread = threading.Thread(target=run, name="kopf", daemon=True)
     thread.start()
     await wait_for(lambda: len(kmock[kmock.action.WATCH, kmock.resource(GF)]) >= 1, what="kopf's watch")
-    cluster = Cluster(kmock, registries)
+    cluster = Cluster(kmock, registries, liveness)
     try:
         yield cluster
         assert thread.is_alive() and not errors, f"the operator stopped on its own: {errors}"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import kmock
+import prometheus_client
 import pytest
 from gamefleet_operator.autoscale import ShardState
 
@@ -48,7 +50,15 @@ async def test_create_makes_owned_children_and_status(cluster: Cluster) -> None:
     assert cluster.condition("alpha", "Degraded")["status"] == "False"
     assert cluster.condition("alpha", "Progressing")["status"] == "False"
     assert cluster.condition("alpha", "Ready")["observedGeneration"] == 1
-    assert cluster.events("Applied")
+    await wait_for(lambda: cluster.events("Applied"), what="the Applied event")
+    async with aiohttp.ClientSession() as session, session.get(cluster.liveness) as response:
+        assert response.status == 200  # kopf's liveness endpoint (the Deployment's probe)
+    sample = prometheus_client.REGISTRY.get_sample_value
+    assert sample("gamefleet_operator_reconciles_total", {"handler": "apply_fleet"}) >= 1
+    assert (
+        sample("gamefleet_operator_fleet_shards", {"namespace": "default", "fleet": "alpha", "kind": "ready"})
+        == 2
+    )
 
 
 async def test_shards_change_patches_statefulset_replicas(cluster: Cluster) -> None:
@@ -58,6 +68,9 @@ async def test_shards_change_patches_statefulset_replicas(cluster: Cluster) -> N
     await wait_for(lambda: cluster.replicas("beta") == 5, what="StatefulSet replicas 5")
     await wait_for(lambda: cluster.condition("beta", "Progressing").get("observedGeneration") == 2)
     assert cluster.condition("beta", "Progressing")["message"] == "0/5 shards ready"
+    sts = "/apis/apps/v1/namespaces/default/statefulsets"
+    assert len(cluster.kmock[f"post {sts}"]) == 2  # create, then the update's create answered 409 ...
+    assert cluster.kmock[f"patch {sts}/beta-shard"][-1].data["spec"]["replicas"] == 5  # ... and patched
 
 
 REDIS = {"redis": {"address": "redis.default.svc:6379", "passwordSecretRef": {"name": "redis-auth"}}}
@@ -87,11 +100,13 @@ async def test_autoscaler_scales_up_under_load(cluster: Cluster) -> None:
         lambda: cluster.fleet("gamma")["spec"]["shards"] == 4, what="autoscaler to set spec.shards"
     )
     await wait_for(lambda: cluster.replicas("gamma") == 4, what="StatefulSet replicas 4")
+    await wait_for(
+        lambda: "scale up" in cluster.fleet("gamma")["status"].get("autoscaler", {}).get("reason", "")
+    )
     status = cluster.fleet("gamma")["status"]
-    assert status["autoscaler"]["reason"].startswith("scale up")
     assert status["games"] == 200
     assert cluster.registries.passwords["gamma"] == "s3cr3t"
-    assert cluster.events("Autoscaled")
+    await wait_for(lambda: cluster.events("Autoscaled"), what="the Autoscaled event")
 
 
 async def test_scale_down_waits_for_drained_shards_highest_first(cluster: Cluster) -> None:
@@ -122,7 +137,7 @@ async def test_delete_runs_the_cleanup_finalizer(cluster: Cluster) -> None:
     assert response.status == 200
     await wait_for(lambda: cluster.fleet("eps") is None, what="the finalizer to let the fleet go")
     assert cluster.registries["eps"].purges == 1
-    assert cluster.events("CleanedUp")
+    await wait_for(lambda: cluster.events("CleanedUp"), what="the CleanedUp event")
 
 
 async def test_malformed_fleet_is_degraded_and_the_operator_keeps_running(cluster: Cluster) -> None:
@@ -134,7 +149,7 @@ async def test_malformed_fleet_is_degraded_and_the_operator_keeps_running(cluste
     assert degraded["reason"] == "InvalidSpec"
     assert "autoscaling" in degraded["message"]
     assert cluster.get("apps/v1/statefulsets", "bad-shard") is None  # nothing rendered from a bad spec
-    assert cluster.events("InvalidSpec")
+    await wait_for(lambda: cluster.events("InvalidSpec"), what="the InvalidSpec event")
     await cluster.create("good", {"image": IMAGE})  # the operator is still there
     await wait_for(lambda: cluster.replicas("good") == 2)
     await cluster.patch("bad", {"spec": {"shards": 3, "redis": {"address": "redis:6379"}}})  # fixed
