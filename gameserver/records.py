@@ -51,6 +51,7 @@ class StoredGames:
 class _Layout:
     """Where each field of a one-game snapshot of a config lies, from codec's own template."""
 
+    config: GameConfig
     template: np.ndarray  # uint8: a one-game snapshot
     fields: tuple[tuple[str, int, np.dtype, tuple[int, ...]], ...]  # name, offset, dtype, per-game shape
     body: int  # offset of the first field: everything before is prefix and header
@@ -64,12 +65,9 @@ def _layout(config: GameConfig) -> _Layout:
 
 def _layout_of(snapshot: bytes) -> _Layout:
     view = np.frombuffer(snapshot, np.uint8)
-    base = view.ctypes.data
-    fields = tuple(
-        (name, a.ctypes.data - base, a.dtype, a.shape[1:])
-        for name, a in codec.decode_snapshot(snapshot).arrays.items()
-    )
-    return _Layout(view, fields, min(offset for _, offset, _, _ in fields))
+    base, decoded = view.ctypes.data, codec.decode_snapshot(snapshot)
+    fields = tuple((name, a.ctypes.data - base, a.dtype, a.shape[1:]) for name, a in decoded.arrays.items())
+    return _Layout(decoded.config, view, fields, min(offset for _, offset, _, _ in fields))
 
 
 def _header(owner: str, position: EntryId, autoreset: bool, logged: bool) -> bytes:
@@ -142,8 +140,10 @@ def _decode_snapshots(
 ) -> list[tuple[GameConfig, np.ndarray, dict[str, np.ndarray]]]:
     """Snapshots of one size: those that fit the first one's layout at once, others one by one."""
     block = np.frombuffer(b"".join(raw for _, raw in records), np.uint8).reshape(len(records), -1)[:, start:]
-    first = _decode_one(records[0][0], block[0])
-    layout = _layout_of(block[0].tobytes())
+    try:
+        layout = _layout_of(block[0].tobytes())
+    except ValueError as error:
+        raise ValueError(f"game {records[0][0]}: stored snapshot unreadable: {error}") from None
     prefix = np.r_[0:_CRC_START, _CRC_END : layout.body]  # magic, version, header: all but the crc
     crcs = np.array([zlib.crc32(row[_CRC_END:]) for row in block], "<u4")
     fits = np.all(block[:, prefix] == layout.template[prefix], axis=1)
@@ -154,15 +154,11 @@ def _decode_snapshots(
         .reshape(-1, *shape)
         for name, offset, dtype, shape in layout.fields
     }
-    decoded = [(first.config, rows[fits], arrays)]
+    decoded = [(layout.config, rows[fits], arrays)]
     for i in np.flatnonzero(~fits):  # another config, or corrupt (ValueError naming the game)
-        snapshot = _decode_one(records[i][0], block[i])
+        try:
+            snapshot = codec.decode_snapshot(block[i].tobytes())
+        except ValueError as error:
+            raise ValueError(f"game {records[i][0]}: stored snapshot unreadable: {error}") from None
         decoded.append((snapshot.config, rows[i : i + 1], {k: v.copy() for k, v in snapshot.arrays.items()}))
     return decoded
-
-
-def _decode_one(game_id: int, snapshot: np.ndarray) -> codec.Snapshot:
-    try:
-        return codec.decode_snapshot(snapshot.tobytes())
-    except ValueError as error:
-        raise ValueError(f"game {game_id}: stored snapshot unreadable: {error}") from None
