@@ -226,8 +226,7 @@ def test_transitions_take_the_final_view_of_games_that_reset():
     pool = GamePool(config, 4, autoreset=True, seed=2)
     ids = pool.create(4)
     before, actions, step = play_until_a_reset(pool, ids, config)
-    out = make_transitions(ids, before, actions, step.rewards, step.terminated, step.truncated, step.reset,
-                           step.observation, step.final_observation)  # fmt: skip
+    out = make_transitions(ids, before, actions, step, step.observation, step.final_observation)
     assert set(out) == set(transition_spec(config))
     assert out["obs_codes"].shape == (8, 36) and out["action"].shape == (8,)
     reset_rows = np.flatnonzero(step.reset)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Mapping
-from typing import Protocol
 
 import grpc
 import numpy as np
@@ -24,18 +23,9 @@ from ..service.limits import channel_options
 from ..service.messages import read_tensor, write_tensor
 from .replay import SampleBatch
 from .replay_wire import info_from_proto, read_fields, write_fields
-from .transitions import CapturedPlanes, Planes, capture, make_transitions, transition_spec
+from .transitions import CapturedPlanes, Planes, StepOutcome, capture, make_transitions, transition_spec
 
 _END = object()
-
-
-class StepOutcome(Protocol):
-    """What a step reports per game (PoolStep and the client's StepResult both do)."""
-
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    reset: np.ndarray
 
 
 class ReplayClient:
@@ -154,10 +144,7 @@ class TransitionPusher:
         `final` the finished episodes' last views (`final_observation(s)` of either).
         """
         self._raise_failure()
-        items = make_transitions(
-            ids, before, actions, step.rewards, step.terminated, step.truncated, step.reset, after, final,
-            self.seats,
-        )  # fmt: skip
+        items = make_transitions(ids, before, actions, step, after, final, self.seats)
         self._queue.put(items)
 
     def close(self) -> None:
@@ -178,10 +165,17 @@ class TransitionPusher:
             raise self._error
 
     def _send(self) -> None:
-        while (items := self._queue.get()) is not _END:
-            if self._error is not None:
+        finished = False
+        while not finished:
+            batches = [self._queue.get()]
+            while not self._queue.empty():  # steps that queued up while the last call ran: one call
+                batches.append(self._queue.get_nowait())
+            finished = batches[-1] is _END
+            batches = [b for b in batches if b is not _END]
+            if self._error is not None or not batches:
                 continue  # keep draining so `push` never blocks on a dead sender
             try:
+                items = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
                 rows = items["action"].shape[0]
                 for start in range(0, rows, self._rows_per_call):
                     self.client.insert({k: v[start : start + self._rows_per_call] for k, v in items.items()})

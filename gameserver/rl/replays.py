@@ -42,9 +42,10 @@ def export_replay(
     *,
     game_id: str = "",
     usernames: list[str] | None = None,
+    winner: int | None = None,
 ) -> dict:
     """The replay of the game that starts in `batch[slot]` (a fresh map) and plays `actions`
-    (int [ticks, players] flat moves, row t played at tick t)."""
+    (int [ticks, players] flat moves, row t played at tick t); `winner` (-1: none) is noted."""
     config = batch.config
     if batch.tick[slot] != 0:
         raise ValueError(f"slot {slot} is at tick {batch.tick[slot]}: export from the game's first state")
@@ -70,7 +71,12 @@ def export_replay(
         "neutrals": [],
         "neutralArmies": [],
         "swamps": [],
-        "gamefleet": {"config": config.to_dict(), "seed": int(batch.seed[slot]), "ticks": len(actions)},
+        "gamefleet": {
+            "config": config.to_dict(),
+            "seed": int(batch.seed[slot]),
+            "ticks": len(actions),
+            **({} if winner is None else {"winner": winner}),
+        },
     }
 
 

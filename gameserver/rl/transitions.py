@@ -25,6 +25,15 @@ class Planes(Protocol):
     armies: np.ndarray
 
 
+class StepOutcome(Protocol):
+    """What a step reports per game (PoolStep and the client's StepResult both do)."""
+
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    reset: np.ndarray
+
+
 class CapturedPlanes(NamedTuple):
     codes: np.ndarray
     armies: np.ndarray
@@ -55,39 +64,36 @@ def make_transitions(
     ids: np.ndarray,
     before: Planes,
     actions: np.ndarray,
-    rewards: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-    reset: np.ndarray,
+    step: StepOutcome,
     after: Planes,
     final: Planes | None,
     seats: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Items of `transition_spec`, game-major then seat: G games x S seats rows, no Python loop.
 
-    `final` holds one row per game with `reset` set (in order), as StepResponse and PoolStep do.
+    `final` holds one row per game with `step.reset` set (in order), as StepResponse and PoolStep do.
     """
     games, players, tiles = before.codes.shape
     seats = np.arange(players) if seats is None else np.asarray(seats, np.int64)
     rows = games * seats.size
     next_codes = after.codes[:, seats]
     next_armies = after.armies[:, seats]
-    finished = np.flatnonzero(reset)
+    finished = np.flatnonzero(step.reset)
     if finished.size:
         if final is None or final.codes.shape[0] != finished.size:
             raise ValueError(f"{finished.size} games reset but the final views hold a different count")
         next_codes[finished] = final.codes[:, seats]
         next_armies[finished] = final.armies[:, seats]
-    terminated = np.asarray(terminated, np.bool_)
+    terminated = np.asarray(step.terminated, np.bool_)
     return {
         "obs_codes": before.codes[:, seats].reshape(rows, tiles),
         "obs_armies": before.armies[:, seats].reshape(rows, tiles),
         "action": np.asarray(actions, np.int32)[:, seats].reshape(rows),
-        "reward": np.asarray(rewards, np.float32)[:, seats].reshape(rows),
+        "reward": np.asarray(step.rewards, np.float32)[:, seats].reshape(rows),
         "next_codes": next_codes.reshape(rows, tiles),
         "next_armies": next_armies.reshape(rows, tiles),
         "done": np.repeat(terminated, seats.size),
-        "truncated": np.repeat(np.asarray(truncated, np.bool_) & ~terminated, seats.size),
+        "truncated": np.repeat(np.asarray(step.truncated, np.bool_) & ~terminated, seats.size),
         "game_id": np.repeat(np.asarray(ids, np.uint64), seats.size),
         "player": np.tile(seats.astype(np.uint8), games),
     }
