@@ -24,7 +24,7 @@ from .kube import ApiError, Kube
 from .registry import RegistryUnavailable, ShardRegistry
 from .render import render, shard_names, shard_set_name
 from .spec import Fleet, SpecError
-from .status import Observed, fleet_status, invalid_status
+from .status import Observed, degraded_status, fleet_status
 
 FINALIZER = f"{GROUP}/cleanup"
 CLEANUP_RETRIES = 3  # then the keys are left to expire (durability.ttlSeconds)
@@ -44,18 +44,21 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.kube = Kube.connect()
 
 
+def _degrade(body: kopf.Body, status: Mapping, patch: kopf.Patch, reason: str, message: str) -> None:
+    """Mark the fleet Degraded; an Event too, once per distinct problem."""
+    degraded = [c for c in status.get("conditions", []) if c.get("type") == "Degraded"]
+    if not degraded or degraded[0].get("message") != message:
+        kopf.warn(body, reason=reason, message=message)
+    generation = body.get("metadata", {}).get("generation") or 0
+    patch.status.update(degraded_status(reason, message, generation, status, _timestamp(time.time())))
+
+
 def valid_fleet(body: kopf.Body, status: Mapping, patch: kopf.Patch) -> Fleet | None:
-    """The fleet, or None after marking it Degraded (an Event too, once per distinct problem)."""
+    """The fleet, or None after marking it Degraded: a bad spec is reported, never raised."""
     try:
         return Fleet.from_body(body)
     except SpecError as e:
-        degraded = [c for c in status.get("conditions", []) if c.get("type") == "Degraded"]
-        if not degraded or degraded[0].get("message") != str(e):
-            kopf.warn(body, reason="InvalidSpec", message=str(e))
-        generation = body.get("metadata", {}).get("generation") or 0
-        patch.status.update(
-            invalid_status("InvalidSpec", str(e), generation, status, _timestamp(time.time()))
-        )
+        _degrade(body, status, patch, "InvalidSpec", str(e))
         return None
 
 
@@ -63,37 +66,50 @@ def registry_of(memo: kopf.Memo, fleet: Fleet) -> ShardRegistry | None:
     """The fleet's shard registry, or None when it has no Redis."""
     if fleet.redis_host is None:
         return None
-    ref = fleet.spec["redis"].get("passwordSecretRef")
-    password = memo.kube.secret_value(fleet.namespace, ref["name"], ref["key"]) if ref else None
+    password = None
+    if ref := fleet.spec["redis"].get("passwordSecretRef"):
+        password = memo.kube.secret_value(fleet.namespace, ref["name"], ref["key"])
+        if password is None:
+            raise RegistryUnavailable(f"secret {ref['name']} has no key {ref['key']!r}")
     return memo.registries(fleet, password)
 
 
-def observe(kube: Kube, fleet: Fleet, registry: ShardRegistry | None) -> Observed:
-    shards = kube.get("apps/v1", "StatefulSet", fleet.namespace, shard_set_name(fleet)) or {}
-    router = kube.get("apps/v1", "Deployment", fleet.namespace, f"{fleet.name}-router") or {}
-    loads, error = (), None
-    if registry is not None:
-        try:
-            loads = tuple(registry.loads())
-        except RegistryUnavailable as e:
-            error = str(e)
-    return Observed(
+def observe(memo: kopf.Memo, fleet: Fleet) -> tuple[Observed, ShardRegistry | None]:
+    """The children's status and the shards' reports (a registry failure is noted, not raised)."""
+    shards = memo.kube.get("apps/v1", "StatefulSet", fleet.namespace, shard_set_name(fleet)) or {}
+    router = memo.kube.get("apps/v1", "Deployment", fleet.namespace, f"{fleet.name}-router") or {}
+    registry, loads, error = None, (), None
+    try:
+        registry = registry_of(memo, fleet)
+        loads = tuple(registry.loads()) if registry else ()
+    except RegistryUnavailable as e:
+        registry, error = None, str(e)
+    seen = Observed(
         shards["spec"]["replicas"] if shards else None,
         shards.get("status", {}).get("readyReplicas") or 0,
         router.get("status", {}).get("readyReplicas") or 0,
         loads,
         error,
     )
+    return seen, registry
 
 
-def autoscale(fleet: Fleet, seen: Observed, status: Mapping, now: float) -> Decision | None:
-    """The autoscaler's decision, or None when it must not act (off, suspended, blind)."""
+def autoscale(
+    body: kopf.Body, fleet: Fleet, seen: Observed, status: Mapping, patch: kopf.Patch
+) -> tuple[Fleet, Decision | None]:
+    """The autoscaler's round: (the fleet at its new size, the decision); no decision when it must
+    not act (off, suspended, blind). A new size goes to spec.shards, like `kubectl scale`."""
     if not fleet.spec["autoscaling"]["enabled"] or fleet.spec["suspend"] or seen.registry_error:
-        return None
-    history = [
-        Recommendation(r["shards"], r["at"]) for r in status.get("autoscaler", {}).get("recommendations", [])
-    ]
-    return desired_shards(fleet.spec["shards"], seen.loads, Policy.from_spec(fleet.spec), history, now)
+        return fleet, None
+    recommendations = status.get("autoscaler", {}).get("recommendations", [])
+    history = [Recommendation(r["shards"], r["at"]) for r in recommendations]
+    current = fleet.spec["shards"]
+    decision = desired_shards(current, seen.loads, Policy.from_spec(fleet.spec), history, time.time())
+    if decision.shards == current:
+        return fleet, decision
+    patch.spec["shards"] = decision.shards
+    kopf.info(body, reason="Autoscaled", message=f"{current} -> {decision.shards} shards: {decision.reason}")
+    return dataclasses.replace(fleet, spec={**fleet.spec, "shards": decision.shards}), decision
 
 
 def plan_drain(
@@ -101,11 +117,11 @@ def plan_drain(
 ) -> DrainPlan:
     """Where the StatefulSet's replicas stand this round; asks leaving shards to drain."""
     requested = {k: v for k, v in (status.get("draining") or {}).items() if v is not None}
-    # without a registry no shard can report drained: SIGTERM (the pod's own drain) is all there is
-    timeout = fleet.spec["drainTimeoutSeconds"] if registry is not None else 0
+    # without Redis no shard can report drained: the pod's own SIGTERM drain is all there is
+    timeout = fleet.spec["drainTimeoutSeconds"] if fleet.redis_host else 0
     names = shard_names(fleet, seen.replicas or 0)
     plan = drain_order(names, fleet.shards, seen.loads, requested, time.time(), timeout)
-    if registry is not None and not seen.registry_error:
+    if registry is not None:
         for shard in plan.drain:
             registry.request_drain(shard, plan.requested[shard])
         for shard in plan.resume:
@@ -136,17 +152,17 @@ def apply_fleet(body: kopf.Body, status: Mapping, patch: kopf.Patch, memo: kopf.
     """Bring every child to the rendered state (create, or patch what exists)."""
     if (fleet := valid_fleet(body, status, patch)) is None:
         return
-    registry = registry_of(memo, fleet)
-    seen = observe(memo.kube, fleet, registry)
+    seen, registry = observe(memo, fleet)
     plan = plan_drain(body, fleet, seen, registry, status)
     for manifest in render(fleet, plan.replicas):
         kopf.adopt(manifest, owner=body)
         try:
             memo.kube.apply(manifest)
         except ApiError as e:
-            raise kopf.TemporaryError(
-                f"{manifest['kind']} {manifest['metadata']['name']}: {e}", delay=15
-            ) from e
+            _degrade(
+                body, status, patch, "ApplyFailed", f"{manifest['kind']} {manifest['metadata']['name']}: {e}"
+            )
+            raise kopf.TemporaryError(str(e), delay=15) from e
     report(fleet, seen, plan, None, status, patch)
     kopf.info(body, reason="Applied", message=f"{fleet.shards} shards wanted, StatefulSet at {plan.replicas}")
 
@@ -156,23 +172,14 @@ def sync_fleet(body: kopf.Body, status: Mapping, patch: kopf.Patch, memo: kopf.M
     """Every tick: autoscale, move drains along, refresh status."""
     if (fleet := valid_fleet(body, status, patch)) is None:
         return
-    registry = registry_of(memo, fleet)
-    seen = observe(memo.kube, fleet, registry)
+    seen, registry = observe(memo, fleet)
     if seen.replicas is None:
         return  # apply_fleet has not created the shards yet
-    if (decision := autoscale(fleet, seen, status, time.time())) and decision.shards != fleet.spec["shards"]:
-        patch.spec["shards"] = decision.shards
-        kopf.info(body, reason="Autoscaled", message=f"{fleet.spec['shards']} -> {decision.reason}")
-        fleet = dataclasses.replace(fleet, spec={**fleet.spec, "shards": decision.shards})
+    fleet, decision = autoscale(body, fleet, seen, status, patch)
     plan = plan_drain(body, fleet, seen, registry, status)
     if plan.replicas != seen.replicas:
-        memo.kube.patch(
-            "apps/v1",
-            "StatefulSet",
-            fleet.namespace,
-            shard_set_name(fleet),
-            {"spec": {"replicas": plan.replicas}},
-        )
+        scale = {"spec": {"replicas": plan.replicas}}
+        memo.kube.patch("apps/v1", "StatefulSet", fleet.namespace, shard_set_name(fleet), scale)
         kopf.info(body, reason="Scaled", message=f"shard StatefulSet {seen.replicas} -> {plan.replicas}")
     report(fleet, seen, plan, decision, status, patch)
 

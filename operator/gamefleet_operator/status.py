@@ -110,8 +110,10 @@ def fleet_status(
     return status
 
 
-def invalid_status(reason: str, message: str, generation: int, previous: Mapping[str, Any], now: str) -> dict:
-    """status of a fleet the operator will not run: Degraded with the reason, nothing else touched."""
+def degraded_status(
+    reason: str, message: str, generation: int, previous: Mapping[str, Any], now: str
+) -> dict:
+    """status of a fleet the operator cannot run (bad spec, failing API): Degraded with the reason."""
     verdicts: Verdicts = {
         "Ready": (False, reason, message),
         "Progressing": (False, reason, message),

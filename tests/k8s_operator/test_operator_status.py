@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from gamefleet_operator.autoscale import Decision, DrainPlan, Recommendation, ShardLoad
 from gamefleet_operator.spec import Fleet
-from gamefleet_operator.status import Observed, conditions, fleet_status, invalid_status
+from gamefleet_operator.status import Observed, conditions, degraded_status, fleet_status
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
@@ -117,7 +117,7 @@ def test_autoscaler_decision_is_reported_with_its_window() -> None:
 
 
 def test_invalid_spec_status() -> None:
-    status = invalid_status("InvalidSpec", "spec.shards: 0 is less than 1", 3, {}, T0)
+    status = degraded_status("InvalidSpec", "spec.shards: 0 is less than 1", 3, {}, T0)
     assert status["observedGeneration"] == 3
     assert reasons(status) == ("F:InvalidSpec", "F:InvalidSpec", "T:InvalidSpec")
     assert {c["message"] for c in status["conditions"]} == {"spec.shards: 0 is less than 1"}
