@@ -66,11 +66,11 @@ def ids_only(message: type, ids: object, **fields: object) -> bytes:
 
 PASS2 = np.full((4, 2), -1, np.int32)
 MISSING = np.uint64(12345)
-INVALID, NOT_FOUND, EXHAUSTED, UNIMPLEMENTED = (
+INVALID, NOT_FOUND, EXHAUSTED, PRECONDITION = (
     Code.INVALID_ARGUMENT,
     Code.NOT_FOUND,
     Code.RESOURCE_EXHAUSTED,
-    Code.UNIMPLEMENTED,
+    Code.FAILED_PRECONDITION,
 )
 STEP, CREATE, STATES, RESET, CLOSE, STREAM = (
     "SubmitBatchActions",
@@ -174,18 +174,43 @@ CASES = {
     ),
     "not protobuf": (STEP, lambda ids: b"\xff\xff\xff", INVALID, ["not a valid"]),
     "bad stream step": (STREAM, lambda ids: step(ids, PASS2 + 1000), INVALID, ["actions"]),
-    "open seats": (CREATE, lambda ids: create(open_seats=True), UNIMPLEMENTED, ["JoinGame"]),
-    "seat play": (
-        STEP,
-        lambda ids: step(ids, PASS2, seats=tensor(np.zeros(4, np.int32))),
-        UNIMPLEMENTED,
-        ["seat"],
+    "deadline without open seats": (
+        CREATE,
+        lambda ids: create(turn_deadline_ms=50),
+        INVALID,
+        ["turn_deadline_ms", "open_seats"],
     ),
-    "join": (
+    "negative deadline": (
+        CREATE,
+        lambda ids: create(open_seats=True, turn_deadline_ms=-1),
+        INVALID,
+        ["turn_deadline_ms"],
+    ),
+    "seat play on self-play games": (
+        STEP,
+        lambda ids: step(
+            ids, PASS2[:, 0], seats=tensor(np.zeros(4, np.int32)), seat_tokens=tensor(np.ones(4, np.uint64))
+        ),
+        PRECONDITION,
+        ["self-play", "open_seats"],
+    ),
+    "seat play without tokens": (
+        STEP,
+        lambda ids: step(ids, PASS2[:, 0], seats=tensor(np.zeros(4, np.int32))),
+        INVALID,
+        ["seat_tokens is missing"],
+    ),
+    "join self-play game": (
         "JoinGame",
         lambda ids: pb.JoinGameRequest(game_id=int(ids[0])).SerializeToString(),
-        UNIMPLEMENTED,
-        ["JoinGame"],
+        PRECONDITION,
+        ["self-play", "open_seats"],
+    ),
+    "join unknown game": (
+        "JoinGame",
+        lambda ids: pb.JoinGameRequest(game_id=int(MISSING)).SerializeToString(),
+        NOT_FOUND,
+        [str(MISSING)],
     ),
 }
 
@@ -287,7 +312,7 @@ def test_fuzzed_payloads_never_crash_the_server(shard, raw, fleet):
     ids = fleet.create(4, CONFIG).ids
     rng = np.random.default_rng(20240611)
     methods = [m.name for m in SERVICE.methods]
-    allowed = {Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.RESOURCE_EXHAUSTED, Code.UNIMPLEMENTED}
+    allowed = {Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.RESOURCE_EXHAUSTED, Code.FAILED_PRECONDITION}
     deadline = time.monotonic() + 8.0
     sent = 0
     while sent < 600 and time.monotonic() < deadline:

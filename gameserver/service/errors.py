@@ -50,6 +50,31 @@ class Unimplemented(GameFleetError):
     code = grpc.StatusCode.UNIMPLEMENTED
 
 
+class FailedPrecondition(GameFleetError):
+    """A call that does not fit the game's mode (a seat call on a self-play game, a self-play
+    call on an open-seat game, a seat that already acted this tick): no game changed."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class AlreadyExists(GameFleetError):
+    """JoinGame for a seat someone already holds."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class PermissionDenied(GameFleetError):
+    """A seat call whose token does not hold the seat it names: no game changed."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Aborted(GameFleetError):
+    """A seat call whose game was closed while it waited for the other seats."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class Unavailable(GameFleetError):
     """The shard is not reachable or is shutting down."""
 
@@ -57,7 +82,18 @@ class Unavailable(GameFleetError):
 
 
 _BY_CODE = {
-    cls.code: cls for cls in (InvalidArgument, NotFound, ResourceExhausted, Unimplemented, Unavailable)
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        ResourceExhausted,
+        Unimplemented,
+        Unavailable,
+        FailedPrecondition,
+        AlreadyExists,
+        PermissionDenied,
+        Aborted,
+    )
 }
 
 

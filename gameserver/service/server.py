@@ -23,6 +23,7 @@ from ..pool import GamePool
 from .deltas import DeltaViews
 from .games import ShardGames
 from .limits import MAX_GAMES, MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, WORKERS, channel_options
+from .seats import SeatTable
 from .shard import SERVICE, BatchGameServicer
 
 
@@ -60,6 +61,7 @@ class ShardServer:
         self.workers = workers
         self.health = health.aio.HealthServicer()
         self.games: ShardGames | None = None
+        self.seats: SeatTable | None = None  # the open-seat games (seat play)
         self._server: aio.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -81,6 +83,7 @@ class ShardServer:
             max_games_per_call=self.max_games_per_call,
             max_message_bytes=self.max_message_bytes,
         )
+        self.seats = servicer.seats
         server.add_generic_rpc_handlers((servicer.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)

@@ -10,9 +10,9 @@ ids' high 32 bits. Without a `placement_key` the shard draws the hash from a gen
 seeded with the shard's seed (reproducible per shard, and spread over a ring); a router
 always sets the key.
 
-Seat play (open seats, JoinGame, seat tokens) is not served yet: those calls answer
-UNIMPLEMENTED. A seat table would sit in front of `ShardGames.step`, stepping a game once
-all its seats have acted or its deadline passed.
+Seat play (open seats, JoinGame, seat tokens) goes through the SeatTable (seats.py), which
+sits in front of `ShardGames.step` and steps a game once all of its seats have acted or its
+turn deadline has passed.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from .. import codec
 from ..engine import GameConfig, mask_bytes
 from ..sharding import DEFAULT_VIRTUAL_NODES, placement_hash
 from . import wire
-from .errors import GameFleetError, InvalidArgument, ResourceExhausted, Unimplemented, as_service_error
+from .errors import GameFleetError, InvalidArgument, ResourceExhausted, as_service_error
 from .games import Route, ShardGames, Stepped, Views
 from .generated import batch_pb2 as pb
 from .messages import config_from_proto, config_to_proto, read_ids, read_seeds
+from .seats import SeatTable, read_seat_moves, turn_deadline
 
 SERVICE = pb.DESCRIPTOR.services_by_name["BatchGameService"]
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class BatchGameServicer:
         max_message_bytes: int,
     ) -> None:
         self.games = games
+        self.seats = SeatTable(games)
         self.name = name
         self.max_games_per_call = max_games_per_call
         self.max_message_bytes = max_message_bytes
@@ -119,25 +121,28 @@ class BatchGameServicer:
             raise ResourceExhausted(
                 f"num_games: {n} games in one call, the limit is {self.max_games_per_call}"
             )
-        if request.open_seats:
-            raise Unimplemented("open_seats: seat play (JoinGame) is not served yet; create self-play games")
+        deadline = turn_deadline(request)
         config = config_from_proto(request.config)
         seeds = read_seeds(request, "seeds", n)
         self._check_reply(config, n, masks=request.include_masks, finals=False)
         key = request.placement_key
         key_hash = placement_hash(key) if key else int(self._key_hashes.integers(1 << 32))
         effective = config_to_proto(config)
-        return await self.games.create(
+        ids, reply = await self.games.create(
             n,
             config,
             autoreset=request.autoreset,
             seeds=seeds,
             key_hash=key_hash,
             masks=request.include_masks,
-            finish=lambda ids, views: wire.created_response(
-                ids, effective, _observations(views), self.name
-            ).to_bytes(),
+            finish=lambda ids, views: (
+                ids,
+                wire.created_response(ids, effective, _observations(views), self.name).to_bytes(),
+            ),
         )
+        if request.open_seats:
+            self.seats.open(self.games.route(ids), deadline)
+        return reply
 
     @_refuse
     async def GetBatchStates(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -179,14 +184,18 @@ class BatchGameServicer:
     @_refuse
     async def CloseBatchGames(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         route = self._route(_parse(pb.CloseBatchGamesRequest, raw))
-        return pb.CloseBatchGamesResponse(closed=await self.games.close(route)).SerializeToString()
+        closed = await self.games.close(route)
+        self.seats.release(route.ids)
+        return pb.CloseBatchGamesResponse(closed=closed).SerializeToString()
 
     @_refuse
     async def JoinGame(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        _parse(pb.JoinGameRequest, raw)
-        raise Unimplemented(
-            "JoinGame: seat play is not served yet; self-play clients submit every seat at once"
-        )
+        request = _parse(pb.JoinGameRequest, raw)
+        config = self.games.route(np.array([request.game_id], np.uint64)).config
+        seat, token = self.seats.join(request.game_id, request.seat)
+        return pb.JoinGameResponse(
+            seat=seat, seat_token=token, config=config_to_proto(config)
+        ).SerializeToString()
 
     @_refuse
     async def GetTopology(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -195,18 +204,23 @@ class BatchGameServicer:
 
     async def _step(self, raw: bytes) -> bytes:
         request = _parse(pb.SubmitBatchActionsRequest, raw)
-        if request.HasField("seats") or request.HasField("seat_tokens"):
-            raise Unimplemented(
-                "seats/seat_tokens: seat play is not served yet; submit every seat as [games, players]"
-            )
         route = self._route(request)
-        if not request.HasField("actions"):
+        seat_play = request.HasField("seats") or request.HasField("seat_tokens")
+        if seat_play:
+            actions, seats, tokens = read_seat_moves(request, route.config, route.ids.size)
+        elif not request.HasField("actions"):
             raise InvalidArgument("actions is missing: int32 [games, players] flat moves are required")
-        actions = _actions(request.actions, route)
+        else:
+            actions = _actions(request.actions, route)
+            self.seats.refuse_self_play(route.ids)
         observe = not request.skip_observations
         if observe:
             finals = any(entry.pool.autoreset for entry, _ in route.groups)
             self._check_reply(route.config, route.ids.size, masks=request.include_masks, finals=finals)
+        if seat_play:
+            return await self.seats.submit(
+                route, actions, seats, tokens, observe=observe, masks=request.include_masks
+            )
         return await self.games.step(
             route,
             actions,

@@ -171,7 +171,8 @@ class Observations:
     """An Observations reply as read-only views of the reply's bytes.
 
     Full form: `codes`/`armies` set and `delta` None; delta form the other way round (apply
-    it with `codec.apply_delta`, or let `client.ObservationBuffer` keep the planes).
+    it with `codec.apply_delta`, or let `client.ObservationBuffer` keep the planes). A seat
+    call's reply has one seat in codes/armies/masks ([games, 1, ...]), every player in land/army.
     """
 
     land: np.ndarray
@@ -198,6 +199,7 @@ class StepResult:
     """A StepResponse as views: per game [B] or per seat [B, players], in the order of the ids sent.
 
     `status` is GameStepStatus (STEPPED 0, FINISHED 2: the game had ended, actions ignored).
+    A seat call's rewards are its seat's only, [B, 1].
     `final_observations` has one row per game with `reset` set (autoreset), in request order.
     """
 
@@ -310,14 +312,15 @@ def _observations(buf: bytes, span: tuple[int, int]) -> Observations:
     games, players = land.shape if land is not None and land.ndim == 2 else (-1, -1)
     codes = arrays.get("codes")
     tiles = codes.shape[-1] if codes is not None and codes.ndim == 3 else -1
+    viewers = 1 if tiles >= 0 and codes.shape[1] == 1 else players  # 1: a seat call's own seat
     changes = arrays["delta_index"].shape if "delta_index" in arrays else (-1,)
     expected = {
         "land": (np.int32, (games, players)),
         "army": (np.int32, (games, players)),
         "tick": (np.int32, (games,)),
-        "codes": (np.uint8, (games, players, tiles)),
-        "armies": (np.uint16, (games, players, tiles)),
-        "masks": (np.uint8, (games, players, arrays["masks"].shape[-1] if "masks" in arrays else -1)),
+        "codes": (np.uint8, (games, viewers, tiles)),
+        "armies": (np.uint16, (games, viewers, tiles)),
+        "masks": (np.uint8, (games, viewers, arrays["masks"].shape[-1] if "masks" in arrays else -1)),
         "delta_index": (np.int32, changes),
         "delta_codes": (np.uint8, changes),
         "delta_armies": (np.uint16, changes),
