@@ -106,7 +106,8 @@ class DrainPlan:
     drain: tuple[str, ...]  # leaving shards to mark draining (highest ordinal first)
     resume: tuple[str, ...]  # shards asked to drain earlier that stay after all (scaled back up)
     requested: dict[str, float] = field(default_factory=dict)  # drain requests still open -> when made
-    timed_out: tuple[str, ...] = ()  # removed without reporting drained
+    gone: tuple[str, ...] = ()  # leave the StatefulSet this round: their drain requests are done
+    timed_out: tuple[str, ...] = ()  # of those, the ones removed without reporting drained
 
 
 def drain_order(
@@ -133,12 +134,12 @@ def drain_order(
     replicas = len(names)
     while replicas > desired and names[replicas - 1] in gone:
         replicas -= 1
-    still = names[desired:replicas]
-    timed_out = tuple(n for n in reversed(names[replicas:]) if n not in drained)
+    still, gone = names[desired:replicas], tuple(reversed(names[replicas:]))
     return DrainPlan(
         replicas,
         tuple(reversed(still)),
         resume,
         {name: open_requests[name] for name in still},
-        timed_out,
+        gone,
+        tuple(name for name in gone if name not in drained),
     )

@@ -124,7 +124,7 @@ def plan_drain(
     if registry is not None:
         for shard in plan.drain:
             registry.request_drain(shard, plan.requested[shard])
-        for shard in plan.resume:
+        for shard in (*plan.resume, *plan.gone):  # a pod that comes back by that name must serve
             registry.cancel_drain(shard)
     if new := sorted(set(plan.requested) - set(requested)):
         kopf.info(body, reason="Draining", message=f"asked {', '.join(new)} to drain")

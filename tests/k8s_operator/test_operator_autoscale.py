@@ -156,6 +156,7 @@ def test_drain_order(rule, current, desired, states, requested, replicas, drain,
         rule
     )
     assert set(plan.requested) == set(plan.drain)
+    assert plan.gone == tuple(reversed(names[replicas:]))  # their drain requests get cleared
 
 
 def test_drain_requests_keep_their_first_time() -> None:

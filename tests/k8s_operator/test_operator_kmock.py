@@ -124,6 +124,7 @@ async def test_scale_down_waits_for_drained_shards_highest_first(cluster: Cluste
     assert cluster.replicas("delta") == 3
     registry.report("delta-shard-2", 0, ShardState.DRAINED)
     await wait_for(lambda: cluster.replicas("delta") == 1, what="both leaving shards removed")
+    assert registry.drains == {}  # done: a later delta-shard-1 must not start out draining
     replicas = [v["spec"]["replicas"] for v in cluster.kmock.objects[STS, "default", "delta-shard"].history]
     assert replicas == sorted(replicas, reverse=True) and 2 not in replicas  # 3 -> 1 once both drained
     await wait_for(lambda: cluster.fleet("delta")["status"]["shards"] == 1)

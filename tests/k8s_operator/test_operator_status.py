@@ -66,7 +66,7 @@ def reasons(status: dict[str, Any]) -> tuple[str, str, str]:
             "drain timed out",
             {"shards": 1},
             Observed(2, 1, 1),
-            DrainPlan(1, (), (), {}, ("f-shard-1",)),
+            DrainPlan(1, (), (), gone=("f-shard-1",), timed_out=("f-shard-1",)),
             ("T:FleetReady", "F:Stable", "T:DrainTimedOut"),
         ),
         (
