@@ -14,6 +14,15 @@ Delta observations (`delta=True`) carry only the tiles that changed since the sh
 sent a view of each game; a game's first delta lists all its tiles. Keep the planes with an
 `ObservationBuffer` (one per fixed list of ids, applied to every reply for them, in order).
 One delta consumer per game: two clients asking deltas of the same game break each other.
+
+Seat play: games created with `open_seats=True` are played by several clients, one seat
+each. `join` takes a seat and its token; `step_seats` moves that seat in each game and
+returns once every game has stepped (all seats acted, or the game's turn deadline passed),
+with that seat's view only ([games, 1, tiles] planes and rewards):
+
+    created = fleet.create(64, config, open_seats=True, turn_deadline_ms=50)
+    seat, token = fleet.join(created.ids[0])              # one (seat, token) per game
+    result = fleet.step_seats(ids, moves, seats, tokens)  # moves int32 [games]
 """
 
 from __future__ import annotations
@@ -32,9 +41,13 @@ from .engine import GameConfig, Observation
 from .pool import PoolStep
 from .service import wire
 from .service.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
     GameFleetError,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unavailable,
     Unimplemented,
@@ -49,14 +62,18 @@ from .service.wire import Created, Observations, StepResult
 from .sharding import HashRing
 
 __all__ = [
+    "Aborted",
+    "AlreadyExists",
     "AsyncFleetClient",
     "Created",
+    "FailedPrecondition",
     "FleetClient",
     "GameFleetError",
     "InvalidArgument",
     "NotFound",
     "ObservationBuffer",
     "Observations",
+    "PermissionDenied",
     "RemoteBackend",
     "ResourceExhausted",
     "StepResult",
@@ -122,6 +139,8 @@ def _create_request(
     autoreset: bool,
     placement_key: str,
     masks: bool,
+    open_seats: bool,
+    turn_deadline_ms: float,
 ) -> pb.CreateBatchGamesRequest:
     request = pb.CreateBatchGamesRequest(
         num_games=n,
@@ -129,6 +148,8 @@ def _create_request(
         autoreset=autoreset,
         placement_key=placement_key,
         include_masks=masks,
+        open_seats=open_seats,
+        turn_deadline_ms=turn_deadline_ms,
     )
     if seeds is not None:
         write_tensor(request.seeds, np.asarray(seeds, np.uint64))
@@ -141,6 +162,15 @@ def _step_request(
     request = pb.SubmitBatchActionsRequest(include_masks=masks, delta=delta, skip_observations=not observe)
     write_tensor(request.game_ids, _ids(ids))
     write_tensor(request.actions, actions)
+    return request
+
+
+def _seat_step_request(
+    ids: object, actions: object, seats: object, tokens: object, masks: bool, observe: bool
+) -> pb.SubmitBatchActionsRequest:
+    request = _step_request(ids, actions, masks, False, observe)
+    write_tensor(request.seats, np.asarray(seats, np.int32))
+    write_tensor(request.seat_tokens, np.asarray(tokens, np.uint64))
     return request
 
 
@@ -213,10 +243,17 @@ class FleetClient:
         autoreset: bool = False,
         placement_key: str = "",
         masks: bool = False,
+        open_seats: bool = False,
+        turn_deadline_ms: float = 0.0,
     ) -> Created:
-        """Start n self-play games; their ids (uint64), effective config and first views."""
+        """Start n games; their ids (uint64), effective config and first views.
+
+        Self-play by default; with `open_seats`, clients join seats (`join`) and play them with
+        `step_seats`, and a tick waits at most `turn_deadline_ms` after its first move (0: for
+        every seat)."""
         return self._call(
-            "CreateBatchGames", _create_request(n, config, seeds, autoreset, placement_key, masks)
+            "CreateBatchGames",
+            _create_request(n, config, seeds, autoreset, placement_key, masks, open_seats, turn_deadline_ms),
         )
 
     def step(
@@ -224,6 +261,26 @@ class FleetClient:
     ) -> StepResult:
         """One tick with every seat's move: int [games, players] flat moves or [games, players, 5]."""
         return self._call("SubmitBatchActions", _step_request(ids, actions, masks, delta, observe))
+
+    def join(self, game_id: int, seat: int = -1) -> tuple[int, int]:
+        """Take a seat of an open-seat game (-1: any free one); returns (seat, seat token)."""
+        reply = self._call("JoinGame", pb.JoinGameRequest(game_id=int(game_id), seat=seat))
+        return reply.seat, reply.seat_token
+
+    def step_seats(
+        self,
+        ids: object,
+        actions: object,
+        seats: object,
+        tokens: object,
+        *,
+        masks: bool = False,
+        observe: bool = True,
+    ) -> StepResult:
+        """One move per game for the seat named with its token; returns when every game has stepped."""
+        return self._call(
+            "SubmitBatchActions", _seat_step_request(ids, actions, seats, tokens, masks, observe)
+        )
 
     def states(self, ids: object, *, masks: bool = False, delta: bool = False) -> Observations:
         return self._call("GetBatchStates", _states_request(ids, masks, delta))
@@ -325,15 +382,36 @@ class AsyncFleetClient:
         autoreset: bool = False,
         placement_key: str = "",
         masks: bool = False,
+        open_seats: bool = False,
+        turn_deadline_ms: float = 0.0,
     ) -> Created:
         return await self._call(
-            "CreateBatchGames", _create_request(n, config, seeds, autoreset, placement_key, masks)
+            "CreateBatchGames",
+            _create_request(n, config, seeds, autoreset, placement_key, masks, open_seats, turn_deadline_ms),
         )
 
     async def step(
         self, ids: object, actions: object, *, masks: bool = False, delta: bool = False, observe: bool = True
     ) -> StepResult:
         return await self._call("SubmitBatchActions", _step_request(ids, actions, masks, delta, observe))
+
+    async def join(self, game_id: int, seat: int = -1) -> tuple[int, int]:
+        reply = await self._call("JoinGame", pb.JoinGameRequest(game_id=int(game_id), seat=seat))
+        return reply.seat, reply.seat_token
+
+    async def step_seats(
+        self,
+        ids: object,
+        actions: object,
+        seats: object,
+        tokens: object,
+        *,
+        masks: bool = False,
+        observe: bool = True,
+    ) -> StepResult:
+        return await self._call(
+            "SubmitBatchActions", _seat_step_request(ids, actions, seats, tokens, masks, observe)
+        )
 
     async def states(self, ids: object, *, masks: bool = False, delta: bool = False) -> Observations:
         return await self._call("GetBatchStates", _states_request(ids, masks, delta))
