@@ -105,8 +105,8 @@ class RouterServicer:
 
     async def _call(self, method: str, part: fanout.Part, timeout: float) -> bytes:
         try:
-            return await self.channels.method(part.shard, method)(part.request, timeout=timeout)
-        except aio.AioRpcError as error:
+            return await self.channels.call(part.shard, method, part.request, timeout)
+        except grpc.RpcError as error:
             raise fanout.shard_error(part.shard, error.code(), error.details() or "", timeout) from None
 
     def _ring(self) -> HashRing:
