@@ -68,7 +68,7 @@ class Recommendation:
 class Decision:
     shards: int
     reason: str
-    history: tuple[Recommendation, ...] = ()  # recommendations still inside the window, newest last
+    history: tuple[Recommendation, ...] = ()  # the window's candidate maxima, newest (lowest) last
 
 
 def utilisation(games: int, shards: int, capacity_per_shard: int) -> float:
@@ -87,7 +87,8 @@ def desired_shards(
     needed = math.ceil(games / policy.capacity_per_shard)  # at 100%: the floor of any scale-down
     raw = max(math.ceil(games / (policy.capacity_per_shard * policy.target_utilisation)), needed)
     raw = min(max(raw, policy.min_shards), policy.max_shards)
-    window = (*window, Recommendation(raw, now))
+    # an older recommendation no higher than this one can never be the window's maximum again
+    window = (*(r for r in window if r.shards > raw), Recommendation(raw, now))
     used = f"utilisation {utilisation(games, current, policy.capacity_per_shard):.2f}"
     target = f"target {policy.target_utilisation:.2f}"
     if raw > current:

@@ -71,6 +71,13 @@ def test_history_keeps_only_the_window_and_adds_this_round() -> None:
     assert decision.history == (Recommendation(6, NOW - 10), Recommendation(4, NOW))
 
 
+def test_history_stays_small_under_steady_load() -> None:
+    history: tuple[Recommendation, ...] = ()
+    for t in range(100):
+        history = desired_shards(4, loads(50, 50, 50, 50), POLICY, history, NOW + t).history
+    assert history == (Recommendation(4, NOW + 99),)
+
+
 def test_scale_down_then_stabilised_history_decays() -> None:
     """A load spike then quiet: the fleet stays up for the window, then comes down in one step."""
     history: tuple[Recommendation, ...] = ()

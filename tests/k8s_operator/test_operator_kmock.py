@@ -156,3 +156,13 @@ async def test_malformed_fleet_is_degraded_and_the_operator_keeps_running(cluste
     await cluster.patch("bad", {"spec": {"shards": 3, "redis": {"address": "redis:6379"}}})  # fixed
     await wait_for(lambda: cluster.condition("bad", "Degraded").get("status") == "False", what="recovery")
     assert cluster.replicas("bad") == 3
+
+
+async def test_suspend_stops_shards_and_routers(cluster: Cluster) -> None:
+    await cluster.create("zeta", {"image": IMAGE, "shards": 2})  # no Redis: nothing to drain through
+    await wait_for(lambda: cluster.replicas("zeta") == 2)
+    await cluster.patch("zeta", {"spec": {"suspend": True}})
+    await wait_for(lambda: cluster.replicas("zeta") == 0, what="shards stopped")
+    routers = lambda: cluster.get("apps/v1/deployments", "zeta-router")["spec"]["replicas"]  # noqa: E731
+    await wait_for(lambda: routers() == 0, what="routers stopped")
+    await wait_for(lambda: cluster.condition("zeta", "Ready").get("reason") == "Suspended")
