@@ -18,6 +18,8 @@ import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+import redis
+
 from .autoscale import ShardLoad, ShardState
 from .spec import Fleet
 
@@ -72,8 +74,6 @@ class StoreRegistry:
         self.store = store
 
     def _redis(self, call: Callable[[], object]) -> object:
-        import redis
-
         try:
             return call()
         except (ConnectionError, redis.RedisError) as e:
