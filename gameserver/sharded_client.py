@@ -16,14 +16,18 @@ is safe) refreshes and retries once by itself.
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 
-from .client import _READERS, FleetClient, NotFound, Topology
+from .client import _READERS, FleetClient, GameFleetError, NotFound, Topology
 from .service import fanout
 from .service.limits import MAX_GAMES_PER_CALL, channel_options
 from .service.shard import SERVICE
+
+FANOUT_THREADS = 8  # sub-calls of one call spanning shards in flight at once
 
 
 class ShardedClient(FleetClient):
@@ -36,6 +40,7 @@ class ShardedClient(FleetClient):
         self._options = channel_options() if max_message_bytes is None else channel_options(max_message_bytes)
         self._shards: dict[str, grpc.Channel] = {}
         self._methods: dict[tuple[str, str], grpc.UnaryUnaryMultiCallable] = {}
+        self._fanout = ThreadPoolExecutor(FANOUT_THREADS, thread_name_prefix="fanout")
         self.refresh()
 
     def refresh(self) -> Topology:
@@ -53,12 +58,20 @@ class ShardedClient(FleetClient):
         for channel in self._shards.values():
             channel.close()
         self._shards.clear()
+        self._fanout.shutdown()
         super().close_channel()
 
     def _call(self, name: str, request: Any) -> Any:
         if name == "GetTopology":
             return super()._call(name, request)
         return _READERS[name](self._route(name, request.SerializeToString(), retry=True))
+
+    def _send(self, name: str, part: fanout.Part) -> bytes | GameFleetError:
+        """The shard's reply, or its refusal as the fleet's error (returned: the caller picks which)."""
+        try:
+            return self._method(part.shard, name)(part.request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            return fanout.shard_error(part.shard, error.code(), error.details() or "", self.timeout)
 
     def _method(self, shard: str, name: str) -> grpc.UnaryUnaryMultiCallable:
         """`name` on `shard`, bytes in and bytes out (a multicallable per shard and method, reused)."""
@@ -72,17 +85,10 @@ class ShardedClient(FleetClient):
     def _route(self, name: str, raw: bytes, *, retry: bool) -> bytes:
         ring = self.ring
         plan = fanout.plan(name, raw, ring, MAX_GAMES_PER_CALL)
-        calls = [
-            self._method(part.shard, name).future(part.request, timeout=self.timeout) for part in plan.parts
-        ]
-        outcomes = []
-        for part, call in zip(plan.parts, calls, strict=True):
-            try:
-                outcomes.append(call.result())
-            except grpc.RpcError as error:
-                outcomes.append(
-                    fanout.shard_error(part.shard, error.code(), error.details() or "", self.timeout)
-                )
+        send = functools.partial(self._send, name)
+        # Blocking calls (on threads when several): grpc's futures take far more CPU to receive big replies.
+        parts = plan.parts
+        outcomes = [send(parts[0])] if len(parts) == 1 else list(self._fanout.map(send, parts))
         error = fanout.first_failure(plan.parts, outcomes)
         if error is None:
             return plan.merge(outcomes)
