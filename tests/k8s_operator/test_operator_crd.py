@@ -14,7 +14,10 @@ import jsonschema
 import pytest
 import yaml
 from gamefleet_operator.crd import NAME_RULE, SPEC_RULES, crd, crd_yaml
+from gamefleet_operator.render import render
 from gamefleet_operator.spec import RULE_CHECKS, SPEC, Fleet, SpecError, checked_spec, with_defaults
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
@@ -176,3 +179,30 @@ def test_defaults_do_not_leak_between_fleets() -> None:
     spec = {"image": IMAGE, "game": {"width": 30}}
     with_defaults(SPEC, copy.deepcopy(spec))
     assert spec == {"image": IMAGE, "game": {"width": 30}}
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+FIELDS = ["shards", "image", "game", "durability", "redis", "autoscaling", "router", "telemetry", "suspend"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=4), st.booleans())
+def test_any_spec_is_run_or_refused_with_a_reason(spec: dict[str, Any], with_image: bool) -> None:
+    """Garbage never raises anything but SpecError, and whatever passes renders."""
+    body = fleet_with({}) | {"spec": spec | ({"image": IMAGE} if with_image else {})}
+    try:
+        fleet = Fleet.from_body(body)
+    except SpecError as e:
+        assert str(e)
+        return
+    assert render(fleet)
