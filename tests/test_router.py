@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -347,3 +348,28 @@ def test_a_router_without_shards_is_not_serving_and_says_why():
             assert caught.value.code == Code.UNAVAILABLE
     finally:
         empty.stop()
+
+
+def test_seat_play_through_the_router_joins_on_the_games_shard_and_steps_across_shards(fleet, router, ring):
+    games = [
+        router.create(2, SHORT, open_seats=True, placement_key=key_on(ring, s, "seat")) for s in ring.shards
+    ]
+    ids = np.concatenate([g.ids for g in games])[[0, 2, 4, 1, 3, 5]]  # interleaved across the shards
+    with FleetClient(fleet.router_address, timeout=30) as other, ThreadPoolExecutor(2) as players:
+        seats = {}
+        for seat, client in enumerate((router, other)):
+            joined = [client.join(game, seat) for game in ids]
+            seats[seat] = (client, np.array([token for _, token in joined], np.uint64))
+            assert [s for s, _ in joined] == [seat] * ids.size
+        moves_ = np.full(ids.size, -1, np.int32)
+        steps = [
+            players.submit(client.step_seats, ids, moves_, np.full(ids.size, seat, np.int32), tokens)
+            for seat, (client, tokens) in seats.items()
+        ]
+        for step in steps:
+            result = step.result(30)
+            assert (result.status == pb.STEPPED).all() and result.observations.tick.tolist() == [1] * ids.size
+            assert result.observations.codes.shape == (ids.size, 1, SHORT.tiles)
+    with pytest.raises(GameFleetError, match=re.escape(f"[shard {ring.shards[0]}]")):
+        router.join(games[0].ids[0], 0)  # the seat is taken: the game's shard says so
+    router.close(ids)
