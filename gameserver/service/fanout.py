@@ -51,8 +51,6 @@ _BY_GAMES: dict[str, tuple[type[Message], tuple[str, ...]]] = {
     "CloseBatchGames": (pb.CloseBatchGamesRequest, ()),
 }
 _PLACEMENT_KEY = pb.CreateBatchGamesRequest.DESCRIPTOR.fields_by_name["placement_key"].number
-_GAME_IDS = 1  # the game_ids field of every request in _BY_GAMES (checked below)
-assert all(m.DESCRIPTOR.fields_by_name["game_ids"].number == _GAME_IDS for m, _ in _BY_GAMES.values())
 
 
 @dataclass(frozen=True)
@@ -132,13 +130,16 @@ def _split(
     owners: np.ndarray,
     ring: HashRing,
 ) -> Plan:
-    tensors = {name: _rows(request, name, ids.size) for name in per_game if request.HasField(name)}
-    for name in ("game_ids", *tensors):
+    """A sub-request per shard: the request's other fields serialized once, then that shard's rows
+    of game_ids and of every per-game tensor appended as fields."""
+    tensors = {"game_ids": ids}
+    tensors |= {name: _rows(request, name, ids.size) for name in per_game if request.HasField(name)}
+    numbers = {name: request.DESCRIPTOR.fields_by_name[name].number for name in tensors}
+    for name in tensors:
         request.ClearField(name)
     if getattr(request, "delta", False):
         request.delta = False  # see the module docstring: merged replies carry full planes
     base = request.SerializeToString()
-    numbers = {name: request.DESCRIPTOR.fields_by_name[name].number for name in tensors}
     order = np.argsort(owners, kind="stable")  # rows of each shard stay in request order
     counts = np.bincount(owners, minlength=len(ring.shards))
     ends = np.cumsum(counts)
@@ -146,7 +147,6 @@ def _split(
     for shard in np.flatnonzero(counts):
         rows = order[ends[shard] - counts[shard] : ends[shard]]
         fields = wire.Body()
-        fields.tensor(_GAME_IDS, ids[rows])
         for name, array in tensors.items():
             fields.tensor(numbers[name], array[rows])
         parts.append(Part(ring.shards[shard], base + fields.to_bytes(), rows))
