@@ -23,6 +23,11 @@ PLURALS = {
     "ServiceMonitor": "servicemonitors",
 }
 MERGE_PATCH = "application/merge-patch+json"
+# spec fields the API server refuses to change after creation: left out of the update patch
+IMMUTABLE = {
+    "StatefulSet": ("selector", "serviceName", "podManagementPolicy", "volumeClaimTemplates"),
+    "Deployment": ("selector",),
+}
 
 
 class ApiError(Exception):
@@ -31,6 +36,13 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+
+
+def updatable(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest without its immutable spec fields: what an update may send."""
+    frozen = IMMUTABLE.get(manifest["kind"], ())
+    spec = {k: v for k, v in manifest.get("spec", {}).items() if k not in frozen}
+    return manifest | ({"spec": spec} if "spec" in manifest else {})
 
 
 def collection_path(api_version: str, kind: str, namespace: str) -> str:
@@ -76,7 +88,7 @@ class Kube:
         except ApiError as e:
             if e.status != 409:
                 raise
-        return self._call("PATCH", f"{path}/{meta['name']}", manifest, MERGE_PATCH)
+        return self._call("PATCH", f"{path}/{meta['name']}", updatable(manifest), MERGE_PATCH)
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

@@ -70,7 +70,9 @@ async def test_shards_change_patches_statefulset_replicas(cluster: Cluster) -> N
     assert cluster.condition("beta", "Progressing")["message"] == "0/5 shards ready"
     sts = "/apis/apps/v1/namespaces/default/statefulsets"
     assert len(cluster.kmock[f"post {sts}"]) == 2  # create, then the update's create answered 409 ...
-    assert cluster.kmock[f"patch {sts}/beta-shard"][-1].data["spec"]["replicas"] == 5  # ... and patched
+    update = cluster.kmock[f"patch {sts}/beta-shard"][-1].data["spec"]
+    assert update["replicas"] == 5  # ... and patched, without the fields a StatefulSet cannot change
+    assert not {"selector", "serviceName", "podManagementPolicy", "volumeClaimTemplates"} & set(update)
 
 
 REDIS = {"redis": {"address": "redis.default.svc:6379", "passwordSecretRef": {"name": "redis-auth"}}}
