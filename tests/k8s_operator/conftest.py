@@ -1,192 +1,31 @@
-"""Operator test fixtures: the kmock Kubernetes emulator made strict enough for kopf, a
-kubeconfig pointing at it, an in-memory shard registry, and the operator running for real."""
+"""Operator test fixtures: a kubeconfig pointing at the kmock emulator, and the operator
+running for real (kopf in its own thread) against it with an in-memory shard registry."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import itertools
-import json
-import socket
 import threading
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp.web
-import jsonpatch
-import kmock
 import kopf
 import kubernetes.config.kube_config
 import pytest
 import pytest_asyncio
-import yaml
-from gamefleet_operator import API_VERSION, KIND
-from gamefleet_operator.autoscale import ShardLoad, ShardState
 from gamefleet_operator.handlers import build_registry
-from gamefleet_operator.registry import RegistryUnavailable
-from gamefleet_operator.spec import Fleet
 
-GF = "gamefleet.dev/v1/gamefleets"
-FLEETS_URL = "/apis/gamefleet.dev/v1/namespaces/default/gamefleets"
-SYNC_INTERVAL = 0.3
-LAST_HANDLED = "gamefleet.dev/last-handled-configuration"
-# resource -> (kind, namespaced, subresources): what the operator and kopf discover
-RESOURCES = {
-    GF: (KIND, True, {"status"}),
-    "v1/configmaps": ("ConfigMap", True, set()),
-    "v1/services": ("Service", True, set()),
-    "v1/secrets": ("Secret", True, set()),
-    "v1/events": ("Event", True, set()),
-    "v1/namespaces": ("Namespace", False, set()),
-    "apps/v1/statefulsets": ("StatefulSet", True, {"status"}),
-    "apps/v1/deployments": ("Deployment", True, {"status"}),
-    "policy/v1/poddisruptionbudgets": ("PodDisruptionBudget", True, set()),
-    "monitoring.coreos.com/v1/servicemonitors": ("ServiceMonitor", True, set()),
-    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def merge_diff(old: Any, new: Any) -> Any:
-    """The merge patch that turns `old` into `new` (None deletes a key)."""
-    if not (isinstance(old, dict) and isinstance(new, dict)):
-        return new
-    patch = {key: None for key in old if key not in new}
-    for key, value in new.items():
-        if key not in old or old[key] != value:
-            patch[key] = merge_diff(old.get(key), value)
-    return patch
-
-
-class Emulator(kmock.KubernetesEmulator):
-    """kmock as kopf needs it (see shared/kmock-notes.md, trap 4): every write stamps a fresh
-    resourceVersion, spec writes bump generation, generateName works, and a JSON patch is
-    applied for real, with 422 when its `test` on resourceVersion fails (kopf's finalizers)."""
-
-    _versions = itertools.count(1)
-
-    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
-        if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
-            data = copy.deepcopy(request.data)
-            key = (request.resource, request.namespace, request.name)
-            old = self.objects[key].raw if key in self.objects and not self.objects[key].deleted else {}
-            if isinstance(data, list):
-                try:
-                    data = merge_diff(old, jsonpatch.apply_patch(old, data))
-                except jsonpatch.JsonPatchTestFailed as e:
-                    return aiohttp.web.json_response(
-                        {"kind": "Status", "code": 422, "message": str(e)}, status=422
-                    )
-            meta = data.setdefault("metadata", {})
-            meta["resourceVersion"] = str(next(self._versions))
-            if request.action == kmock.action.CREATE:
-                meta.setdefault("uid", str(uuid.uuid4()))
-                if "name" not in meta and "generateName" in meta:  # kopf's Events
-                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
-                meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-                meta["generation"] = 1
-            elif request.subresource is None and "spec" in data:
-                meta["generation"] = old.get("metadata", {}).get("generation", 1) + 1
-            object.__setattr__(request, "data", data)  # kmock requests are frozen attrs objects
-        return await super()._handle(request)
-
-
-VERBS = {
-    "list": "list",
-    "watch": "watch",
-    "fetch": "get",
-    "create": "create",
-    "update": "patch",
-    "delete": "delete",
-}
-RBAC = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
-
-
-def rbac_rules() -> set[tuple[str, str, str]]:
-    """(group, resource, verb) the operator's ClusterRole grants."""
-    role = next(d for d in yaml.safe_load_all(RBAC.read_text()) if d["kind"] == "ClusterRole")
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-
-
-def operator_calls(requests: Iterable[Any]) -> set[tuple[str, str, str]]:
-    """(group, resource, verb) of the API calls kopf and the operator made (not the test's own)."""
-    return {
-        (
-            r.resource.group or "",
-            r.resource.plural + (f"/{r.subresource}" if r.subresource else ""),
-            VERBS[r.action.value.lower()],
-        )
-        for r in requests
-        if r.resource is not None
-        and r.resource.plural
-        and not r.headers.get("User-Agent", "").startswith("kmock/")
-    }
-
-
-class FakeRegistry:
-    """An in-memory ShardRegistry: the test plays the shards (reports load, drains)."""
-
-    def __init__(self) -> None:
-        self.reports: dict[str, ShardLoad] = {}
-        self.drains: dict[str, float] = {}
-        self.purges = 0
-        self.down = False
-
-    def report(self, shard: str, games: int, state: ShardState = ShardState.SERVING) -> None:
-        self.reports[shard] = ShardLoad(shard, games, state)
-
-    def loads(self) -> list[ShardLoad]:
-        if self.down:
-            raise RegistryUnavailable("redis: connection refused")
-        return list(self.reports.values())
-
-    def request_drain(self, shard: str, at: float) -> None:
-        self.drains[shard] = at
-
-    def cancel_drain(self, shard: str) -> None:
-        self.drains.pop(shard, None)
-
-    def purge(self) -> int:
-        self.purges += 1
-        return 3
-
-
-class FakeRegistries:
-    """Registries: one FakeRegistry per fleet name; remembers the passwords it was given."""
-
-    def __init__(self) -> None:
-        self.fleets: dict[str, FakeRegistry] = {}
-        self.passwords: dict[str, str | None] = {}
-
-    def __getitem__(self, name: str) -> FakeRegistry:
-        return self.fleets.setdefault(name, FakeRegistry())
-
-    def __call__(self, fleet: Fleet, password: str | None) -> FakeRegistry:
-        self.passwords[fleet.name] = password
-        return self[fleet.name]
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll without blocking the loop (kmock serves from it)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+from .harness import (
+    GF,
+    RESOURCES,
+    SYNC_INTERVAL,
+    Cluster,
+    Emulator,
+    FakeRegistries,
+    free_port,
+    operator_calls,
+    rbac_rules,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -214,73 +53,10 @@ current-context: kmock
     return path
 
 
-class Cluster:
-    """The emulated API as the tests use it: post and patch fleets, read children."""
-
-    def __init__(self, kmock: Emulator, registries: FakeRegistries, liveness: str) -> None:
-        self.kmock = kmock
-        self.registries = registries
-        self.liveness = liveness
-
-    def get(self, resource: str, name: str) -> Any:
-        key = (kmock.resource(resource), "default", name)
-        return (
-            self.kmock.objects[key]
-            if key in self.kmock.objects and not self.kmock.objects[key].deleted
-            else None
-        )
-
-    def fleet(self, name: str) -> Any:
-        return self.get(GF, name)
-
-    def condition(self, name: str, kind: str) -> dict[str, Any]:
-        conditions = (self.fleet(name) or {}).get("status", {}).get("conditions", [])
-        return next((c for c in conditions if c["type"] == kind), {})
-
-    def replicas(self, name: str) -> int | None:
-        sts = self.get("apps/v1/statefulsets", f"{name}-shard")
-        return None if sts is None else sts["spec"]["replicas"]
-
-    async def create(self, name: str, spec: dict[str, Any]) -> None:
-        body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": "default"}}
-        response = await self.kmock.post(FLEETS_URL, json=body | {"spec": spec})
-        assert response.status == 200, await response.text()
-
-    async def patch(self, name: str, body: dict[str, Any], subresource: str = "") -> None:
-        response = await self.kmock.patch(f"{FLEETS_URL}/{name}{subresource}", json=body)
-        assert response.status == 200, await response.text()
-
-    async def set_ready(self, name: str, shards: int, routers: int = 1) -> None:
-        """Play the StatefulSet and Deployment controllers."""
-        for resource, child, ready in (
-            ("statefulsets", f"{name}-shard", shards),
-            ("deployments", f"{name}-router", routers),
-        ):
-            url = f"/apis/apps/v1/namespaces/default/{resource}/{child}/status"
-            response = await self.kmock.patch(url, json={"status": {"readyReplicas": ready}})
-            assert response.status == 200, await response.text()
-
-    def settled(self) -> bool:
-        """kopf has handled every fleet's latest spec (stopping kopf mid-handler costs seconds)."""
-        for key in list(self.kmock.objects):
-            fleet = self.kmock.objects[key]
-            if key[0] == kmock.resource(GF) and not fleet.deleted:
-                handled = fleet["metadata"].get("annotations", {}).get(LAST_HANDLED, "{}")
-                if json.loads(handled).get("spec") != fleet["spec"]:
-                    return False
-        return True
-
-    def events(self, reason: str) -> list[dict[str, Any]]:
-        return [
-            r.data
-            for r in self.kmock["post /api/v1/namespaces/default/events"]
-            if r.data.get("reason") == reason
-        ]
-
-
 @pytest_asyncio.fixture
 async def cluster(kmock: Emulator, kubeconfig: Any) -> AsyncIterator[Cluster]:
-    """The operator running (kopf, in this loop) against the emulator, with fake registries."""
+    """The operator running against the emulator, with fake registries; on the way out, every
+    API call it made must be one manifests/rbac.yaml grants."""
     for resource, (kind, namespaced, subresources) in RESOURCES.items():
         kmock.resources[resource] = kmock.ResourceInfo(
             kind=kind,

@@ -10,7 +10,7 @@ import prometheus_client
 import pytest
 from gamefleet_operator.autoscale import ShardState
 
-from .conftest import FLEETS_URL, SYNC_INTERVAL, Cluster, wait_for
+from .harness import FLEETS_URL, SYNC_INTERVAL, Cluster, wait_for
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,7 +12,7 @@ import yaml
 from gamefleet_operator.render import render
 from gamefleet_operator.spec import Fleet
 
-from .conftest import rbac_rules
+from .harness import rbac_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"

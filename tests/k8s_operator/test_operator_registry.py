@@ -22,7 +22,7 @@ from gamefleet_operator.spec import Fleet
 
 from gameserver.store import FleetStore
 
-from .conftest import free_port
+from .harness import free_port
 
 
 @pytest.fixture(scope="module")
