@@ -102,6 +102,23 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     engine.add_argument("--plot", type=Path, help="write a PNG plot (needs matplotlib: the dev extra)")
     engine.add_argument("--markdown", type=Path, help="write the results as markdown (benchmarks/RESULTS.md)")
     engine.set_defaults(run=_run_bench_engine)
+    replay = targets.add_parser("replay", help="replay buffer items/s at 1M items: sum tree vs numpy")
+    replay.add_argument("--capacity", type=int, help="items (default 1,000,000; --quick: 50,000)")
+    replay.add_argument("--size", type=int, default=20, help="board side of the stored transitions")
+    matrix = targets.add_parser("matrix", help="games/s, actions/s, latency, memory: games x agents matrix")
+    matrix.add_argument("--cells", help="GAMESxAGENTS,... (default 1x2,10x2,100x4,1000x2,10000x2)")
+    for name, target, module in (("replay", replay, "rl_bench"), ("matrix", matrix, "matrix_bench")):
+        target.add_argument("--seconds", type=_positive_seconds, help="timed seconds per figure")
+        target.add_argument("--quick", action="store_true", help="a smoke run: small sizes, short windows")
+        target.add_argument("--no-service", action="store_true", help="skip the figures through gRPC")
+        target.add_argument(
+            "--out", type=Path, default=Path(f"benchmarks/out/{name}.json"), help="JSON results"
+        )
+        target.add_argument("--plot", type=Path, help="write a PNG plot (needs matplotlib: the dev extra)")
+        target.add_argument("--markdown", type=Path, help="write this benchmark's section of RESULTS.md")
+        target.set_defaults(
+            run=lambda args, module=module: _checkout_module(f"benchmarks.{module}").main(args)
+        )
 
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], object], ...] = (
