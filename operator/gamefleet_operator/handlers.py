@@ -34,6 +34,11 @@ def _timestamp(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _update_status(patch: kopf.Patch, status: Mapping, new: Mapping[str, Any]) -> None:
+    """Patch only what changed: a steady fleet costs the API server no writes."""
+    patch.status.update({key: value for key, value in new.items() if status.get(key) != value})
+
+
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Keep kopf's bookkeeping in annotations (status has a strict schema) and connect."""
     settings.persistence.finalizer = FINALIZER
@@ -50,7 +55,9 @@ def _degrade(body: kopf.Body, status: Mapping, patch: kopf.Patch, reason: str, m
     if not degraded or degraded[0].get("message") != message:
         kopf.warn(body, reason=reason, message=message)
     generation = body.get("metadata", {}).get("generation") or 0
-    patch.status.update(degraded_status(reason, message, generation, status, _timestamp(time.time())))
+    _update_status(
+        patch, status, degraded_status(reason, message, generation, status, _timestamp(time.time()))
+    )
 
 
 def valid_fleet(body: kopf.Body, status: Mapping, patch: kopf.Patch) -> Fleet | None:
@@ -143,7 +150,7 @@ def report(
 ) -> None:
     now = time.time()
     new = fleet_status(fleet, seen, plan, decision, status, now, _timestamp(now))
-    patch.status.update(new)
+    _update_status(patch, status, new)
     metrics.record_fleet(fleet.namespace, fleet.name, new, fleet.shards)
 
 

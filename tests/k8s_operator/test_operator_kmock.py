@@ -51,6 +51,11 @@ async def test_create_makes_owned_children_and_status(cluster: Cluster) -> None:
     assert cluster.condition("alpha", "Progressing")["status"] == "False"
     assert cluster.condition("alpha", "Ready")["observedGeneration"] == 1
     await wait_for(lambda: cluster.events("Applied"), what="the Applied event")
+    status_writes = lambda: len(cluster.kmock[f"patch {FLEETS_URL}/alpha/status"])  # noqa: E731
+    writes = status_writes()
+    assert writes > 0
+    await asyncio.sleep(4 * SYNC_INTERVAL)
+    assert status_writes() == writes  # a steady fleet's timer rounds write nothing
     async with aiohttp.ClientSession() as session, session.get(cluster.liveness) as response:
         assert response.status == 200  # kopf's liveness endpoint (the Deployment's probe)
     sample = prometheus_client.REGISTRY.get_sample_value
