@@ -27,7 +27,8 @@ from .spec import Fleet, SpecError
 from .status import Observed, degraded_status, fleet_status
 
 FINALIZER = f"{GROUP}/cleanup"
-CLEANUP_RETRIES = 3  # then the keys are left to expire (durability.ttlSeconds)
+CLEANUP_RETRIES = 3  # then the keys are left to expire (durability.ttlSeconds): deletion never hangs
+CLEANUP_RETRY_DELAY = 5.0
 
 
 def _timestamp(now: float) -> str:
@@ -199,13 +200,13 @@ def cleanup(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
         fleet = Fleet.from_body(body)
     except SpecError:
         return  # a fleet that never ran wrote nothing
-    if (registry := registry_of(memo, fleet)) is None:
+    if fleet.redis_host is None:
         return
     try:
-        removed = registry.purge()
-    except RegistryUnavailable as e:
+        removed = registry.purge() if (registry := registry_of(memo, fleet)) else 0
+    except (RegistryUnavailable, ApiError) as e:  # Redis down, its Secret already deleted, ...
         if retry < CLEANUP_RETRIES:
-            raise kopf.TemporaryError(str(e), delay=5) from e
+            raise kopf.TemporaryError(str(e), delay=CLEANUP_RETRY_DELAY) from e
         kopf.warn(body, reason="CleanupSkipped", message=f"{e}; the keys expire on their own")
         return
     kopf.info(body, reason="CleanedUp", message=f"deleted {removed} Redis keys of {fleet.fleet_id}")

@@ -155,6 +155,8 @@ class FakeRegistry:
         self.drains.pop(shard, None)
 
     def purge(self) -> int:
+        if self.down:
+            raise RegistryUnavailable("redis: connection refused")
         self.purges += 1
         return 3
 

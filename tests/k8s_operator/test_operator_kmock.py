@@ -8,6 +8,7 @@ import aiohttp
 import kmock
 import prometheus_client
 import pytest
+from gamefleet_operator import handlers
 from gamefleet_operator.autoscale import ShardState
 
 from .harness import FLEETS_URL, SYNC_INTERVAL, Cluster, wait_for
@@ -146,6 +147,16 @@ async def test_delete_runs_the_cleanup_finalizer(cluster: Cluster) -> None:
     await wait_for(lambda: cluster.fleet("eps") is None, what="the finalizer to let the fleet go")
     assert cluster.registries["eps"].purges == 1
     await wait_for(lambda: cluster.events("CleanedUp"), what="the CleanedUp event")
+
+
+async def test_cleanup_gives_up_on_an_unreachable_redis(cluster: Cluster, monkeypatch) -> None:
+    monkeypatch.setattr(handlers, "CLEANUP_RETRY_DELAY", 0.1)
+    await cluster.create("eta", {"image": IMAGE, "redis": {"address": "redis:6379"}})
+    await wait_for(lambda: "gamefleet.dev/cleanup" in cluster.fleet("eta")["metadata"].get("finalizers", []))
+    cluster.registries["eta"].down = True
+    await cluster.kmock.delete(f"{FLEETS_URL}/eta")
+    await wait_for(lambda: cluster.fleet("eta") is None, what="deletion despite Redis being down")
+    await wait_for(lambda: cluster.events("CleanupSkipped"), what="the CleanupSkipped warning")
 
 
 async def test_malformed_fleet_is_degraded_and_the_operator_keeps_running(cluster: Cluster) -> None:
