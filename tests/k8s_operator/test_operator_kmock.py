@@ -117,6 +117,16 @@ async def test_autoscaler_scales_up_under_load(cluster: Cluster) -> None:
     await wait_for(lambda: cluster.events("Autoscaled"), what="the Autoscaled event")
 
 
+async def test_registry_outage_holds_the_size_and_degrades(cluster: Cluster) -> None:
+    cluster.registries["theta"].down = True
+    await cluster.create("theta", AUTOSCALED | {"shards": 3, "redis": {"address": "redis:6379"}})
+    await wait_for(lambda: cluster.condition("theta", "Degraded").get("reason") == "RegistryUnavailable")
+    await asyncio.sleep(3 * SYNC_INTERVAL)
+    assert cluster.fleet("theta")["spec"]["shards"] == 3 and cluster.replicas("theta") == 3
+    cluster.registries["theta"].down = False  # back: the autoscaler resumes (no load: holds)
+    await wait_for(lambda: cluster.condition("theta", "Degraded").get("status") == "False")
+
+
 async def test_scale_down_waits_for_drained_shards_highest_first(cluster: Cluster) -> None:
     registry = cluster.registries["delta"]
     await cluster.create("delta", {"image": IMAGE, "shards": 3, "redis": {"address": "redis:6379"}})
