@@ -75,6 +75,7 @@ def test_bench_matrix_measures_every_cell_in_process_and_served(tmp_path):
         latency = row["latency_ms"]
         assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
         assert row["state_bytes_per_game"] > 2000 and row["rss_bytes_per_game"] is None  # < 1,000 games
+        assert row["others_cpu_share"] is None or 0 <= row["others_cpu_share"] <= 1
     text = results.read_text()
     assert "## Service\n\nservice table" in text and "## Matrix: games x agents" in text
     assert (tmp_path / "m.png").stat().st_size > 0
