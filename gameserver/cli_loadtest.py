@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from .client import GameFleetError
     from .loadtest import LoadSettings, run_load
     from .local_fleet import LocalFleet
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             report = asyncio.run(
                 run_load(address, settings, allow_remote=args.allow_remote, on_progress=show)
             )
-        except ValueError as error:
+        except (ValueError, GameFleetError) as error:  # a refused target, or games it would not create
             raise SystemExit(f"gamefleet loadtest: {error}") from None
     latency = report["latency_ms"]
     console.print(
