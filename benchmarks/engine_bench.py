@@ -37,6 +37,8 @@ from gameserver.engine import GameBatch, GameConfig, Observation, generate, obse
 from gameserver.engine.config import MAX_TICK_LIMIT, RUNNING
 from gameserver.rl.agents import random_actions
 
+from .results_md import write_section
+
 # 20x20, 2 players, default densities; no truncation can happen inside a benchmark.
 BOARD = GameConfig(max_ticks=MAX_TICK_LIMIT)
 RANDOM_SHARE = 0.1  # share of actions replaced by a uniformly random flat index (or pass)
@@ -501,8 +503,8 @@ def table(result: dict[str, Any]) -> Group:
     return Group(figures, goals)
 
 
-def markdown(result: dict[str, Any]) -> str:
-    """The results as the markdown of benchmarks/RESULTS.md (command, date, machine, table, targets)."""
+def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
+    """The engine section of benchmarks/RESULTS.md (command, date, machine, table, targets, plot)."""
     header, rows = _rows(result)
     m, memory = result["machine"], result["bytes_per_game"]
     settings = result["settings"]
@@ -543,6 +545,8 @@ def markdown(result: dict[str, Any]) -> str:
         *(f"| {t['name']} | {t['target']} | {_measured(t)} | {_met(t['met'])} |" for t in result["targets"]),
         "",
     ]
+    if plot_name is not None:
+        lines += [f"![steps/s and maps/s against batch size]({plot_name})", ""]
     return "\n".join(lines)
 
 
@@ -590,7 +594,6 @@ def main(
         plot(result, plot_path)
         console.print(f"plot: {plot_path}")
     if markdown_path is not None:
-        markdown_path.parent.mkdir(parents=True, exist_ok=True)
-        markdown_path.write_text(markdown(result))
+        write_section(markdown_path, markdown(result, plot_path.name if plot_path else None))
         console.print(f"markdown: {markdown_path}")
     return 0

@@ -16,6 +16,7 @@ def quick_run(tmp_path_factory):
     """One quick run against the peer; its JSON, plot and markdown paths."""
     out = tmp_path_factory.mktemp("bench")
     paths = {"json": out / "tmp.json", "png": out / "tmp.png", "md": out / "RESULTS.md"}
+    paths["md"].write_text("## Engine: 20x20, 2 players, random moves\n\nstale\n\n## Another bench\n\nkept\n")
     argv = ["bench", "engine", "--quick", "--seconds", "0.05", "--out", str(paths["json"])]
     argv += ["--plot", str(paths["png"]), "--markdown", str(paths["md"])]
     assert main(argv) == 0
@@ -100,6 +101,14 @@ def test_markdown_has_the_command_a_row_per_batch_and_the_targets(quick_run):
         assert batch in text
     for target in result["targets"]:
         assert f"| {target['name']} | {target['target']} |" in text
+    assert "![steps/s and maps/s against batch size](tmp.png)" in text
+
+
+def test_markdown_replaces_only_the_engine_section(quick_run):
+    text = quick_run[0]["md"].read_text()
+    assert "stale" not in text
+    assert text.count("## Engine: 20x20, 2 players, random moves") == 1
+    assert "## Another bench\n\nkept" in text
 
 
 def test_without_the_peer_there_are_no_ratios_and_ratio_targets_are_not_judged(tmp_path):
