@@ -99,17 +99,19 @@ class CreateBatchGamesResponse(_message.Message):
     def __init__(self, game_ids: _Optional[_Union[Tensor, _Mapping]] = ..., config: _Optional[_Union[GameConfig, _Mapping]] = ..., observations: _Optional[_Union[Observations, _Mapping]] = ..., shard: _Optional[str] = ...) -> None: ...
 
 class GetBatchStatesRequest(_message.Message):
-    __slots__ = ("game_ids", "include_masks", "delta")
+    __slots__ = ("game_ids", "include_masks", "delta", "shared_view")
     GAME_IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_MASKS_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
+    SHARED_VIEW_FIELD_NUMBER: _ClassVar[int]
     game_ids: Tensor
     include_masks: bool
     delta: bool
-    def __init__(self, game_ids: _Optional[_Union[Tensor, _Mapping]] = ..., include_masks: _Optional[bool] = ..., delta: _Optional[bool] = ...) -> None: ...
+    shared_view: str
+    def __init__(self, game_ids: _Optional[_Union[Tensor, _Mapping]] = ..., include_masks: _Optional[bool] = ..., delta: _Optional[bool] = ..., shared_view: _Optional[str] = ...) -> None: ...
 
 class SubmitBatchActionsRequest(_message.Message):
-    __slots__ = ("game_ids", "actions", "seats", "seat_tokens", "include_masks", "delta", "skip_observations")
+    __slots__ = ("game_ids", "actions", "seats", "seat_tokens", "include_masks", "delta", "skip_observations", "shared_view")
     GAME_IDS_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     SEATS_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +119,7 @@ class SubmitBatchActionsRequest(_message.Message):
     INCLUDE_MASKS_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     SKIP_OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_VIEW_FIELD_NUMBER: _ClassVar[int]
     game_ids: Tensor
     actions: Tensor
     seats: Tensor
@@ -124,7 +127,8 @@ class SubmitBatchActionsRequest(_message.Message):
     include_masks: bool
     delta: bool
     skip_observations: bool
-    def __init__(self, game_ids: _Optional[_Union[Tensor, _Mapping]] = ..., actions: _Optional[_Union[Tensor, _Mapping]] = ..., seats: _Optional[_Union[Tensor, _Mapping]] = ..., seat_tokens: _Optional[_Union[Tensor, _Mapping]] = ..., include_masks: _Optional[bool] = ..., delta: _Optional[bool] = ..., skip_observations: _Optional[bool] = ...) -> None: ...
+    shared_view: str
+    def __init__(self, game_ids: _Optional[_Union[Tensor, _Mapping]] = ..., actions: _Optional[_Union[Tensor, _Mapping]] = ..., seats: _Optional[_Union[Tensor, _Mapping]] = ..., seat_tokens: _Optional[_Union[Tensor, _Mapping]] = ..., include_masks: _Optional[bool] = ..., delta: _Optional[bool] = ..., skip_observations: _Optional[bool] = ..., shared_view: _Optional[str] = ...) -> None: ...
 
 class StepResponse(_message.Message):
     __slots__ = ("observations", "rewards", "terminated", "truncated", "status", "reset", "final_observations")
@@ -145,14 +149,16 @@ class StepResponse(_message.Message):
     def __init__(self, observations: _Optional[_Union[Observations, _Mapping]] = ..., rewards: _Optional[_Union[Tensor, _Mapping]] = ..., terminated: _Optional[_Union[Tensor, _Mapping]] = ..., truncated: _Optional[_Union[Tensor, _Mapping]] = ..., status: _Optional[_Union[Tensor, _Mapping]] = ..., reset: _Optional[_Union[Tensor, _Mapping]] = ..., final_observations: _Optional[_Union[Observations, _Mapping]] = ...) -> None: ...
 
 class ResetBatchGamesRequest(_message.Message):
-    __slots__ = ("game_ids", "seeds", "include_masks")
+    __slots__ = ("game_ids", "seeds", "include_masks", "shared_view")
     GAME_IDS_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_MASKS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_VIEW_FIELD_NUMBER: _ClassVar[int]
     game_ids: Tensor
     seeds: Tensor
     include_masks: bool
-    def __init__(self, game_ids: _Optional[_Union[Tensor, _Mapping]] = ..., seeds: _Optional[_Union[Tensor, _Mapping]] = ..., include_masks: _Optional[bool] = ...) -> None: ...
+    shared_view: str
+    def __init__(self, game_ids: _Optional[_Union[Tensor, _Mapping]] = ..., seeds: _Optional[_Union[Tensor, _Mapping]] = ..., include_masks: _Optional[bool] = ..., shared_view: _Optional[str] = ...) -> None: ...
 
 class CloseBatchGamesRequest(_message.Message):
     __slots__ = ("game_ids",)
