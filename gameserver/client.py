@@ -15,6 +15,15 @@ sent a view of each game; a game's first delta lists all its tiles. Keep the pla
 `ObservationBuffer` (one per fixed list of ids, applied to every reply for them, in order).
 One delta consumer per game: two clients asking deltas of the same game break each other.
 
+Shared views (client and shard on one host): name a `SharedView` in `step`, `states` or
+`reset` and the shard writes the observation planes straight into that shared-memory
+segment; the reply carries only rewards, flags and masks, and the planes returned are views
+of the segment, valid until the next call that names it. A shard on another host refuses
+with FailedPrecondition (call without a view then):
+
+    with SharedView(created.config, 4096) as view:
+        result = fleet.step(created.ids, actions, view=view)  # result.observations.codes: in view
+
 Seat play: games created with `open_seats=True` are played by several clients, one seat
 each. `join` takes a seat and its token; `step_seats` moves that seat in each game and
 returns once every game has stepped (all seats acted, or the game's turn deadline passed),
@@ -27,8 +36,9 @@ with that seat's view only ([games, 1, tiles] planes and rewards):
 
 from __future__ import annotations
 
+import functools
 import queue
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import grpc
@@ -60,6 +70,7 @@ from .service.messages import config_to_proto, write_tensor
 from .service.shard import SERVICE
 from .service.wire import Created, Observations, StepResult
 from .sharding import HashRing
+from .shared_views import SharedView
 
 __all__ = [
     "Aborted",
@@ -76,6 +87,7 @@ __all__ = [
     "PermissionDenied",
     "RemoteBackend",
     "ResourceExhausted",
+    "SharedView",
     "StepResult",
     "Topology",
     "Unavailable",
@@ -157,9 +169,11 @@ def _create_request(
 
 
 def _step_request(
-    ids: object, actions: object, masks: bool, delta: bool, observe: bool
+    ids: object, actions: object, masks: bool, delta: bool, observe: bool, view: SharedView | None = None
 ) -> pb.SubmitBatchActionsRequest:
-    request = pb.SubmitBatchActionsRequest(include_masks=masks, delta=delta, skip_observations=not observe)
+    request = pb.SubmitBatchActionsRequest(
+        include_masks=masks, delta=delta, skip_observations=not observe, shared_view=view.name if view else ""
+    )
     write_tensor(request.game_ids, _ids(ids))
     write_tensor(request.actions, actions)
     return request
@@ -174,14 +188,20 @@ def _seat_step_request(
     return request
 
 
-def _states_request(ids: object, masks: bool, delta: bool) -> pb.GetBatchStatesRequest:
-    request = pb.GetBatchStatesRequest(include_masks=masks, delta=delta)
+def _states_request(
+    ids: object, masks: bool, delta: bool, view: SharedView | None = None
+) -> pb.GetBatchStatesRequest:
+    request = pb.GetBatchStatesRequest(
+        include_masks=masks, delta=delta, shared_view=view.name if view else ""
+    )
     write_tensor(request.game_ids, _ids(ids))
     return request
 
 
-def _reset_request(ids: object, seeds: object, masks: bool) -> pb.ResetBatchGamesRequest:
-    request = pb.ResetBatchGamesRequest(include_masks=masks)
+def _reset_request(
+    ids: object, seeds: object, masks: bool, view: SharedView | None = None
+) -> pb.ResetBatchGamesRequest:
+    request = pb.ResetBatchGamesRequest(include_masks=masks, shared_view=view.name if view else "")
     write_tensor(request.game_ids, _ids(ids))
     if seeds is not None:
         write_tensor(request.seeds, np.asarray(seeds, np.uint64))
@@ -198,12 +218,19 @@ def _topology(reply: pb.Topology) -> Topology:
     return Topology(tuple(reply.shards), reply.virtual_nodes)
 
 
+def _reader(name: str, request: Any, view: SharedView | None) -> Callable[[bytes], Any]:
+    """The parser of a call's reply; with a view, the planes are its rows for the call's games
+    (checked before the call is sent: a view too small is refused here)."""
+    if view is None:
+        return _READERS[name]
+    return functools.partial(_READERS[name], shared=view.rows(int(request.game_ids.shape[0])))
+
+
 def _method(channel: Any, name: str, streaming: bool = False) -> Any:
+    """Requests serialized by protobuf; replies come back as bytes, parsed by the caller (`_reader`)."""
     path = f"/{SERVICE.full_name}/{name}"
     make = channel.stream_stream if streaming else channel.unary_unary
-    return make(
-        path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=_READERS[name]
-    )
+    return make(path, request_serializer=lambda m: m.SerializeToString())
 
 
 class FleetClient:
@@ -228,9 +255,10 @@ class FleetClient:
     def close_channel(self) -> None:
         self._channel.close()
 
-    def _call(self, name: str, request: Any) -> Any:
+    def _call(self, name: str, request: Any, view: SharedView | None = None) -> Any:
+        read = _reader(name, request, view)
         try:
-            return self._calls[name](request, timeout=self.timeout)
+            return read(self._calls[name](request, timeout=self.timeout))
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
@@ -257,10 +285,19 @@ class FleetClient:
         )
 
     def step(
-        self, ids: object, actions: object, *, masks: bool = False, delta: bool = False, observe: bool = True
+        self,
+        ids: object,
+        actions: object,
+        *,
+        masks: bool = False,
+        delta: bool = False,
+        observe: bool = True,
+        view: SharedView | None = None,
     ) -> StepResult:
-        """One tick with every seat's move: int [games, players] flat moves or [games, players, 5]."""
-        return self._call("SubmitBatchActions", _step_request(ids, actions, masks, delta, observe))
+        """One tick with every seat's move: int [games, players] flat moves or [games, players, 5].
+        With `view`, the shard writes the planes into that shared view (same host only)."""
+        request = _step_request(ids, actions, masks, delta, observe, view)
+        return self._call("SubmitBatchActions", request, view if observe else None)
 
     def join(self, game_id: int, seat: int = -1) -> tuple[int, int]:
         """Take a seat of an open-seat game (-1: any free one); returns (seat, seat token)."""
@@ -282,12 +319,16 @@ class FleetClient:
             "SubmitBatchActions", _seat_step_request(ids, actions, seats, tokens, masks, observe)
         )
 
-    def states(self, ids: object, *, masks: bool = False, delta: bool = False) -> Observations:
-        return self._call("GetBatchStates", _states_request(ids, masks, delta))
+    def states(
+        self, ids: object, *, masks: bool = False, delta: bool = False, view: SharedView | None = None
+    ) -> Observations:
+        return self._call("GetBatchStates", _states_request(ids, masks, delta, view), view)
 
-    def reset(self, ids: object, seeds: object = None, *, masks: bool = False) -> Observations:
+    def reset(
+        self, ids: object, seeds: object = None, *, masks: bool = False, view: SharedView | None = None
+    ) -> Observations:
         """New maps for these games (same ids); their first views."""
-        return self._call("ResetBatchGames", _reset_request(ids, seeds, masks))
+        return self._call("ResetBatchGames", _reset_request(ids, seeds, masks, view), view)
 
     def close(self, ids: object) -> int:
         """End these games for good; returns how many closed."""
@@ -332,11 +373,20 @@ class StepStream:
         self.close()
 
     def step(
-        self, ids: object, actions: object, *, masks: bool = False, delta: bool = False, observe: bool = True
+        self,
+        ids: object,
+        actions: object,
+        *,
+        masks: bool = False,
+        delta: bool = False,
+        observe: bool = True,
+        view: SharedView | None = None,
     ) -> StepResult:
-        self._requests.put(_step_request(ids, actions, masks, delta, observe))
+        request = _step_request(ids, actions, masks, delta, observe, view)
+        read = _reader("StreamSteps", request, view if observe else None)
+        self._requests.put(request)
         try:
-            return next(self._replies)
+            return read(next(self._replies))
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
@@ -367,9 +417,10 @@ class AsyncFleetClient:
     async def close_channel(self) -> None:
         await self._channel.close()
 
-    async def _call(self, name: str, request: Any) -> Any:
+    async def _call(self, name: str, request: Any, view: SharedView | None = None) -> Any:
+        read = _reader(name, request, view)
         try:
-            return await self._calls[name](request, timeout=self.timeout)
+            return read(await self._calls[name](request, timeout=self.timeout))
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
@@ -391,9 +442,17 @@ class AsyncFleetClient:
         )
 
     async def step(
-        self, ids: object, actions: object, *, masks: bool = False, delta: bool = False, observe: bool = True
+        self,
+        ids: object,
+        actions: object,
+        *,
+        masks: bool = False,
+        delta: bool = False,
+        observe: bool = True,
+        view: SharedView | None = None,
     ) -> StepResult:
-        return await self._call("SubmitBatchActions", _step_request(ids, actions, masks, delta, observe))
+        request = _step_request(ids, actions, masks, delta, observe, view)
+        return await self._call("SubmitBatchActions", request, view if observe else None)
 
     async def join(self, game_id: int, seat: int = -1) -> tuple[int, int]:
         reply = await self._call("JoinGame", pb.JoinGameRequest(game_id=int(game_id), seat=seat))
@@ -413,11 +472,15 @@ class AsyncFleetClient:
             "SubmitBatchActions", _seat_step_request(ids, actions, seats, tokens, masks, observe)
         )
 
-    async def states(self, ids: object, *, masks: bool = False, delta: bool = False) -> Observations:
-        return await self._call("GetBatchStates", _states_request(ids, masks, delta))
+    async def states(
+        self, ids: object, *, masks: bool = False, delta: bool = False, view: SharedView | None = None
+    ) -> Observations:
+        return await self._call("GetBatchStates", _states_request(ids, masks, delta, view), view)
 
-    async def reset(self, ids: object, seeds: object = None, *, masks: bool = False) -> Observations:
-        return await self._call("ResetBatchGames", _reset_request(ids, seeds, masks))
+    async def reset(
+        self, ids: object, seeds: object = None, *, masks: bool = False, view: SharedView | None = None
+    ) -> Observations:
+        return await self._call("ResetBatchGames", _reset_request(ids, seeds, masks, view), view)
 
     async def close(self, ids: object) -> int:
         return (await self._call("CloseBatchGames", _close_request(ids))).closed
@@ -451,16 +514,25 @@ class AsyncStepStream:
         await self.close()
 
     async def step(
-        self, ids: object, actions: object, *, masks: bool = False, delta: bool = False, observe: bool = True
+        self,
+        ids: object,
+        actions: object,
+        *,
+        masks: bool = False,
+        delta: bool = False,
+        observe: bool = True,
+        view: SharedView | None = None,
     ) -> StepResult:
+        request = _step_request(ids, actions, masks, delta, observe, view)
+        read = _reader("StreamSteps", request, view if observe else None)
         try:
-            await self._call.write(_step_request(ids, actions, masks, delta, observe))
+            await self._call.write(request)
             reply = await self._call.read()
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         if reply is aio.EOF:
             raise from_status(await self._call.code(), await self._call.details())
-        return reply
+        return read(reply)
 
     async def close(self) -> None:
         await self._call.done_writing()

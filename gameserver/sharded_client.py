@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from .client import _READERS, FleetClient, GameFleetError, NotFound, Topology
+from .client import FleetClient, GameFleetError, NotFound, SharedView, Topology, _reader
 from .service import fanout
 from .service.limits import MAX_GAMES_PER_CALL, channel_options
 from .service.shard import SERVICE
@@ -61,10 +61,11 @@ class ShardedClient(FleetClient):
         self._fanout.shutdown()
         super().close_channel()
 
-    def _call(self, name: str, request: Any) -> Any:
+    def _call(self, name: str, request: Any, view: SharedView | None = None) -> Any:
         if name == "GetTopology":
             return super()._call(name, request)
-        return _READERS[name](self._route(name, request.SerializeToString(), retry=True))
+        read = _reader(name, request, view)
+        return read(self._route(name, request.SerializeToString(), retry=True))
 
     def _send(self, name: str, part: fanout.Part) -> bytes | GameFleetError:
         """The shard's reply, or its refusal as the fleet's error (returned: the caller picks which)."""

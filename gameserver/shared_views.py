@@ -3,14 +3,21 @@
 Over gRPC a 4096-game step reply is 10 MB, and moving it through loopback costs several
 times what the engine takes to step those games. A client on the same host can instead
 create a shared-memory segment laid out as one packed observation buffer (codec layout),
-name it in its requests, and let the shard's fused step+observe kernel write straight
-into it: the reply then carries only rewards and flags, and the client's arrays are the
-very bytes the engine wrote. Request/reply ordering is the synchronisation: the shard
-writes before it replies, and writes again only when the client asks for the next step.
+name it in its requests (`shared_view`), and let the shard's fused step+observe kernel
+write straight into it: the reply then carries only rewards, flags and masks, and the
+client's arrays are the very bytes the engine wrote. Request/reply ordering is the
+synchronisation: the shard writes before it replies, and writes again only when a call
+names the segment again. A call for n games uses the first bytes of the segment laid out
+for n games (`SharedView.rows(n)`), so one segment serves any batch up to its size.
 
-Names carry a fixed prefix so a shard opens nothing but GameFleet segments. A shard on
-another host cannot open the segment and refuses the call (FAILED_PRECONDITION), so a
-client falls back to bytes on the wire.
+Names are "gamefleet-view-" and 1 to 64 letters, digits, '_' or '-', so a shard opens
+nothing but GameFleet segments. A shard on another host cannot open the segment and
+refuses the call (SharedViewUnavailable, FAILED_PRECONDITION on the wire), so a client
+falls back to planes on the wire.
+
+Trust: the segment's owner is a local process. The shard checks the segment's size on
+every call (a segment shrunk after mapping would fault the shard on write) and drops its
+mapping once the owner has removed the segment.
 """
 
 from __future__ import annotations
@@ -19,36 +26,74 @@ import _posixshmem
 import contextlib
 import mmap
 import os
+import re
 import secrets
 from collections import OrderedDict
-from multiprocessing import shared_memory
+from dataclasses import dataclass
+from multiprocessing import resource_tracker
 
 from . import codec
 from .engine import GameConfig, Observation
 
 PREFIX = "gamefleet-view-"
-_OPEN_LIMIT = 64  # segments a shard keeps mapped (least recently used closed first)
+_NAME = re.compile(re.escape(PREFIX) + r"[A-Za-z0-9_-]{1,64}")
+OPEN_LIMIT = 16  # segments a shard keeps mapped (least recently used closed first)
+
+
+def _layout(buffer: memoryview, games: int, config: GameConfig) -> Observation:
+    return codec.unpack_observation(
+        buffer[: codec.observation_nbytes(games, config.players, config.tiles)],
+        games,
+        config.players,
+        config.tiles,
+    )
 
 
 class SharedView:
-    """A client-owned segment for `games` games of `config`; `observation` views it."""
+    """A client-owned segment for up to `games` games of `config`; `observation` views all of it.
+
+    Registered with multiprocessing's resource tracker, as SharedMemory does, so the segment
+    is removed even if the client dies without closing it.
+    """
 
     def __init__(self, config: GameConfig, games: int) -> None:
+        if games < 1:
+            raise ValueError(f"a shared view holds at least 1 game, got {games}")
         self.config = config
         self.games = games
+        self.name = PREFIX + secrets.token_hex(8)
         size = codec.observation_nbytes(games, config.players, config.tiles)
-        self._shm = shared_memory.SharedMemory(name=PREFIX + secrets.token_hex(8), create=True, size=size)
-        self.observation = codec.unpack_observation(self._shm.buf, games, config.players, config.tiles)
+        fd = _posixshmem.shm_open("/" + self.name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+        try:
+            os.ftruncate(fd, size)
+            self._segment: mmap.mmap | None = mmap.mmap(fd, size)
+        except BaseException:
+            _posixshmem.shm_unlink("/" + self.name)
+            raise
+        finally:
+            os.close(fd)
+        resource_tracker.register("/" + self.name, "shared_memory")
+        self.observation = _layout(memoryview(self._segment), games, config)
+        self._rows = self.observation
 
-    @property
-    def name(self) -> str:
-        return self._shm.name
+    def rows(self, games: int) -> Observation:
+        """The planes a call for `games` games wrote (the segment's first bytes, laid out for them)."""
+        if not 1 <= games <= self.games:
+            raise ValueError(f"shared view {self.name} holds 1 to {self.games} games, not {games}")
+        if self._rows.games != games:
+            self._rows = _layout(memoryview(self._segment), games, self.config)
+        return self._rows
 
     def close(self) -> None:
-        """Unmap and remove the segment (a shard's mapping lives on until it drops it)."""
-        self.observation = None  # type: ignore[assignment]  # views must go before the buffer
-        self._shm.close()
-        self._shm.unlink()
+        """Remove the segment. Arrays still held keep their mapping alive until they go."""
+        if self._segment is None:
+            return
+        self.observation = self._rows = None  # type: ignore[assignment]
+        with contextlib.suppress(BufferError):  # views still held: unmapped with the last of them
+            self._segment.close()
+        self._segment = None
+        _posixshmem.shm_unlink("/" + self.name)
+        resource_tracker.unregister("/" + self.name, "shared_memory")
 
     def __enter__(self) -> SharedView:
         return self
@@ -58,61 +103,88 @@ class SharedView:
 
 
 class SharedViewError(ValueError):
-    """A named segment that is not a GameFleet view, cannot be opened here, or has the wrong size."""
+    """A segment name that is not a GameFleet view, or a segment too small for the call's games."""
+
+
+class SharedViewUnavailable(SharedViewError):
+    """No such segment on this host (the client is elsewhere, or removed it)."""
+
+
+@dataclass
+class _Mapped:
+    fd: int
+    segment: mmap.mmap
+    views: Observation | None = None  # laid out for the last call's games
 
 
 class SharedViewCache:
-    """The segments a shard has mapped, by name; opening checks the name and the exact size.
+    """The segments a shard has mapped, by name; every lookup checks the name and the size.
 
     Segments are mapped with shm_open + mmap rather than SharedMemory, whose resource
-    tracker would unlink the client's segment when the shard exits.
+    tracker would unlink the client's segment when the shard exits. The descriptor stays
+    open beside the mapping, to see the segment's current size and whether it was removed.
     """
 
     def __init__(self) -> None:
-        self._open: OrderedDict[str, tuple[mmap.mmap, Observation]] = OrderedDict()
+        self._open: OrderedDict[str, _Mapped] = OrderedDict()
 
     def views(self, name: str, config: GameConfig, games: int) -> Observation:
-        if not name.startswith(PREFIX) or "/" in name:
+        """Writable planes for `games` games of `config` in segment `name` (request order)."""
+        if not _NAME.fullmatch(name):
             raise SharedViewError(
-                f"shared_view {name!r} is not a GameFleet view (names start with {PREFIX!r})"
+                f"shared_view {name[:80]!r} is not a GameFleet view name "
+                f"({PREFIX!r} and 1-64 letters, digits, '_' or '-')"
             )
         size = codec.observation_nbytes(games, config.players, config.tiles)
         entry = self._open.get(name)
-        if entry is None or len(entry[0]) < size:
-            entry = self._map(name, size, config, games)
+        if entry is not None:
+            stat = os.fstat(entry.fd)
+            if stat.st_nlink == 0 or stat.st_size != len(entry.segment):  # removed, or resized
+                self._drop(name)
+                entry = None
+        if entry is None:
+            entry = self._map(name)
+        if len(entry.segment) < size:
+            raise SharedViewError(
+                f"shared_view {name!r} holds {len(entry.segment)} bytes; {games} games of "
+                f"{config.height}x{config.width}, {config.players} players need {size}"
+            )
         self._open.move_to_end(name)
-        segment, views = entry
-        if views.games != games:
-            views = codec.unpack_observation(memoryview(segment)[:size], games, config.players, config.tiles)
-        return views
+        views = entry.views
+        if views is None or views.games != games or views.codes.shape[1:] != (config.players, config.tiles):
+            entry.views = _layout(memoryview(entry.segment), games, config)
+        return entry.views
 
-    def _map(self, name: str, size: int, config: GameConfig, games: int) -> tuple[mmap.mmap, Observation]:
+    def close(self) -> None:
+        for name in list(self._open):
+            self._drop(name)
+
+    def _map(self, name: str) -> _Mapped:
         try:
             fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
         except OSError as error:
-            raise SharedViewError(f"shared_view {name!r} cannot be opened on this host: {error}") from None
+            raise SharedViewUnavailable(
+                f"shared_view {name!r} cannot be opened on this shard's host ({error.strerror}); "
+                "shared views work only for clients on the same host: send the call without one"
+            ) from None
         try:
             length = os.fstat(fd).st_size
-            if length < size:
-                raise SharedViewError(f"shared_view {name!r} holds {length} bytes, {games} games need {size}")
+            if length == 0:
+                raise SharedViewError(f"shared_view {name!r} is empty")
             segment = mmap.mmap(fd, length)
-        finally:
+        except BaseException:
             os.close(fd)
-        entry = (
-            segment,
-            codec.unpack_observation(memoryview(segment)[:size], games, config.players, config.tiles),
-        )
-        self._drop(name)
+            raise
+        entry = _Mapped(fd, segment)
         self._open[name] = entry
-        while len(self._open) > _OPEN_LIMIT:
+        while len(self._open) > OPEN_LIMIT:
             self._drop(next(iter(self._open)))
         return entry
 
     def _drop(self, name: str) -> None:
-        entry = self._open.pop(name, None)
-        if entry is None:
-            return
-        segment = entry[0]
-        del entry  # the views first: a mapping with live views cannot close
+        entry = self._open.pop(name)
+        os.close(entry.fd)
+        segment = entry.segment
+        entry.views = None  # the views first: a mapping with live views cannot close
         with contextlib.suppress(BufferError):  # a call in flight still holds views: unmapped with them
             segment.close()

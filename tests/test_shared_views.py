@@ -5,7 +5,7 @@ import pytest
 
 from gameserver.engine import GameConfig
 from gameserver.pool import GamePool
-from gameserver.shared_views import PREFIX, SharedView, SharedViewCache, SharedViewError
+from gameserver.shared_views import OPEN_LIMIT, PREFIX, SharedView, SharedViewCache, SharedViewError
 
 CONFIG = GameConfig(8, 8)
 
@@ -39,11 +39,11 @@ def test_a_segment_too_small_for_the_games_is_refused():
 
 def test_the_cache_keeps_a_bounded_number_of_segments_mapped():
     cache = SharedViewCache()
-    views = [SharedView(CONFIG, 1) for _ in range(70)]
+    views = [SharedView(CONFIG, 1) for _ in range(OPEN_LIMIT + 6)]
     try:
         for view in views:
             cache.views(view.name, CONFIG, 1)
-        assert len(cache._open) == 64
+        assert len(cache._open) == OPEN_LIMIT
     finally:
         for view in views:
             view.close()

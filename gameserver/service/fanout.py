@@ -36,7 +36,7 @@ from google.protobuf.message import Message
 from ..engine import Observation
 from ..sharding import HashRing, key_hashes
 from . import wire
-from .errors import GameFleetError, InvalidArgument, from_status
+from .errors import FailedPrecondition, GameFleetError, InvalidArgument, from_status
 from .generated import batch_pb2 as pb
 from .messages import read_ids, read_tensor
 from .shard import _parse
@@ -132,6 +132,11 @@ def _split(
 ) -> Plan:
     """A sub-request per shard: the request's other fields serialized once, then that shard's rows
     of game_ids and of every per-game tensor appended as fields."""
+    if getattr(request, "shared_view", ""):
+        raise FailedPrecondition(
+            f"shared_view: these game_ids live on {len(np.unique(owners))} shards and a shared view "
+            "is written by one; send one call per shard, or the call without shared_view"
+        )
     tensors = {"game_ids": ids}
     tensors |= {name: _rows(request, name, ids.size) for name in per_game if request.HasField(name)}
     numbers = {name: request.DESCRIPTOR.fields_by_name[name].number for name in tensors}

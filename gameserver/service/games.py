@@ -83,10 +83,13 @@ class PoolEntry:
         s = self._scratch
         return Observation(s.codes[:games], s.armies[:games], s.land[:games], s.army[:games], s.tick[:games])
 
-    def observe(self, ids: np.ndarray, masks: bool, delta: bool, out: Observation | None = None) -> Views:
-        """Views of these games (`out` already holds them when given): planes, masks, delta."""
-        if out is None:
-            out = self.pool.observe(ids, self.out(ids.size))
+    def observe(
+        self, ids: np.ndarray, masks: bool, delta: bool, out: Observation | None = None, *, fresh: bool = True
+    ) -> Views:
+        """Views of these games: planes, masks, delta. The planes are written into `out` (scratch
+        when None) unless `fresh` is False: then `out` already holds them (a step wrote them)."""
+        if out is None or fresh:
+            out = self.pool.observe(ids, self.out(ids.size) if out is None else out)
         if delta:
             change = self.deltas.encode(ids, out.codes, out.armies)
         else:
@@ -199,10 +202,21 @@ class ShardGames:
                 )
             return await self._locked([entry], n * config.players * config.tiles, work)
 
-    async def observe(self, route: Route, *, masks: bool, delta: bool, finish: Callable[[Views], T]) -> T:
+    async def observe(
+        self,
+        route: Route,
+        *,
+        masks: bool,
+        delta: bool,
+        finish: Callable[[Views], T],
+        out: Observation | None = None,
+    ) -> T:
+        """The games' current views; `out` (a shared view, request order) receives the planes."""
+
         def work() -> T:
             self._check_live(route)
-            return finish(_merge_views(route, [e.observe(ids, masks, delta) for e, ids, _ in route.parts()]))
+            parts = [e.observe(ids, masks, delta, _direct(out, rows)) for e, ids, rows in route.parts()]
+            return finish(_into(out, _merge_views(route, parts)))
 
         return await self._locked(route.entries, route.size, work)
 
@@ -215,33 +229,44 @@ class ShardGames:
         masks: bool,
         delta: bool,
         finish: Callable[[Stepped], T],
+        out: Observation | None = None,
     ) -> T:
-        """One tick of every game of the route: actions int32 [games, players], already range-checked."""
+        """One tick of every game of the route: actions int32 [games, players], already range-checked.
+        `out` (a shared view, request order) receives the planes."""
 
         def work() -> T:
             self._check_live(route)
             parts = []
-            for (entry, ids, _), (_, moves, _) in zip(route.parts(), route.parts(actions), strict=True):
+            for (entry, ids, rows), (_, moves, _) in zip(route.parts(), route.parts(actions), strict=True):
                 pool = entry.pool
                 finished = pool.batch.status[pool.slots_of(ids)] != RUNNING
-                result = pool.step(ids, moves, observe, entry.out(ids.size) if observe else None)
-                views = entry.observe(ids, masks, delta, result.observation) if observe else None
+                planes = (_direct(out, rows) or entry.out(ids.size)) if observe else None
+                result = pool.step(ids, moves, observe, planes)
+                views = entry.observe(ids, masks, delta, result.observation, fresh=False) if observe else None
                 parts.append((finished, result, views))
-            return finish(_merge_steps(route, parts))
+            stepped = _merge_steps(route, parts)
+            if stepped.views is not None:
+                stepped.views = _into(out, stepped.views)
+            return finish(stepped)
 
         return await self._locked(route.entries, route.size, work)
 
     async def reset(
-        self, route: Route, seeds: np.ndarray | None, *, masks: bool, finish: Callable[[Views], T]
+        self,
+        route: Route,
+        seeds: np.ndarray | None,
+        *,
+        masks: bool,
+        finish: Callable[[Views], T],
+        out: Observation | None = None,
     ) -> T:
         def work() -> T:
             self._check_live(route)
             seed_parts = route.parts(seeds) if seeds is not None else [(e, None, r) for e, r in route.groups]
             for (entry, ids, _), (_, part_seeds, _) in zip(route.parts(), seed_parts, strict=True):
                 entry.pool.reset(ids, part_seeds)
-            return finish(
-                _merge_views(route, [e.observe(ids, masks, delta=False) for e, ids, _ in route.parts()])
-            )
+            parts = [e.observe(ids, masks, False, _direct(out, rows)) for e, ids, rows in route.parts()]
+            return finish(_into(out, _merge_views(route, parts)))
 
         return await self._locked(route.entries, route.size, work)
 
@@ -362,6 +387,22 @@ def _merge_views(route: Route, parts: Sequence[Views]) -> Views:
             np.concatenate([p.delta.armies for p in parts]),
         )
     return _full_if_smaller(merged)
+
+
+def _direct(out: Observation | None, rows: np.ndarray | None) -> Observation | None:
+    """Where a group writes its planes: straight into `out` when it holds the whole request,
+    else its scratch (None), copied into `out` after the merge by `_into`."""
+    return out if rows is None else None
+
+
+def _into(out: Observation | None, views: Views) -> Views:
+    """The merged views with their planes in `out` (already there when one group wrote them)."""
+    if out is None or views.observation.codes is out.codes:
+        return views
+    for name in _FIELDS:
+        getattr(out, name)[...] = getattr(views.observation, name)
+    views.observation = out
+    return views
 
 
 def _full_if_smaller(views: Views) -> Views:

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ..engine import GameConfig
 from ..pool import GamePool
+from ..shared_views import SharedViewCache
 from .deltas import DeltaViews
 from .games import ShardGames
 from .limits import MAX_GAMES, MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, WORKERS, channel_options
@@ -64,6 +65,7 @@ class ShardServer:
         self.seats: SeatTable | None = None  # the open-seat games (seat play)
         self._server: aio.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._shared_views: SharedViewCache | None = None
 
     @property
     def address(self) -> str:
@@ -84,6 +86,7 @@ class ShardServer:
             max_message_bytes=self.max_message_bytes,
         )
         self.seats = servicer.seats
+        self._shared_views = servicer.shared_views
         server.add_generic_rpc_handlers((servicer.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
@@ -101,6 +104,7 @@ class ShardServer:
         await self._server.stop(grace)
         self._server = None
         await asyncio.to_thread(self._executor.shutdown, wait=True)
+        self._shared_views.close()
 
     async def serve_until_signal(self, grace: float = 5.0) -> None:
         """Start, print the address, run until SIGINT/SIGTERM, then stop gracefully."""

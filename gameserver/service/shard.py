@@ -25,10 +25,11 @@ import numpy as np
 from google.protobuf.message import DecodeError, Message
 
 from .. import codec
-from ..engine import GameConfig, mask_bytes
+from ..engine import GameConfig, Observation, mask_bytes
 from ..sharding import DEFAULT_VIRTUAL_NODES, placement_hash
+from ..shared_views import SharedViewCache, SharedViewUnavailable
 from . import wire
-from .errors import GameFleetError, InvalidArgument, ResourceExhausted, as_service_error
+from .errors import FailedPrecondition, GameFleetError, InvalidArgument, ResourceExhausted, as_service_error
 from .games import Route, ShardGames, Stepped, Views
 from .generated import batch_pb2 as pb
 from .messages import config_from_proto, config_to_proto, read_ids, read_seeds
@@ -46,20 +47,24 @@ def _parse(message: type[Message], raw: bytes) -> Message:
         raise InvalidArgument(f"request is not a valid {message.DESCRIPTOR.full_name}: {error}") from None
 
 
-def _observations(views: Views) -> wire.Body:
-    return wire.observations(views.observation, views.masks, views.delta)
+def _observations(views: Views, shared: bool = False) -> wire.Body:
+    return wire.observations(views.observation, views.masks, views.delta, shared=shared)
 
 
-def _step_reply(stepped: Stepped) -> bytes:
+def _step_reply(stepped: Stepped, shared: bool = False) -> bytes:
     return wire.step_response(
         stepped.rewards,
         stepped.terminated,
         stepped.truncated,
         stepped.status,
         stepped.reset,
-        None if stepped.views is None else _observations(stepped.views),
+        None if stepped.views is None else _observations(stepped.views, shared),
         None if stepped.final is None else wire.observations(stepped.final),
     ).to_bytes()
+
+
+def _shared_step_reply(stepped: Stepped) -> bytes:
+    return _step_reply(stepped, shared=True)
 
 
 def _refuse(handler: Callable[..., Awaitable[bytes]]) -> Callable[..., Awaitable[bytes]]:
@@ -98,6 +103,7 @@ class BatchGameServicer:
         self.name = name
         self.max_games_per_call = max_games_per_call
         self.max_message_bytes = max_message_bytes
+        self.shared_views = SharedViewCache()
         self._key_hashes = np.random.default_rng(games.seed)
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -149,11 +155,13 @@ class BatchGameServicer:
         request = _parse(pb.GetBatchStatesRequest, raw)
         route = self._route(request)
         self._check_reply(route.config, route.ids.size, masks=request.include_masks, finals=False)
+        out = self._shared_view(request, route)
         return await self.games.observe(
             route,
             masks=request.include_masks,
             delta=request.delta,
-            finish=lambda views: _observations(views).to_bytes(),
+            finish=lambda views: _observations(views, out is not None).to_bytes(),
+            out=out,
         )
 
     @_refuse
@@ -177,8 +185,13 @@ class BatchGameServicer:
         route = self._route(request)
         seeds = read_seeds(request, "seeds", route.ids.size)
         self._check_reply(route.config, route.ids.size, masks=request.include_masks, finals=False)
+        out = self._shared_view(request, route)
         return await self.games.reset(
-            route, seeds, masks=request.include_masks, finish=lambda views: _observations(views).to_bytes()
+            route,
+            seeds,
+            masks=request.include_masks,
+            finish=lambda views: _observations(views, out is not None).to_bytes(),
+            out=out,
         )
 
     @_refuse
@@ -218,17 +231,33 @@ class BatchGameServicer:
             finals = any(entry.pool.autoreset for entry, _ in route.groups)
             self._check_reply(route.config, route.ids.size, masks=request.include_masks, finals=finals)
         if seat_play:
+            if request.shared_view:
+                raise InvalidArgument("shared_view: seat calls take their views on the wire (self-play only)")
             return await self.seats.submit(
                 route, actions, seats, tokens, observe=observe, masks=request.include_masks
             )
+        out = self._shared_view(request, route) if observe else None
         return await self.games.step(
             route,
             actions,
             observe=observe,
             masks=request.include_masks,
             delta=request.delta,
-            finish=_step_reply,
+            finish=_step_reply if out is None else _shared_step_reply,
+            out=out,
         )
+
+    def _shared_view(self, request: Message, route: Route) -> Observation | None:
+        """The planes of the shared view a request names (checked before any game changes)."""
+        name = request.shared_view
+        if not name:
+            return None
+        if getattr(request, "delta", False):
+            raise InvalidArgument("shared_view and delta exclude each other: the view is the full planes")
+        try:
+            return self.shared_views.views(name, route.config, route.ids.size)
+        except SharedViewUnavailable as error:
+            raise FailedPrecondition(str(error)) from None
 
     def _route(self, request: Message) -> Route:
         return self.games.route(read_ids(request, "game_ids", self.max_games_per_call))

@@ -116,10 +116,14 @@ def observations(
     obs: Observation,
     masks: np.ndarray | None = None,
     delta: codec.ObservationDelta | None = None,
+    *,
+    shared: bool = False,
 ) -> Body:
-    """An Observations body: full planes, or with `delta` the changed tiles instead of the planes."""
+    """An Observations body: full planes, or with `delta` the changed tiles instead of the planes,
+    or with `shared` (the planes were written into the caller's shared view) the masks only."""
     body = Body()
-    for name in _COUNTERS if delta is not None else (*_PLANES, *_COUNTERS):
+    names = () if shared else _COUNTERS if delta is not None else (*_PLANES, *_COUNTERS)
+    for name in names:
         body.tensor(_OBSERVATIONS[name], getattr(obs, name))
     if masks is not None:
         body.tensor(_OBSERVATIONS["masks"], masks)
@@ -305,9 +309,12 @@ def _tensor(buf: bytes, span: tuple[int, int]) -> np.ndarray:
     return np.frombuffer(buf, dt, count, data[0]).reshape(shape)
 
 
-def _observations(buf: bytes, span: tuple[int, int]) -> Observations:
+def _observations(buf: bytes, span: tuple[int, int], shared: Observation | None = None) -> Observations:
+    """With `shared` (the caller's shared view), planes absent from the message are taken from it."""
     spans = _spans(buf, *span)
     arrays = {name: _tensor(buf, spans[number]) for name, number in _OBSERVATIONS.items() if number in spans}
+    if shared is not None and not arrays.keys() & {*_PLANES, *_COUNTERS, "delta_index"}:
+        arrays |= {name: getattr(shared, name) for name in (*_PLANES, *_COUNTERS)}
     land = arrays.get("land")
     games, players = land.shape if land is not None and land.ndim == 2 else (-1, -1)
     codes = arrays.get("codes")
@@ -349,19 +356,25 @@ def _observations(buf: bytes, span: tuple[int, int]) -> Observations:
     )
 
 
-def read_observations(data: bytes) -> Observations:
-    return _observations(data, (0, len(data)))
+def read_observations(data: bytes, shared: Observation | None = None) -> Observations:
+    """An Observations reply; `shared`: the planes of the shared view the call named."""
+    return _observations(data, (0, len(data)), shared)
 
 
-def read_step(data: bytes) -> StepResult:
+def read_step(data: bytes, shared: Observation | None = None) -> StepResult:
+    """A StepResponse; `shared`: the planes of the shared view the call named."""
     spans = _spans(data, 0, len(data))
     names = ("rewards", "terminated", "truncated", "status", "reset")
     if any(_STEP[name] not in spans for name in names):
         raise ValueError(f"step response without {[n for n in names if _STEP[n] not in spans]}")
     arrays = {name: _tensor(data, spans[_STEP[name]]) for name in names}
-    observed, final = (
-        _observations(data, spans[_STEP[name]]) if _STEP[name] in spans else None
-        for name in ("observations", "final_observations")
+    observed = (
+        _observations(data, spans[_STEP["observations"]], shared) if _STEP["observations"] in spans else None
+    )
+    final = (
+        _observations(data, spans[_STEP["final_observations"]])
+        if _STEP["final_observations"] in spans
+        else None
     )
     return StepResult(**arrays, observations=observed, final_observations=final)
 
