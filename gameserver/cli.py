@@ -35,6 +35,16 @@ def _batch_sizes(text: str) -> list[int]:
     return sizes
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -107,10 +117,25 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     replay.add_argument("--size", type=int, default=20, help="board side of the stored transitions")
     matrix = targets.add_parser("matrix", help="games/s, actions/s, latency, memory: games x agents matrix")
     matrix.add_argument("--cells", help="GAMESxAGENTS,... (default 1x2,10x2,100x4,1000x2,10000x2)")
-    for name, target, module in (("replay", replay, "rl_bench"), ("matrix", matrix, "matrix_bench")):
+    service = targets.add_parser(
+        "service", help="served steps/s vs in-process (full, delta, shared view) and one-game round trips"
+    )
+    service.add_argument(
+        "--batch", type=_positive_int, help="games per step call (default 4096; --quick: 256)"
+    )
+    service.add_argument("--rounds", type=_positive_int, help="rounds over every mode (default 3)")
+    service.add_argument(
+        "--latency-calls", type=_positive_int, help="one-game calls timed, unary and streamed (default 10000)"
+    )
+    for name, target, module in (
+        ("replay", replay, "rl_bench"),
+        ("matrix", matrix, "matrix_bench"),
+        ("service", service, "service_bench"),
+    ):
         target.add_argument("--seconds", type=_positive_seconds, help="timed seconds per figure")
         target.add_argument("--quick", action="store_true", help="a smoke run: small sizes, short windows")
-        target.add_argument("--no-service", action="store_true", help="skip the figures through gRPC")
+        if target is not service:
+            target.add_argument("--no-service", action="store_true", help="skip the figures through gRPC")
         target.add_argument(
             "--out", type=Path, default=Path(f"benchmarks/out/{name}.json"), help="JSON results"
         )
