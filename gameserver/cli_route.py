@@ -3,7 +3,7 @@
 Topology, one of: `--shards a:1,b:2` (static), `--dns NAME:PORT` (the A/AAAA records of a
 headless Service, polled), `--redis URL --fleet NAME` (the SERVING shards of the fleet's
 Redis registry). Without flags the fleet's environment decides (what the operator's
-ConfigMap sets): GAMEFLEET_REDIS_URL and GAMEFLEET_FLEET if set, else the DNS of
+ConfigMap sets): GAMEFLEET_REDIS_URL and GAMEFLEET_FLEET_ID if set, else the DNS of
 GAMEFLEET_SHARD_SERVICE on port 50051.
 
 CreateBatchGames without a placement key gets a random key from the router: keyless
@@ -38,11 +38,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--redis", default=os.environ.get("GAMEFLEET_REDIS_URL"), help="the fleet's Redis URL"
     )
     parser.add_argument(
-        "--fleet", default=os.environ.get("GAMEFLEET_FLEET"), help="fleet name (with --redis)"
+        "--fleet",
+        default=os.environ.get("GAMEFLEET_FLEET_ID") or os.environ.get("GAMEFLEET_FLEET"),
+        help="the fleet's name in Redis (with --redis)",
     )
     parser.add_argument("--refresh", type=float, default=5.0, help="seconds between topology polls")
     parser.add_argument(
-        "--alive-within", type=float, default=30.0, help="registry: heartbeat age of a live shard"
+        "--alive-within",
+        type=float,
+        default=10.0,
+        help="registry: heartbeat age of a live shard (the shards' --dead-after)",
     )
     parser.add_argument(
         "--shard-timeout", type=float, default=30.0, help="deadline of each call to a shard (s)"
@@ -63,17 +68,17 @@ def _source(args: argparse.Namespace) -> object:
         return DnsSource(args.dns)
     if args.redis:
         if not args.fleet:
-            raise SystemExit("gamefleet route: --redis needs --fleet (or GAMEFLEET_FLEET)")
+            raise SystemExit("gamefleet route: --redis needs --fleet (or GAMEFLEET_FLEET_ID)")
         from .store import FleetStore
 
-        return RegistrySource(FleetStore(_with_password(args.redis), args.fleet, ttl_s=1), args.alive_within)
+        return RegistrySource(FleetStore(with_password(args.redis), args.fleet, ttl_s=1), args.alive_within)
     service = os.environ.get("GAMEFLEET_SHARD_SERVICE")
     if service:
         return DnsSource(f"{service}:{SHARD_PORT}")
     raise SystemExit("gamefleet route: name the shards: --shards, --dns or --redis/--fleet")
 
 
-def _with_password(url: str) -> str:
+def with_password(url: str) -> str:
     """The URL with $GAMEFLEET_REDIS_PASSWORD (the operator's Secret) when the URL has none."""
     password = os.environ.get("GAMEFLEET_REDIS_PASSWORD")
     parts = urllib.parse.urlsplit(url)

@@ -3,12 +3,17 @@
 Starts shard processes on 127.0.0.1 (no Kubernetes, no Redis), runs a self-play workload
 with scripted agents on every shard through the client, shows progress, and prints games/s
 and steps/s. Ctrl-C stops early and still reports.
+
+With `--redis URL` the shards form a fleet over that Redis: durable games (`--durability`),
+a registry the router reads, failover and drain. The fleet's keys get a fresh name per run
+(`--fleet` to choose one) and are deleted at the end unless the name was given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import secrets
 from pathlib import Path
 
 
@@ -25,6 +30,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--agents", default="expander,random", help="scripted agent per seat, cycled")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the report here")
+    fleet = parser.add_argument_group("a fleet over Redis")
+    fleet.add_argument("--redis", help="Redis URL: durable games, a registry, failover and drain")
+    fleet.add_argument(
+        "--durability", choices=("off", "snapshot", "log"),
+        help="with --redis, default snapshot (README: what each mode keeps after a kill -9)",
+    )  # fmt: skip
+    fleet.add_argument("--fleet", help="the fleet's name in Redis (default: a fresh one, deleted at exit)")
     path = parser.add_mutually_exclusive_group()
     path.add_argument("--via-router", dest="via_router", action="store_true", default=True,
                       help="start a router and play through it (default)")  # fmt: skip
@@ -36,45 +48,72 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .engine import GameConfig
     from .local_fleet import LocalFleet
-    from .selfplay import run_selfplay
 
     console = Console()
     config = GameConfig(args.size, args.size, args.players, max_ticks=args.max_ticks)
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
-    with (
-        console.status(f"starting {args.shards} shard(s) on 127.0.0.1 ..."),
-        LocalFleet(args.shards, router=args.via_router) as fleet,
-    ):
-        console.print(f"fleet up: {', '.join(fleet.addresses)}")
-        # Through the router: one player per shard, each on its own placement key (the ring places them).
-        addresses = [fleet.router_address] * args.shards if args.via_router else list(fleet.addresses)
-        if args.via_router:
-            console.print(f"router: {fleet.router_address}")
-        columns = (
-            TextColumn("self-play"),
-            BarColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task("play", total=args.seconds, rate="")
+    if args.redis is None and (args.fleet or args.durability):
+        raise SystemExit("gamefleet up: --fleet and --durability need --redis URL")
+    args.durability = args.durability or "snapshot"
+    name = args.fleet or f"up-{secrets.token_hex(4)}"
+    options = {"redis_url": args.redis, "fleet": name, "durability": args.durability} if args.redis else {}
+    try:
+        with (
+            console.status(f"starting {args.shards} shard(s) on 127.0.0.1 ..."),
+            LocalFleet(args.shards, router=args.via_router, **options) as fleet,
+        ):
+            return _play(args, console, fleet, config, agents)
+    finally:
+        if args.redis and not args.fleet:
+            _purge(args.redis, name, console)
 
-            def show(elapsed: float, steps: int, episodes: int) -> None:
-                rate = f"{steps / elapsed:,.0f} steps/s  {episodes / elapsed:,.1f} games/s" if elapsed else ""
-                progress.update(task, completed=min(elapsed, args.seconds), rate=rate)
 
-            try:
-                report = run_selfplay(
-                    addresses, args.games, config, args.seconds, agents=agents, seed=args.seed,
-                    on_progress=show,
-                )  # fmt: skip
-            except KeyboardInterrupt:
-                console.print("interrupted")
-                return 130
+def _purge(url: str, fleet: str, console: object) -> None:
+    from .store import FleetStore, StoreUnavailableError
+
+    try:
+        FleetStore(url, fleet, ttl_s=1).purge()
+    except StoreUnavailableError as error:
+        console.print(f"fleet {fleet}'s keys were not deleted (they expire): {error}")
+
+
+def _play(args: argparse.Namespace, console: object, fleet: object, config: object, agents: list[str]) -> int:
+    """Self-play on the started fleet until --seconds; prints the report."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .selfplay import run_selfplay
+
+    console.print(f"fleet up: {', '.join(fleet.addresses)}")
+    if args.redis:
+        console.print(f"Redis {args.redis}: fleet {fleet.fleet}, durability {args.durability}")
+    # Through the router: one player per shard, each on its own placement key (the ring places them).
+    addresses = [fleet.router_address] * args.shards if args.via_router else list(fleet.addresses)
+    if args.via_router:
+        console.print(f"router: {fleet.router_address}")
+    columns = (
+        TextColumn("self-play"),
+        BarColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("play", total=args.seconds, rate="")
+
+        def show(elapsed: float, steps: int, episodes: int) -> None:
+            rate = f"{steps / elapsed:,.0f} steps/s  {episodes / elapsed:,.1f} games/s" if elapsed else ""
+            progress.update(task, completed=min(elapsed, args.seconds), rate=rate)
+
+        try:
+            report = run_selfplay(
+                addresses, args.games, config, args.seconds, agents=agents, seed=args.seed,
+                on_progress=show,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            console.print("interrupted")
+            return 130
     actions_per_s = report.steps_per_s * config.players
     console.print(
         f"{report.shards} shard(s), {report.games:,} games, {report.seconds:.1f} s: "

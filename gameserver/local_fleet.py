@@ -1,5 +1,9 @@
 """A fleet of shard processes on 127.0.0.1: the embedded default, no Kubernetes, no Redis.
 
+With `redis_url`, the same processes form a fleet over that Redis: the shards register in
+its registry with the durability mode asked for (failover, drain, lazy moves: see
+service/membership.py), and the router takes its topology from the registry.
+
 Each shard is a real `gamefleet serve` process on a port it picks itself (port 0; the
 address is read from the line it prints when serving), so nothing races for ports and
 the processes are exactly what a pod runs. Their output goes to log files (a pipe nobody
@@ -38,6 +42,10 @@ class LocalFleet:
         extra_args: Sequence[str] = (),
         timeout: float = 120.0,
         router: bool = False,
+        redis_url: str | None = None,
+        fleet: str = "local",
+        durability: str = "off",
+        router_args: Sequence[str] = (),
     ):
         if shards < 1:
             raise ValueError(f"a fleet needs at least one shard, got {shards}")
@@ -46,39 +54,63 @@ class LocalFleet:
         self.extra_args = tuple(extra_args)
         self.timeout = timeout
         self.router = router
+        self.redis_url = redis_url
+        self.fleet = fleet
+        self.durability = durability
+        self.router_args = tuple(router_args)
         self.addresses: list[str] = []
         self.router_address: str | None = None  # with router=True: `gamefleet route` over the shards
         self.logs: list[Path] = []
-        self._processes: list[subprocess.Popen[bytes]] = []
+        self._processes: list[subprocess.Popen[bytes]] = []  # the shards by ordinal, then the router
+        self._log_dir: Path | None = None
 
     def start(self) -> LocalFleet:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        log_dir = Path(tempfile.mkdtemp(prefix="gamefleet-"))
+        self._log_dir = Path(tempfile.mkdtemp(prefix="gamefleet-"))
+        fleet_args = ()
+        if self.redis_url:
+            fleet_args = ("--redis", self.redis_url, "--fleet", self.fleet, "--durability", self.durability)
         for ordinal in range(self.shards):
             command = [sys.executable, "-m", "gameserver.cli_serve", "--port", "0", "--seed",
-                       str(self.seed + ordinal), *self.extra_args]  # fmt: skip
-            log = log_dir / f"shard-{ordinal}.log"
-            with log.open("wb") as out:
-                self._processes.append(
-                    subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-                )
-            self.logs.append(log)
+                       str(self.seed + ordinal), *fleet_args, *self.extra_args]  # fmt: skip
+            self._processes.append(self._spawn(command, f"shard-{ordinal}"))
         try:
             pairs = zip(self._processes, self.logs, strict=True)
             self.addresses = [self._wait_serving(process, log) for process, log in pairs]
             if self.router:
-                command = [sys.executable, "-m", "gameserver.cli_route", "--port", "0",
-                           "--shards", ",".join(self.addresses)]  # fmt: skip
-                self.logs.append(log_dir / "router.log")
-                with self.logs[-1].open("wb") as out:
-                    self._processes.append(
-                        subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-                    )
-                self.router_address = self._wait_serving(self._processes[-1], self.logs[-1], _ROUTER_READY)
+                self._start_router(0)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _spawn(self, command: list[str], name: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        log = self._log_dir / f"{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.logs.append(log)
+        return process
+
+    def _start_router(self, port: int) -> None:
+        topology = ("--redis", self.redis_url, "--fleet", self.fleet) if self.redis_url else (
+            "--shards", ",".join(self.addresses))  # fmt: skip
+        command = [sys.executable, "-m", "gameserver.cli_route", "--port", str(port), *topology,
+                   *self.router_args]  # fmt: skip
+        self._processes.append(self._spawn(command, f"router-{len(self.logs)}"))
+        self.router_address = self._wait_serving(self._processes[-1], self.logs[-1], _ROUTER_READY)
+
+    def kill(self, ordinal: int) -> None:
+        """kill -9 one shard (the fault tests)."""
+        self._processes[ordinal].kill()
+        self._processes[ordinal].wait()
+
+    def restart_router(self) -> None:
+        """kill -9 the router and start a new one on the same port (clients reconnect)."""
+        port = int(self.router_address.rpartition(":")[2])
+        router = self._processes.pop()
+        router.kill()
+        router.wait()
+        self._start_router(port)
 
     def _wait_serving(self, process: subprocess.Popen[bytes], log: Path, ready: str = _READY_PREFIX) -> str:
         deadline = time.monotonic() + self.timeout

@@ -124,6 +124,14 @@ def decode_records(ids: list[int], raws: list[bytes]) -> StoredGames:
     )
 
 
+def record_owner(raw: bytes) -> str | None:
+    """The owner shard a record names (None for a record too short or not ours)."""
+    if len(raw) < _HEADER.size or raw[:4] != _MAGIC:
+        return None
+    owner_len = _HEADER.unpack_from(raw)[4]
+    return raw[_HEADER.size : _HEADER.size + owner_len].decode(errors="replace")
+
+
 def _parse_header(game_id: int, raw: bytes) -> tuple[str, EntryId, bool, bool, int]:
     if len(raw) < _HEADER.size:
         raise ValueError(f"game {game_id}: record truncated ({len(raw)} bytes)")

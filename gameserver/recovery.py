@@ -49,12 +49,19 @@ def recover_shard(store: FleetStore, dead: str, ring: HashRing, me: str, into: T
 
     Every survivor runs this with the same ring; each takes a disjoint share of the keys.
     """
-    key_hashes = np.array(store.key_hashes_of(dead), np.uint64)
-    assigned = np.array(ring.shards)[ring.shard_index_of_hashes(key_hashes)] if key_hashes.size else []
-    mine = key_hashes[np.asarray(assigned) == me].tolist()
+    mine = keys_assigned(store, dead, ring, me)
     ids = recover(store, into, key_hashes=mine, owner=dead)
     store.forget_key_hashes(dead, mine)
     return ids
+
+
+def keys_assigned(store: FleetStore, dead: str, ring: HashRing, me: str) -> list[int]:
+    """The key hashes `dead` recorded games for that `ring` gives to `me`."""
+    key_hashes = np.array(store.key_hashes_of(dead), np.uint64)
+    if not key_hashes.size:
+        return []
+    assigned = np.array(ring.shards)[ring.shard_index_of_hashes(key_hashes)]
+    return key_hashes[assigned == me].tolist()
 
 
 class _Replay:

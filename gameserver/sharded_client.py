@@ -10,8 +10,9 @@ shards is split and merged exactly as the router does it (sub-calls sent concurr
 Streams (`stream()`), health and the topology itself still go through the router.
 
 When the fleet's membership changes, `refresh()` fetches the topology again; a call whose
-games all live on one shard and that shard answers NOT_FOUND (nothing applied, so a retry
-is safe) refreshes and retries once by itself.
+games all live on one shard and that shard answers NOT_FOUND or UNAVAILABLE (nothing
+applied, so a retry is safe: the games moved, or the shard is gone) refreshes and, if the
+ring changed, retries once by itself.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from .client import FleetClient, GameFleetError, NotFound, SharedView, Topology, _reader
+from .client import FleetClient, GameFleetError, NotFound, SharedView, Topology, Unavailable, _reader
 from .service import fanout
 from .service.limits import MAX_GAMES_PER_CALL, channel_options
 from .service.shard import SERVICE
@@ -96,7 +97,7 @@ class ShardedClient(FleetClient):
         if (
             retry
             and len(plan.parts) == 1
-            and isinstance(error, NotFound)
+            and isinstance(error, NotFound | Unavailable)
             and self.refresh().shards != ring.shards
         ):
             return self._route(name, raw, retry=False)

@@ -8,6 +8,8 @@ Keys (all under `gamefleet:<fleet>:`, all expiring `ttl_s` after their last writ
   shards            HASH shard address -> JSON load report
   heartbeats        ZSET shard address -> Redis server time of its last heartbeat
   alive:<shard>     STRING set by a running shard: its absence means Redis lost the shard's data
+  drain             HASH pod name -> unix time the operator asked that shard to drain
+  claim:<name>      STRING holder of a short lease (one shard at a time recovers a dead shard)
 
 Games are grouped by placement key hash because a key is the unit of placement: when the
 ring moves a key, all its games move, and one HGETALL fetches them. A record names its
@@ -33,7 +35,7 @@ from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.retry import Retry
 
-from .records import EntryId, StoredGames, decode_records
+from .records import EntryId, StoredGames, decode_records, record_owner
 
 ORIGIN: EntryId = (0, 0)  # before every entry
 _READ_BATCH = 512  # stream entries per XRANGE
@@ -41,6 +43,9 @@ _READ_BATCH = 512  # stream entries per XRANGE
 # Step actions fit int16: the largest board has 64 * 64 * 8 = 2**15 flat moves (and -1, pass).
 _DATA_DTYPES = {"step": np.dtype("<i2"), "reset": np.dtype("<u8"), "create": np.dtype("<u8")}
 T = TypeVar("T")
+_RELEASE_CLAIM = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
 
 
 class StoreUnavailableError(ConnectionError):
@@ -271,6 +276,21 @@ class FleetStore:
             ]
         return decode_records([g for g, _ in found], [v for _, v in found])
 
+    def owners_of_games(self, game_ids: np.ndarray) -> list[str | None]:
+        """The owner named in each game's record (None: no record, so no such game)."""
+        ids = np.asarray(game_ids, np.uint64)
+        hashes = ids >> np.uint64(32)
+        groups = [(int(k), ids[hashes == k]) for k in np.unique(hashes).tolist()]
+        replies = self._pipeline(
+            lambda p: [p.hmget(self._snap_key(k), [str(g) for g in gs.tolist()]) for k, gs in groups]
+        )
+        found = {
+            int(g): None if raw is None else record_owner(raw)
+            for (_, gs), values in zip(groups, replies, strict=True)
+            for g, raw in zip(gs.tolist(), values, strict=True)
+        }
+        return [found[int(g)] for g in ids.tolist()]
+
     def key_hashes_of(self, shard: str) -> list[int]:
         """The key hashes `shard` has recorded games for (a superset: closes do not prune it)."""
         return sorted(int(k) for k in self._call(self.redis.smembers, self.key("keys", shard)))
@@ -360,6 +380,29 @@ class FleetStore:
         """Shards with recorded games that no longer heartbeat: their games await recovery."""
         alive = {s.address for s in self.list_shards(alive_within_s)}
         return [owner for owner in self.owners() if owner not in alive]
+
+    def drain_requested(self, pod: str) -> bool:
+        """Whether the operator asked this shard (by pod name) to drain (operator/README.md)."""
+        return bool(self._call(self.redis.hexists, self.key("drain"), pod))
+
+    def claim(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take the lease `name` for `ttl_s` seconds unless someone else holds it."""
+        key = self.key("claim", name)
+        taken = self._call(self.redis.set, key, holder, nx=True, px=max(1, int(ttl_s * 1000)))
+        return bool(taken) or self._call(self.redis.get, key) == holder.encode()
+
+    def release_claim(self, name: str, holder: str) -> None:
+        """Give the lease back if `holder` still holds it (else it expired and another took it)."""
+        self._call(self.redis.eval, _RELEASE_CLAIM, 1, self.key("claim", name), holder)
+
+    def purge(self) -> int:
+        """Delete every key of the fleet; returns how many (the fleet is gone for good)."""
+
+        def unlink_all() -> int:
+            keys = list(self.redis.scan_iter(match=f"{self.prefix}*", count=1000))
+            return self.redis.unlink(*keys) if keys else 0
+
+        return self._call(unlink_all)
 
     def _now(self) -> float:
         seconds, micros = self._call(self.redis.time)

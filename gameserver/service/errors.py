@@ -10,6 +10,7 @@ from __future__ import annotations
 import grpc
 
 from ..pool import PoolFullError, UnknownGameError
+from ..store import StoreUnavailableError
 
 
 class GameFleetError(Exception):
@@ -76,7 +77,8 @@ class Aborted(GameFleetError):
 
 
 class Unavailable(GameFleetError):
-    """The shard is not reachable or is shutting down."""
+    """The shard is not reachable, shutting down or draining, its Redis is down (durability mode
+    fail), or the games moved (a retry through a fresh ring reaches them): no game changed."""
 
     code = grpc.StatusCode.UNAVAILABLE
 
@@ -105,6 +107,10 @@ def as_service_error(error: Exception) -> GameFleetError | None:
     """
     if isinstance(error, GameFleetError):
         return error
+    if isinstance(error, StoreUnavailableError):  # on-redis-error=fail: refused before any change
+        return Unavailable(
+            f"durability store unavailable, the call changed nothing (on-redis-error=fail): {error}"
+        )
     if isinstance(error, UnknownGameError):
         return NotFound(error.message)
     if isinstance(error, PoolFullError):

@@ -7,6 +7,9 @@ release the GIL), so calls on different pools step in parallel while an asyncio.
 pool keeps each GamePool to one caller. Every call checks all of its input, under the
 locks, before it changes any game.
 
+With a Durability (durability.py), the pools are DurablePools: their changes reach Redis as
+its mode says, and games move in and out whole (`adopt`, `hand_off`) for failover and drain.
+
 Results are handed to a `finish` callback that runs in the worker, still under the locks:
 the observation planes are views of per-pool scratch buffers that the next call reuses,
 so the reply is encoded from them in place instead of copying them out first.
@@ -23,7 +26,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from .. import codec
 from ..codec import ObservationDelta
+from ..durability import Durability, DurablePool
 from ..engine import GameConfig, Observation
 from ..engine.config import RUNNING
 from ..pool import GamePool, IdSource, UnknownGameError
@@ -126,9 +131,17 @@ class Route:
 class ShardGames:
     """All games of a shard. Coroutines run on the server's event loop; engine work in `executor`."""
 
-    def __init__(self, executor: Executor, *, seed: int = 0, max_games: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        seed: int = 0,
+        max_games: int = 1 << 20,
+        durability: Durability | None = None,
+    ) -> None:
         self.seed = seed
         self.max_games = max_games
+        self.durability = durability
         self._executor = executor
         self._ids = IdSource()
         self._entries: list[PoolEntry] = []
@@ -281,16 +294,64 @@ class ShardGames:
 
         return await self._locked(route.entries, route.size, work)
 
+    async def adopt(self, recovered: Sequence[GamePool]) -> np.ndarray:
+        """Take in games rebuilt by recovery (scratch pools), each into the pool of its config, with
+        their ids and exact state (a DurablePool records them here before this returns)."""
+        taken = []
+        async with self._create_lock:
+            for scratch in recovered:
+                ids = scratch.ids
+                if not ids.size:
+                    continue
+                slots = scratch.slots_of(ids)
+                arrays = {name: a[slots] for name, a in scratch.batch.arrays().items()}
+                snapshot = codec.Snapshot(scratch.config, arrays)
+                entry = self._entry(scratch.config, scratch.autoreset)
+
+                def work(entry: PoolEntry = entry, ids: np.ndarray = ids, snapshot=snapshot) -> None:
+                    entry.pool.adopt(ids, snapshot)
+                    self._index_add(ids, entry.index)
+
+                await self._locked([entry], INLINE_WORK, work)  # off the loop: it writes to Redis
+                taken.append(ids)
+        return np.sort(np.concatenate(taken)) if taken else np.zeros(0, np.uint64)
+
+    async def hand_off(self, key_hashes: np.ndarray) -> np.ndarray:
+        """Record every game of these placement keys in Redis and drop it here (another shard then
+        recovers it from its record); returns their ids. Needs a durability mode other than off."""
+        if self.durability is None or self.durability.mode == "off":
+            raise ValueError("games can move only through Redis: durability mode snapshot or log")
+        async with self._create_lock:
+            entries = list(self._entries)
+
+            def work() -> np.ndarray:
+                moved = []
+                for entry in entries:
+                    ids = entry.pool.ids
+                    ids = ids[np.isin(ids >> np.uint64(32), key_hashes)]
+                    if ids.size:
+                        entry.pool.flush()  # records at the current log position: exact
+                        entry.pool.hand_off(ids)
+                        entry.deltas.forget(ids)
+                        moved.append(ids)
+                ids = np.concatenate(moved) if moved else np.zeros(0, np.uint64)
+                self._index_remove(ids)
+                return ids
+
+            return await self._locked(entries, INLINE_WORK, work)
+
     def _entry(self, config: GameConfig, autoreset: bool) -> PoolEntry:
         key = (config, autoreset)
         if key not in self._by_key:
-            pool = GamePool(
+            options = {"durability": self.durability} if self.durability is not None else {}
+            pool = (DurablePool if self.durability is not None else GamePool)(
                 config,
                 capacity=1,
                 max_games=self.max_games,
                 seed=self.seed,
                 autoreset=autoreset,
                 id_source=self._ids,
+                **options,
             )
             self._by_key[key] = PoolEntry(len(self._entries), pool)
             self._entries.append(self._by_key[key])

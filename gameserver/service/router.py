@@ -10,6 +10,11 @@ A shard's refusal reaches the client with the shard's status and details, and th
 address. Every call to a shard carries a deadline (`shard_timeout_s`, shortened by the
 client's own): a slow or stopped shard delays only the calls that touch it, which then end
 DEADLINE_EXCEEDED naming it, while calls for other shards go on over their own channels.
+
+A stale ring: when a call served by one shard comes back NOT_FOUND or UNAVAILABLE (the games
+moved: failover, drain, a lazy move; or the shard is gone), the router polls its topology at
+once and, if the ring changed, sends the call once more along the new ring. Both answers
+mean the shard changed nothing, so the retry cannot apply a call twice.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from grpc import aio
 from ..sharding import HashRing
 from . import fanout
 from .channels import ShardChannels
-from .errors import Unavailable
+from .errors import NotFound, Unavailable
 from .generated import batch_pb2 as pb
 from .shard import SERVICE, _abort, _parse
 
@@ -46,6 +51,7 @@ class RouterServicer:
         self.shard_timeout_s = shard_timeout_s
         self.max_games_per_call = max_games_per_call
         self.ring: HashRing | None = None
+        self.refresh: Callable[[], Awaitable[None]] | None = None  # polls the topology now
 
     def handler(self) -> grpc.GenericRpcHandler:
         """Every method of the proto's service, with no (de)serializers."""
@@ -89,10 +95,21 @@ class RouterServicer:
 
     async def route(self, method: str, raw: bytes, time_left: float | None = None) -> bytes:
         """Serve one request of `method` on the shards; the reply's bytes."""
-        plan = fanout.plan(method, raw, self._ring(), self.max_games_per_call)
+        ring = self._ring()
+        plan = fanout.plan(method, raw, ring, self.max_games_per_call)
         timeout = self.shard_timeout_s if time_left is None else min(self.shard_timeout_s, time_left)
         if len(plan.parts) == 1:
-            return await self._call(method, plan.parts[0], timeout)
+            try:
+                return await self._call(method, plan.parts[0], timeout)
+            except (NotFound, Unavailable):
+                if self.refresh is None:
+                    raise
+                await self.refresh()
+                if self._ring().shards == ring.shards:
+                    raise
+            plan = fanout.plan(method, raw, self._ring(), self.max_games_per_call)
+            if len(plan.parts) == 1:
+                return await self._call(method, plan.parts[0], timeout)
         outcomes = await asyncio.gather(
             *(self._call(method, part, timeout) for part in plan.parts), return_exceptions=True
         )

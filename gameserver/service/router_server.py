@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 
 from grpc import aio
@@ -23,6 +24,7 @@ from .router import RouterServicer
 from .shard import SERVICE
 from .topology import TopologySource, watch
 
+log = logging.getLogger(__name__)
 READY_PREFIX = "gamefleet router serving on "
 SHARD_TIMEOUT_S = 30.0
 REFRESH_S = 5.0
@@ -56,6 +58,8 @@ class RouterServer:
         self._server: aio.Server | None = None
         self._watch: asyncio.Task | None = None
         self._first_topology = asyncio.Event()
+        self._refreshing = asyncio.Lock()
+        self.servicer.refresh = self.refresh
 
     @property
     def address(self) -> str:
@@ -76,6 +80,21 @@ class RouterServer:
             await asyncio.wait_for(self._first_topology.wait(), topology_wait_s)
         await server.start()
         self._server = server
+
+    async def refresh(self) -> None:
+        """Poll the topology now (a call found the ring stale); calls failing together share one poll."""
+        if self._refreshing.locked():
+            async with self._refreshing:
+                return
+        async with self._refreshing:
+            try:
+                members = sorted(set(await self.source.members()))
+            except Exception as error:
+                log.warning("topology refresh from %s failed: %s", self.source.describe(), error)
+                return
+            ring = self.servicer.ring
+            if members and (ring is None or list(ring.shards) != members):
+                await self._apply(members)
 
     async def _apply(self, shards: list[str]) -> None:
         self.servicer.ring = HashRing(shards, self.virtual_nodes) if shards else None

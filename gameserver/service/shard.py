@@ -10,6 +10,10 @@ ids' high 32 bits. Without a `placement_key` the shard draws the hash from a gen
 seeded with the shard's seed (reproducible per shard, and spread over a ring); a router
 always sets the key.
 
+In a fleet with Redis (`member` set, membership.py): a call naming games this shard does not
+hold asks the member to locate them (they may have moved here: failover, a lazy move) before
+it answers NOT_FOUND, and a draining shard refuses new games with UNAVAILABLE.
+
 Seat play (open seats, JoinGame, seat tokens) goes through the SeatTable (seats.py), which
 sits in front of `ShardGames.step` and steps a game once all of its seats have acted or its
 turn deadline has passed.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -29,11 +34,22 @@ from ..engine import GameConfig, Observation, mask_bytes
 from ..sharding import DEFAULT_VIRTUAL_NODES, placement_hash
 from ..shared_views import SharedViewCache, SharedViewUnavailable
 from . import wire
-from .errors import FailedPrecondition, GameFleetError, InvalidArgument, ResourceExhausted, as_service_error
+from .errors import (
+    FailedPrecondition,
+    GameFleetError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    as_service_error,
+)
 from .games import Route, ShardGames, Stepped, Views
 from .generated import batch_pb2 as pb
 from .messages import config_from_proto, config_to_proto, read_ids, read_seeds
 from .seats import SeatTable, read_seat_moves, turn_deadline
+
+if TYPE_CHECKING:
+    from .membership import FleetMember
 
 SERVICE = pb.DESCRIPTOR.services_by_name["BatchGameService"]
 log = logging.getLogger(__name__)
@@ -105,6 +121,7 @@ class BatchGameServicer:
         self.max_message_bytes = max_message_bytes
         self.shared_views = SharedViewCache()
         self._key_hashes = np.random.default_rng(games.seed)
+        self.member: FleetMember | None = None  # in a fleet with Redis
 
     def handler(self) -> grpc.GenericRpcHandler:
         """Every method of the proto's service, bytes in and bytes out."""
@@ -120,6 +137,10 @@ class BatchGameServicer:
     @_refuse
     async def CreateBatchGames(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         request = _parse(pb.CreateBatchGamesRequest, raw)
+        if self.member is not None and self.member.draining:
+            raise Unavailable(
+                f"shard {self.name} is draining and takes no new games: create them on another shard"
+            )
         n = request.num_games
         if n == 0:
             raise InvalidArgument("num_games must be at least 1")
@@ -153,7 +174,7 @@ class BatchGameServicer:
     @_refuse
     async def GetBatchStates(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         request = _parse(pb.GetBatchStatesRequest, raw)
-        route = self._route(request)
+        route = await self._route(request)
         self._check_reply(route.config, route.ids.size, masks=request.include_masks, finals=False)
         out = self._shared_view(request, route)
         return await self.games.observe(
@@ -182,7 +203,7 @@ class BatchGameServicer:
     @_refuse
     async def ResetBatchGames(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         request = _parse(pb.ResetBatchGamesRequest, raw)
-        route = self._route(request)
+        route = await self._route(request)
         seeds = read_seeds(request, "seeds", route.ids.size)
         self._check_reply(route.config, route.ids.size, masks=request.include_masks, finals=False)
         out = self._shared_view(request, route)
@@ -196,7 +217,7 @@ class BatchGameServicer:
 
     @_refuse
     async def CloseBatchGames(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        route = self._route(_parse(pb.CloseBatchGamesRequest, raw))
+        route = await self._route(_parse(pb.CloseBatchGamesRequest, raw))
         closed = await self.games.close(route)
         self.seats.release(route.ids)
         return pb.CloseBatchGamesResponse(closed=closed).SerializeToString()
@@ -204,7 +225,7 @@ class BatchGameServicer:
     @_refuse
     async def JoinGame(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         request = _parse(pb.JoinGameRequest, raw)
-        config = self.games.route(np.array([request.game_id], np.uint64)).config
+        config = (await self._located(np.array([request.game_id], np.uint64))).config
         seat, token = self.seats.join(request.game_id, request.seat)
         return pb.JoinGameResponse(
             seat=seat, seat_token=token, config=config_to_proto(config)
@@ -217,7 +238,7 @@ class BatchGameServicer:
 
     async def _step(self, raw: bytes) -> bytes:
         request = _parse(pb.SubmitBatchActionsRequest, raw)
-        route = self._route(request)
+        route = await self._route(request)
         seat_play = request.HasField("seats") or request.HasField("seat_tokens")
         if seat_play:
             actions, seats, tokens = read_seat_moves(request, route.config, route.ids.size)
@@ -259,8 +280,18 @@ class BatchGameServicer:
         except SharedViewUnavailable as error:
             raise FailedPrecondition(str(error)) from None
 
-    def _route(self, request: Message) -> Route:
-        return self.games.route(read_ids(request, "game_ids", self.max_games_per_call))
+    async def _route(self, request: Message) -> Route:
+        return await self._located(read_ids(request, "game_ids", self.max_games_per_call))
+
+    async def _located(self, ids: np.ndarray) -> Route:
+        """The route of these ids; games held elsewhere are located first (see the module doc)."""
+        try:
+            return self.games.route(ids)
+        except NotFound:
+            if self.member is None:
+                raise
+        await self.member.locate(np.unique(ids[~np.isin(ids, self.games.live_ids)]))
+        return self.games.route(ids)
 
     def _check_reply(self, config: GameConfig, games: int, *, masks: bool, finals: bool) -> None:
         """Refuse up front a call whose reply could pass the message limit: once the games have

@@ -93,11 +93,7 @@ class StoreRegistry:
         self._redis(lambda: self.store.redis.hdel(self.store.key("drain"), shard))
 
     def purge(self) -> int:
-        def unlink_all() -> int:
-            keys = list(self.store.redis.scan_iter(match=f"{self.store.prefix}*", count=1000))
-            return self.store.redis.unlink(*keys) if keys else 0
-
-        return self._redis(unlink_all)
+        return self._redis(self.store.purge)
 
 
 class StoreRegistries:

@@ -1,0 +1,158 @@
+"""Games moving between live shards through Redis: the operator's drain, SIGTERM, and lazy moves
+after a shard joins. Real shards (in process, real gRPC on 127.0.0.1) over a real redis-server."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+import numpy as np
+import pytest
+from conftest import BackgroundShard
+from fleet_play import CONFIG, Trainer, recovered_equal_reference, views_equal, wait_for
+from gamefleet_operator.registry import StoreRegistry, shard_state
+from redis_fixture import RedisServer
+
+from gameserver.client import FleetClient, NotFound, Unavailable
+from gameserver.local_fleet import LocalFleet
+from gameserver.service import migration
+from gameserver.service.server import FleetOptions
+from gameserver.sharding import HashRing
+from gameserver.store import FleetStore
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    with RedisServer(tmp_path) as server:
+        yield server
+
+
+def shard(redis_server: RedisServer, fleet: str, name: str, **options: object) -> BackgroundShard:
+    fleet_options = FleetOptions(
+        redis_server.url, fleet, "log", shard_name=name, dead_after_s=1.0, heartbeat_s=0.1, **options
+    )
+    return BackgroundShard(seed=1, fleet=fleet_options)
+
+
+def in_ring(member: BackgroundShard, *shards: BackgroundShard) -> bool:
+    ring = member.server.member.ring
+    return ring is not None and sorted(ring.shards) == sorted(s.address for s in shards)
+
+
+def test_the_operators_drain_request_moves_every_game_and_reports_drained(redis_server):
+    a, b = shard(redis_server, "drain", "pod-a"), shard(redis_server, "drain", "pod-b")
+    try:
+        wait_for(lambda: in_ring(a, a, b) and in_ring(b, a, b), "both shards in both rings")
+        with FleetClient(a.address, timeout=10) as client:
+            trainer = Trainer(client, ["d1", "d2"], games=4)
+            for _ in range(3):
+                trainer.round()
+        store = FleetStore(redis_server.url, "drain", ttl_s=60)
+        registry = StoreRegistry(store)
+        registry.request_drain("pod-a", time.time())
+
+        wait_for(lambda: any(shard_state(i.state, i.load).name == "DRAINED" for i in store.list_shards(5)),
+                 "shard a to report DRAINING with load 0")  # fmt: skip
+        assert a.server.games.active_games == 0
+        assert not client_healthy(a)  # readiness NOT_SERVING while drained
+        with FleetClient(b.address, timeout=10) as client:
+            trainer.client = client
+            for batch in trainer.batches:
+                assert views_equal(client.states(batch.ids), batch.reference, batch.ref_ids)
+            for _ in range(3):
+                trainer.round()
+        with FleetClient(a.address, timeout=10) as client, pytest.raises(Unavailable, match="draining"):
+            client.create(1, CONFIG)
+        registry.cancel_drain("pod-a")
+        wait_for(lambda: client_healthy(a), "shard a to serve again once the request is gone")
+    finally:
+        a.stop()
+        b.stop()
+
+
+def client_healthy(server: BackgroundShard) -> bool:
+    with FleetClient(server.address, timeout=5) as client:
+        return client.healthy()
+
+
+def test_a_joining_shard_takes_a_game_on_its_first_call_only(redis_server):
+    a = shard(redis_server, "lazy", "pod-a")
+    b = None
+    try:
+        with FleetClient(a.address, timeout=10) as client:
+            trainer = Trainer(client, [f"k{i}" for i in range(12)], games=2)
+            trainer.round()
+        b = shard(redis_server, "lazy", "pod-b")
+        wait_for(lambda: in_ring(a, a, b) and in_ring(b, a, b), "both shards in both rings")
+        ring = HashRing(sorted([a.address, b.address]))
+        moving = [x for x in trainer.batches if ring.shard_of_key(x.key) == b.address]
+        staying = [x for x in trainer.batches if ring.shard_of_key(x.key) == a.address]
+        assert moving and staying
+        assert b.server.games.active_games == 0  # nothing moves at the join
+        first, rest = moving[0], moving[1:]
+        with FleetClient(b.address, timeout=10) as client:
+            trainer.client = client
+            trainer.step(first)  # b pulls the game from a, then steps it
+            assert views_equal(client.states(first.ids), first.reference, first.ref_ids)
+            with pytest.raises(Unavailable, match="not this shard's"):
+                client.states(staying[0].ids)  # the ring gives it to a: b does not take it
+        assert np.isin(first.ids, b.server.games.live_ids).all()
+        assert not np.isin(first.ids, a.server.games.live_ids).any()
+        for batch in rest:  # not called: still on a
+            assert np.isin(batch.ids, a.server.games.live_ids).all()
+        with FleetClient(a.address, timeout=10) as client, pytest.raises(Unavailable, match=b.address):
+            client.states(first.ids)  # a points the caller at the new owner
+        with FleetClient(b.address, timeout=10) as client, pytest.raises(NotFound):
+            client.states(np.array([first.ids[0] + np.uint64(1000)]))  # no record anywhere
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+
+
+def test_migration_calls_refuse_bad_input_and_change_nothing(redis_server):
+    a = shard(redis_server, "bad", "pod-a")
+    try:
+        before = a.state()
+        for method, request in [
+            ("HandOver", b"not json"),
+            ("HandOver", b'{"key_hashes": [-1]}'),
+            ("HandOver", b'{"key_hashes": "x"}'),
+            ("Adopt", b'{"key_hashes": [1]}'),
+            ("Adopt", b"[1, 2]"),
+        ]:
+            with grpc.insecure_channel(a.address) as channel:
+                call = channel.unary_unary(f"/{migration.SERVICE}/{method}")
+                with pytest.raises(grpc.RpcError) as error:
+                    call(request, timeout=5)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, request)
+        after = a.state()
+        assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    finally:
+        a.stop()
+
+
+def test_sigterm_hands_the_games_to_the_other_shard_then_exits(redis_server):
+    fast = ("--heartbeat", "0.2", "--dead-after", "5")
+    with (
+        LocalFleet(2, redis_url=redis_server.url, fleet="term", durability="log", router=True,
+                   extra_args=fast, router_args=("--alive-within", "5", "--refresh", "0.2")) as fleet,
+        FleetClient(fleet.router_address, timeout=10) as client,
+    ):  # fmt: skip
+        ring = HashRing(sorted(fleet.addresses))
+        keys = [
+            next(f"t{i}" for i in range(1000) if ring.shard_of_key(f"t{i}") == s) for s in fleet.addresses
+        ]
+        trainer = Trainer(client, keys, games=4)
+        for _ in range(3):
+            trainer.round()
+        leaving = fleet._processes[0]
+        leaving.send_signal(signal.SIGTERM)
+        assert leaving.wait(20) == 0
+        assert "handed 4 games to" in fleet.logs[0].read_text()
+        for _ in range(3):
+            trainer.round()  # through the router, whose ring lost the leaving shard
+        assert all(batch.acked == 6 for batch in trainer.batches)
+        fleet.kill(1)
+        recovered_equal_reference(redis_server.url, "term", trainer.batches)
