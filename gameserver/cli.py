@@ -17,7 +17,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from . import __version__, cli_loadtest, cli_operator, cli_replay, cli_route, cli_selfplay, cli_serve, cli_up
+from . import (
+    __version__,
+    cli_health,
+    cli_loadtest,
+    cli_operator,
+    cli_replay,
+    cli_route,
+    cli_selfplay,
+    cli_serve,
+    cli_up,
+)
 
 FULL_BATCHES = (1, 64, 1024, 16384)
 QUICK_BATCHES = (1, 64, 1024)
@@ -148,6 +158,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], object], ...] = (
     _add_bench,
+    cli_health.add_parser,
     cli_loadtest.add_parser,
     cli_operator.add_parser,
     cli_replay.add_parser,

@@ -105,8 +105,12 @@ RBAC = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
 
 
 def rbac_rules() -> set[tuple[str, str, str]]:
-    """(group, resource, verb) the operator's ClusterRole grants."""
-    role = next(d for d in yaml.safe_load_all(RBAC.read_text()) if d["kind"] == "ClusterRole")
+    """(group, resource, verb) the operator's ClusterRole in manifests/ grants."""
+    return role_rules(next(d for d in yaml.safe_load_all(RBAC.read_text()) if d["kind"] == "ClusterRole"))
+
+
+def role_rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) a ClusterRole grants (the chart's is compared with manifests/)."""
     return {
         (group, resource, verb)
         for rule in role["rules"]
