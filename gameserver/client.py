@@ -6,9 +6,9 @@
         result.observations.codes                          # uint8 [games, players, tiles], a view
 
 Every array a call returns is a read-only view of the reply's bytes (`np.frombuffer`, no
-copy): it stays valid as long as you hold it. Bulk replies are parsed by
-`gameserver.service.wire`; refused calls raise `GameFleetError` subclasses carrying the gRPC
-status (InvalidArgument, NotFound, ResourceExhausted, ...).
+copy; under 64 KB, of protobuf's copy of its field): it stays valid as long as you hold it.
+Bulk replies are parsed by `gameserver.service.wire`; refused calls raise `GameFleetError`
+subclasses carrying the gRPC status (InvalidArgument, NotFound, ResourceExhausted, ...).
 
 Delta observations (`delta=True`) carry only the tiles that changed since the shard last
 sent a view of each game; a game's first delta lists all its tiles. Keep the planes with an

@@ -84,8 +84,8 @@ def buffer_owner(array: np.ndarray) -> object:
 
 
 def test_replies_are_views_of_the_reply_bytes_not_copies(fleet):
-    created = fleet.create(4, GameConfig())
-    step = fleet.step(created.ids, np.full((4, 2), -1))
+    created = fleet.create(32, GameConfig())  # a reply over wire.PARSE_BELOW: walked in place
+    step = fleet.step(created.ids, np.full((32, 2), -1))
     arrays = [step.rewards, step.status, *(getattr(step.observations, n) for n in FIELDS)]
     reply = buffer_owner(arrays[0])
     assert isinstance(reply, bytes)  # np.frombuffer over the bytes gRPC handed the client

@@ -6,7 +6,8 @@ replies (Observations, StepResponse, CreateBatchGamesResponse) are framed here b
 the shard joins tag/length headers and the engine's output arrays into the reply in one
 copy, and the client reads the reply into `np.frombuffer` views of the very bytes gRPC
 handed it, with no copy at all (views are read-only and may be unaligned; numpy and numba
-take both).
+take both). Replies under PARSE_BELOW bytes (one-game steps) are parsed by protobuf's C
+parser instead, whose per-field cost is lower; their arrays view its copies of the fields.
 
 The writer's output is byte-identical to the generated serializer's (fields in number
 order, proto3 defaults left out; a test holds it to that), so any protobuf client reads
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from google.protobuf.message import DecodeError, Message
 
 from .. import codec
 from ..engine import GameConfig, Observation
@@ -28,6 +30,10 @@ from .generated import batch_pb2 as pb
 from .messages import config_from_proto
 
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
+# Replies shorter than this are parsed by protobuf's C parser and their arrays view its copies
+# of the fields (fewer Python steps per field: what a one-game round trip is made of); longer
+# ones are walked here and viewed in place, with no copy.
+PARSE_BELOW = 1 << 16
 _SIGN = 1 << 63
 
 
@@ -73,6 +79,25 @@ _DTYPE_FIELDS = {  # the dtype field of a Tensor, ready to append
 }
 
 
+_COPY_BELOW = 4096  # bytes: a small array is copied (one C call), a large one viewed
+_FRAMES: dict[tuple[int, str, tuple[int, ...]], tuple[bytes, bytes, int]] = {}
+_FRAMES_KEPT = 4096
+
+
+def _frame(number: int, dtype: str, shape: tuple[int, ...], nbytes: int) -> tuple[bytes, bytes, int]:
+    """A Tensor field's bytes before and after its data, and its total size; kept per
+    (field, dtype, shape), as a service sends the same shapes call after call."""
+    dims = b"".join([_varint(d) for d in shape])
+    tail = _DTYPE_FIELDS[dtype] + (_SHAPE_KEY + _varint(len(dims)) + dims if dims else b"")
+    head = _DATA_KEY + _varint(nbytes) if nbytes else b""
+    header = _key(number) + _varint(len(head) + nbytes + len(tail)) + head
+    frame = (header, tail, len(header) + nbytes + len(tail))
+    if len(_FRAMES) >= _FRAMES_KEPT:
+        _FRAMES.clear()
+    _FRAMES[number, dtype, shape] = frame
+    return frame
+
+
 class Body:
     """One message body: header bytes and payload views in order, and their total size."""
 
@@ -95,17 +120,18 @@ class Body:
         self.size += len(header) + body.size
 
     def tensor(self, number: int, array: np.ndarray) -> None:
-        if array.dtype.str in _DTYPE_FIELDS and array.flags.c_contiguous:  # the engine's arrays: a view
-            data, dtype, shape = memoryview(array.reshape(-1).view(np.uint8)), array.dtype.str, array.shape
+        dtype = array.dtype.str
+        if dtype in _DTYPE_FIELDS and array.flags.c_contiguous:  # the engine's arrays: a view
+            data = array.tobytes() if array.nbytes <= _COPY_BELOW else memoryview(array).cast("B")
+            shape = array.shape
         else:
             data, dtype, shape = codec.encode_array(array)
-        dims = b"".join([_varint(d) for d in shape])
-        tail = _DTYPE_FIELDS[dtype] + (_SHAPE_KEY + _varint(len(dims)) + dims if dims else b"")
-        head = _DATA_KEY + _varint(len(data)) if len(data) else b""
-        size = len(head) + len(data) + len(tail)
-        header = _key(number) + _varint(size) + head
+        frame = _FRAMES.get((number, dtype, shape))
+        if frame is None:
+            frame = _frame(number, dtype, shape, len(data))
+        header, tail, size = frame
         self.parts += (header, data, tail)
-        self.size += len(header) + len(data) + len(tail)
+        self.size += size
 
     def to_bytes(self) -> bytes:
         """The serialized message: the one copy of every payload on the way out."""
@@ -297,22 +323,47 @@ def _tensor(buf: bytes, span: tuple[int, int]) -> np.ndarray:
                     shape.append(dim)
         elif number == _SHAPE and kind == _VARINT:
             shape.append(a)
+    dt, count = _checked(dtype, shape, data[1] - data[0])
+    return np.frombuffer(buf, dt, count, data[0]).reshape(shape)
+
+
+def _checked(dtype: bytes, shape: list[int], nbytes: int) -> tuple[np.dtype, int]:
+    """A tensor's numpy dtype and element count, once its dtype, shape and size agree."""
     if dtype not in _READ_DTYPES:
         raise ValueError(f"unsupported tensor dtype {dtype!r}")
-    if len(shape) > _MAX_DIMS or any(d >= _SIGN for d in shape):  # int64 on the wire: negative
+    if len(shape) > _MAX_DIMS or any(d < 0 or d >= _SIGN for d in shape):  # int64 on the wire: negative
         raise ValueError(f"tensor shape must be at most {_MAX_DIMS} non-negative ints, got {shape}")
     dt, count = _READ_DTYPES[dtype], math.prod(shape)
-    if data[1] - data[0] != count * dt.itemsize:
-        raise ValueError(
-            f"tensor holds {data[1] - data[0]} bytes but {dt.name}{shape} needs {count * dt.itemsize}"
-        )
-    return np.frombuffer(buf, dt, count, data[0]).reshape(shape)
+    if nbytes != count * dt.itemsize:
+        raise ValueError(f"tensor holds {nbytes} bytes but {dt.name}{shape} needs {count * dt.itemsize}")
+    return dt, count
+
+
+def _tensor_message(tensor: pb.Tensor) -> np.ndarray:
+    """A parsed Tensor as a view of its data field (protobuf's copy of those bytes)."""
+    data, shape = tensor.data, list(tensor.shape)
+    dt, count = _checked(tensor.dtype.encode(), shape, len(data))
+    return np.frombuffer(data, dt, count).reshape(shape)
 
 
 def _observations(buf: bytes, span: tuple[int, int], shared: Observation | None = None) -> Observations:
     """With `shared` (the caller's shared view), planes absent from the message are taken from it."""
     spans = _spans(buf, *span)
-    arrays = {name: _tensor(buf, spans[number]) for name, number in _OBSERVATIONS.items() if number in spans}
+    return _observations_of(
+        {name: _tensor(buf, spans[number]) for name, number in _OBSERVATIONS.items() if number in spans},
+        shared,
+    )
+
+
+def _observations_message(message: pb.Observations, shared: Observation | None = None) -> Observations:
+    return _observations_of(
+        {name: _tensor_message(getattr(message, name)) for name in _OBSERVATIONS if message.HasField(name)},
+        shared,
+    )
+
+
+def _observations_of(arrays: dict[str, np.ndarray], shared: Observation | None) -> Observations:
+    """Observations from a message's tensors, checked: every shape and dtype agrees with the others."""
     if shared is not None and not arrays.keys() & {*_PLANES, *_COUNTERS, "delta_index"}:
         arrays |= {name: getattr(shared, name) for name in (*_PLANES, *_COUNTERS)}
     land = arrays.get("land")
@@ -356,13 +407,24 @@ def _observations(buf: bytes, span: tuple[int, int], shared: Observation | None 
     )
 
 
+def _parsed(message: type[Message], data: bytes) -> Message:
+    try:
+        return message.FromString(data)
+    except DecodeError as error:
+        raise ValueError(f"not a valid {message.DESCRIPTOR.full_name}: {error}") from None
+
+
 def read_observations(data: bytes, shared: Observation | None = None) -> Observations:
     """An Observations reply; `shared`: the planes of the shared view the call named."""
+    if len(data) < PARSE_BELOW:
+        return _observations_message(_parsed(pb.Observations, data), shared)
     return _observations(data, (0, len(data)), shared)
 
 
 def read_step(data: bytes, shared: Observation | None = None) -> StepResult:
     """A StepResponse; `shared`: the planes of the shared view the call named."""
+    if len(data) < PARSE_BELOW:
+        return _step_message(_parsed(pb.StepResponse, data), shared)
     spans = _spans(data, 0, len(data))
     names = ("rewards", "terminated", "truncated", "status", "reset")
     if any(_STEP[name] not in spans for name in names):
@@ -375,6 +437,20 @@ def read_step(data: bytes, shared: Observation | None = None) -> StepResult:
         _observations(data, spans[_STEP["final_observations"]])
         if _STEP["final_observations"] in spans
         else None
+    )
+    return StepResult(**arrays, observations=observed, final_observations=final)
+
+
+def _step_message(message: pb.StepResponse, shared: Observation | None) -> StepResult:
+    names = ("rewards", "terminated", "truncated", "status", "reset")
+    if not all(message.HasField(name) for name in names):
+        raise ValueError(f"step response without {[n for n in names if not message.HasField(n)]}")
+    arrays = {name: _tensor_message(getattr(message, name)) for name in names}
+    observed = (
+        _observations_message(message.observations, shared) if message.HasField("observations") else None
+    )
+    final = (
+        _observations_message(message.final_observations) if message.HasField("final_observations") else None
     )
     return StepResult(**arrays, observations=observed, final_observations=final)
 
