@@ -256,8 +256,9 @@ STATUS: Schema = {
     },
 }
 
-PRINTER_COLUMNS = [
+PRINTER_COLUMNS = [  # kubectl get gf: Agones' DESIRED/CURRENT/READY, then games and load
     {"name": "Shards", "type": "integer", "jsonPath": ".spec.shards"},
+    {"name": "Current", "type": "integer", "jsonPath": ".status.shards"},  # draining shards included
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyShards"},
     {"name": "Games", "type": "integer", "jsonPath": ".status.games"},
     {"name": "Utilisation", "type": "number", "jsonPath": ".status.utilisation"},

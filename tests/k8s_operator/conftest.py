@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import kopf
@@ -53,10 +53,10 @@ current-context: kmock
     return path
 
 
-@pytest_asyncio.fixture
-async def cluster(kmock: Emulator, kubeconfig: Any) -> AsyncIterator[Cluster]:
-    """The operator running against the emulator, with fake registries; on the way out, every
-    API call it made must be one manifests/rbac.yaml grants."""
+@pytest.fixture
+def api(kmock: Emulator, kubeconfig: Any) -> Iterator[Emulator]:
+    """The emulator serving every resource the operator discovers; on the way out, every API
+    call an operator made to it must be one manifests/rbac.yaml grants."""
     for resource, (kind, namespaced, subresources) in RESOURCES.items():
         kmock.resources[resource] = kmock.ResourceInfo(
             kind=kind,
@@ -64,6 +64,14 @@ async def cluster(kmock: Emulator, kubeconfig: Any) -> AsyncIterator[Cluster]:
             verbs={"list", "watch", "get", "create", "patch", "delete"},
             subresources=subresources,
         )
+    yield kmock
+    assert operator_calls(kmock) <= rbac_rules(), "manifests/rbac.yaml must allow every call"
+
+
+@pytest_asyncio.fixture
+async def cluster(api: Emulator) -> AsyncIterator[Cluster]:
+    """The operator running against the emulator (kopf in its own thread), with fake registries."""
+    kmock = api
     registries = FakeRegistries()
     settings = kopf.OperatorSettings()
     settings.watching.server_timeout = 10
@@ -101,4 +109,3 @@ async def cluster(kmock: Emulator, kubeconfig: Any) -> AsyncIterator[Cluster]:
         stop.set()
         await asyncio.to_thread(thread.join, 10)
     assert not thread.is_alive() and not errors, errors
-    assert operator_calls(kmock) <= rbac_rules(), "manifests/rbac.yaml must allow every call"

@@ -7,9 +7,10 @@ import asyncio
 import copy
 import itertools
 import json
+import re
 import socket
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,13 @@ class Cluster:
 
     async def create(self, name: str, spec: dict[str, Any]) -> None:
         body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": "default"}}
-        response = await self.kmock.post(FLEETS_URL, json=body | {"spec": spec})
+        await self.apply(body | {"spec": spec})
+
+    async def apply(self, body: dict[str, Any]) -> None:
+        """kubectl apply of a new object of the default namespace (a fleet, a Secret)."""
+        group = "/api/v1" if body["apiVersion"] == "v1" else f"/apis/{body['apiVersion']}"
+        plural = {"GameFleet": "gamefleets", "Secret": "secrets"}[body["kind"]]
+        response = await self.kmock.post(f"{group}/namespaces/default/{plural}", json=body)
         assert response.status == 200, await response.text()
 
     async def patch(self, name: str, body: dict[str, Any], subresource: str = "") -> None:
@@ -251,3 +258,51 @@ class Cluster:
             for r in self.kmock["post /api/v1/namespaces/default/events"]
             if r.data.get("reason") == reason
         ]
+
+
+_PATH = re.compile(r'((?:\.\w+)+)(?:\[\?\(@\.(\w+)=="([^"]*)"\)\]((?:\.\w+)+))?')
+
+
+def json_path(obj: Any, path: str) -> Any:
+    """The value of a printer column's JSONPath (`.a.b`, or `.a[?(@.k=="v")].b`); None if absent."""
+    match = _PATH.fullmatch(path)
+    if match is None:
+        raise ValueError(f"unsupported JSONPath {path!r}")
+
+    def walk(node: Any, dotted: str) -> Any:
+        for key in dotted.strip(".").split("."):
+            node = node.get(key) if isinstance(node, Mapping) else None
+        return node
+
+    value = walk(obj, match[1])
+    if match[2]:
+        chosen = [item for item in value or [] if isinstance(item, Mapping) and item[match[2]] == match[3]]
+        value = walk(chosen[0], match[4]) if chosen else None
+    return value
+
+
+def kubectl_get(columns: list[dict[str, Any]], objects: list[Any], now: datetime) -> list[list[str]]:
+    """The rows `kubectl get` prints for these objects: NAME, then each printer column
+    (absent values as <none>, dates as an age in seconds)."""
+    rows = [["NAME", *(c["name"].upper() for c in columns)]]
+    for obj in objects:
+        row = [obj["metadata"]["name"]]
+        for column in columns:
+            value = json_path(obj, column["jsonPath"])
+            if value is None:
+                row.append("<none>")
+            elif column["type"] == "date":
+                since = now - datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                row.append(f"{int(since.total_seconds())}s")
+            elif column["type"] == "number":
+                row.append(f"{value:.15g}")  # as kubectl prints a float64: 0.0 is 0
+            else:
+                row.append(str(value))
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ("   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(line.rstrip() for line in lines)

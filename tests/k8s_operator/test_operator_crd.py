@@ -54,11 +54,14 @@ def test_scale_subresource_and_printer_columns_point_at_schema_fields() -> None:
     for column in version["additionalPrinterColumns"]:
         if not column["jsonPath"].startswith(".metadata"):
             assert resolve(column["jsonPath"]), column
-    assert [c["name"] for c in version["additionalPrinterColumns"]][:4] == [
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
         "Shards",
+        "Current",
         "Ready",
         "Games",
         "Utilisation",
+        "Status",
+        "Age",
     ]
 
 

@@ -137,11 +137,15 @@ async def test_scale_down_waits_for_drained_shards_highest_first(cluster: Cluste
     await wait_for(lambda: set(registry.drains) == {"delta-shard-1", "delta-shard-2"}, what="drain requests")
     await wait_for(lambda: cluster.condition("delta", "Progressing").get("reason") == "Draining")
     assert cluster.replicas("delta") == 3  # nobody reported drained yet
+    await wait_for(lambda: cluster.events("Draining"), what="the Draining event")
+    assert cluster.events("Draining")[0]["message"] == "asked delta-shard-1, delta-shard-2 to drain"
     registry.report("delta-shard-1", 0, ShardState.DRAINED)  # the lower one first: nothing can go yet
     await asyncio.sleep(3 * SYNC_INTERVAL)
     assert cluster.replicas("delta") == 3
     registry.report("delta-shard-2", 0, ShardState.DRAINED)
     await wait_for(lambda: cluster.replicas("delta") == 1, what="both leaving shards removed")
+    await wait_for(lambda: cluster.events("Scaled"), what="the Scaled event")
+    assert [e["message"] for e in cluster.events("Scaled")] == ["shard StatefulSet 3 -> 1"]
     assert registry.drains == {}  # done: a later delta-shard-1 must not start out draining
     replicas = [v["spec"]["replicas"] for v in cluster.kmock.objects[STS, "default", "delta-shard"].history]
     assert replicas == sorted(replicas, reverse=True) and 2 not in replicas  # 3 -> 1 once both drained

@@ -17,7 +17,8 @@ from .harness import rbac_rules
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 K8S = kubernetes_validate.latest_version()
-INSTALL = sorted(p for p in MANIFESTS.glob("*.yaml") if p.name != "kustomization.yaml")
+# what `kubectl apply -f manifests/` reads: the directory's .json/.yaml/.yml files, not subdirectories
+INSTALL = sorted(p for p in MANIFESTS.iterdir() if p.suffix in (".json", ".yaml", ".yml"))
 EXAMPLES = sorted((MANIFESTS / "examples").glob("*.yaml"))
 EVERYTHING = {
     "image": "ghcr.io/gamefleet/gamefleet:0.1.0",
@@ -67,8 +68,12 @@ def test_strict_validation_refuses_unknown_fields() -> None:
         strict(manifest)
 
 
-def test_kustomization_installs_every_manifest() -> None:
-    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+def test_apply_k_and_apply_f_install_the_same_manifests() -> None:
+    """`kubectl apply -k manifests/` reads the extensionless Kustomization; `kubectl apply -f
+    manifests/` the files INSTALL lists, each a Kubernetes object (test_install_manifests_are_valid):
+    the two must agree."""
+    kustomization = yaml.safe_load((MANIFESTS / "Kustomization").read_text())
+    assert kustomization["kind"] == "Kustomization"
     assert sorted(kustomization["resources"]) == sorted(p.name for p in INSTALL)
 
 
