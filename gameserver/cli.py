@@ -137,14 +137,23 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     service.add_argument(
         "--latency-calls", type=_positive_int, help="one-game calls timed, unary and streamed (default 10000)"
     )
+    fleet = targets.add_parser(
+        "fleet",
+        help="router vs direct steps/s, log/snapshot durability vs off, recovery time (needs redis-server)",
+    )
+    fleet.add_argument("--rounds", type=_positive_int, help="rounds over every mode (default 3)")
+    fleet.add_argument(
+        "--recovery-games", type=_positive_int, help="games recovered from Redis (default 10000)"
+    )
     for name, target, module in (
         ("replay", replay, "rl_bench"),
         ("matrix", matrix, "matrix_bench"),
         ("service", service, "service_bench"),
+        ("fleet", fleet, "fleet_bench"),
     ):
         target.add_argument("--seconds", type=_positive_seconds, help="timed seconds per figure")
         target.add_argument("--quick", action="store_true", help="a smoke run: small sizes, short windows")
-        if target is not service:
+        if target not in (service, fleet):
             target.add_argument("--no-service", action="store_true", help="skip the figures through gRPC")
         target.add_argument(
             "--out", type=Path, default=Path(f"benchmarks/out/{name}.json"), help="JSON results"

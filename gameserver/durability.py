@@ -77,10 +77,12 @@ class Durability:
     """One shard's link to the store: the writer thread, heartbeats, Redis health, counters.
 
     `on_redis_error` decides what a synchronous write (the log entry of mode `log`; adopting)
-    does when Redis fails: "fail" raises StoreUnavailableError and the call changes nothing;
+    does when Redis fails: "fail" raises StoreUnavailableError and the call changes nothing
+    (one exception: a step's log entry travels while the step runs, so a Redis that fails in
+    that window leaves the step applied in memory, unacknowledged: the error says so);
     "degrade" lets the call proceed, counts it in `unlogged_steps` (calls applied without a
     log entry), and the pool rewrites its records once Redis answers again (tried at most
-    every `retry_s`). Under "degrade" a step's XADD round trip also overlaps the step itself.
+    every `retry_s`). A step's XADD round trip overlaps the step itself in both modes.
     Background writes never block a step: a failed one is counted in `failed_writes` and
     retried in full. `degraded` says whether anything acknowledged is not durable yet.
     """
@@ -403,12 +405,15 @@ class DurablePool(GamePool):
     def _logged(self, kind: str, ids: np.ndarray, data: np.ndarray | None, apply: Callable[[], T]) -> T:
         """Apply a call whose log entry is in Redis before this returns (mode `log`).
 
-        Under "fail" the entry is confirmed first, so a refused entry leaves the pool as it was.
-        Under "degrade" the round trip overlaps the work: a failure only counts, the call stands.
+        A step's entry is sent, the step applied while it travels, and the entry confirmed before
+        this returns (the round trip hidden behind the kernel). Under "fail" other calls wait for
+        their entry first, so a refused entry leaves the pool as it was; a step whose entry fails
+        after it ran raises StoreUnavailableError with `applied` set (in memory, not acknowledged).
+        Under "degrade" every call overlaps: a failure only counts, the call stands.
         """
         if self._mode != "log":
             return apply()
-        overlap = self.durability.on_redis_error == "degrade"
+        overlap = kind == "step" or self.durability.on_redis_error == "degrade"
         sent = self._send(kind, ids, data)
         if sent and not overlap:
             sent = self._receive()
@@ -417,13 +422,14 @@ class DurablePool(GamePool):
         except Exception:
             if sent:  # the entry names a call that did not happen: make the records skip it
                 if overlap:
-                    self._receive()
+                    with contextlib.suppress(StoreUnavailableError):
+                        self._receive()
                 self._resync = True
                 with contextlib.suppress(StoreUnavailableError):  # if so, the next call retries
                     self._resynchronise()
             raise
         if sent and overlap:
-            self._receive()
+            self._receive(applied=True)
         return result
 
     def _send(self, kind: str, ids: np.ndarray, data: np.ndarray | None) -> bool:
@@ -440,11 +446,13 @@ class DurablePool(GamePool):
             self._unavailable(error)
             return False
 
-    def _receive(self) -> bool:
+    def _receive(self, applied: bool = False) -> bool:
+        """Confirm the entry sent last; `applied`: its call has already taken effect here."""
         try:
             self.durability._advance(self._log().receive())
             return True
         except StoreUnavailableError as error:
+            error.applied = applied
             self._unavailable(error)
             return False
 

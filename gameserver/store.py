@@ -49,7 +49,13 @@ _RELEASE_CLAIM = (
 
 
 class StoreUnavailableError(ConnectionError):
-    """Redis could not be reached or refused a write (the service answers UNAVAILABLE)."""
+    """Redis could not be reached or refused a write (the service answers UNAVAILABLE).
+
+    `applied`: the call it failed had already taken effect in memory (a step runs while its log
+    entry travels): it is not acknowledged, and the records catch up once Redis answers.
+    """
+
+    applied = False
 
 
 @dataclass(frozen=True)

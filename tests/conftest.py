@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from redis_fixture import RedisServer
 
 from gameserver.client import FleetClient
 from gameserver.service.server import ShardServer
@@ -108,3 +109,10 @@ def serve_process() -> Iterator[ServeProcess]:
         if process.process.poll() is None:
             process.process.kill()
             process.process.wait()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own (free port, no persistence), killed after it."""
+    with RedisServer(tmp_path) as server:
+        yield server

@@ -16,7 +16,6 @@ import time
 import grpc
 import pytest
 from fleet_play import Trainer, keys_on, recovered_equal_reference, wait_for
-from redis_fixture import RedisServer
 
 from gameserver.client import FleetClient, GameFleetError, Unavailable
 from gameserver.local_fleet import LocalFleet
@@ -24,12 +23,6 @@ from gameserver.service.membership import DURABILITY_HEALTH
 
 FAST_SHARD = ("--heartbeat", "0.2", "--dead-after", "1.2")
 FAST_ROUTER = ("--alive-within", "1.2", "--refresh", "0.2", "--shard-timeout", "5")
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    with RedisServer(tmp_path) as server:
-        yield server
 
 
 def kill_all(fleet: LocalFleet) -> None:

@@ -22,12 +22,6 @@ from gameserver.sharding import HashRing
 from gameserver.store import FleetStore
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    with RedisServer(tmp_path) as server:
-        yield server
-
-
 def shard(redis_server: RedisServer, fleet: str, name: str, **options: object) -> BackgroundShard:
     fleet_options = FleetOptions(
         redis_server.url, fleet, "log", shard_name=name, dead_after_s=1.0, heartbeat_s=0.1, **options

@@ -27,12 +27,6 @@ STEPS_TO_REPLAY = 50
 
 
 @pytest.fixture
-def redis_server(tmp_path):
-    with RedisServer(tmp_path) as server:
-        yield server
-
-
-@pytest.fixture
 def store(redis_server):
     return FleetStore(redis_server.url, "test", ttl_s=600, timeout_s=0.5)
 

@@ -9,7 +9,6 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis_fixture import RedisServer
 
 from gameserver import codec
 from gameserver.durability import Durability, DurablePool
@@ -19,12 +18,6 @@ from gameserver.records import decode_records, encode_records
 from gameserver.store import FleetStore
 
 CONFIG = GameConfig(height=10, width=12, players=3, max_ticks=50)
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    with RedisServer(tmp_path) as server:
-        yield server
 
 
 @pytest.fixture

@@ -107,7 +107,12 @@ def as_service_error(error: Exception) -> GameFleetError | None:
     """
     if isinstance(error, GameFleetError):
         return error
-    if isinstance(error, StoreUnavailableError):  # on-redis-error=fail: refused before any change
+    if isinstance(error, StoreUnavailableError):  # on-redis-error=fail
+        if error.applied:  # Redis failed while the step ran: done here, not durable, not acknowledged
+            return Unavailable(
+                "durability store unavailable: the step was applied but its log entry was not "
+                f"confirmed, so it is not acknowledged; read the games before retrying: {error}"
+            )
         return Unavailable(
             f"durability store unavailable, the call changed nothing (on-redis-error=fail): {error}"
         )

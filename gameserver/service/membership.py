@@ -264,6 +264,13 @@ class FleetMember:
                 ring = self.ring
                 others = [s for s in ring.shards if s != self.name] if ring is not None else []
                 targets = HashRing(others) if others else None
+            if targets is None and self._leaving and self.moves_games:
+                log.warning(
+                    "shard %s: no other shard serves: its %d games stay recorded in Redis for whoever "
+                    "takes them (its own restart, or a survivor once it is gone)",
+                    self.name, self.games.active_games,
+                )  # fmt: skip
+                return
             if targets is not None:
                 keys = np.unique(key_hashes(self.games.live_ids))
                 owners = targets.shard_index_of_hashes(keys)
