@@ -19,6 +19,7 @@ from types import ModuleType
 
 from . import (
     __version__,
+    cli_delete_fleet,
     cli_health,
     cli_loadtest,
     cli_operator,
@@ -167,6 +168,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], object], ...] = (
     _add_bench,
+    cli_delete_fleet.add_parser,
     cli_health.add_parser,
     cli_loadtest.add_parser,
     cli_operator.add_parser,

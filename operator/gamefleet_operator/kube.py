@@ -12,8 +12,10 @@ from typing import Any
 
 import kubernetes
 
-# kind -> resource (plural): exactly the kinds render.py emits, plus what the handlers read.
+# kind -> resource (plural): exactly the kinds render.py emits, plus what the handlers read
+# and the fleets themselves (`gamefleet delete-fleet`).
 PLURALS = {
+    "GameFleet": "gamefleets",
     "ConfigMap": "configmaps",
     "Secret": "secrets",
     "Service": "services",
@@ -98,6 +100,16 @@ class Kube:
             if e.status == 404:
                 return None
             raise
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Ask for the object's deletion (finalizers may keep it a while); False when there was none."""
+        try:
+            self._call("DELETE", f"{collection_path(api_version, kind, namespace)}/{name}")
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
 
     def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
         self._call("PATCH", f"{collection_path(api_version, kind, namespace)}/{name}", body, MERGE_PATCH)

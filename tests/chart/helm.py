@@ -86,9 +86,9 @@ def helm(*args: str, values: dict[str, Any] | None = None) -> str:
     return done.stdout
 
 
-def template(values: dict[str, Any], release: str = RELEASE) -> list[dict[str, Any]]:
+def template(values: dict[str, Any], release: str = RELEASE, chart: Path = CHART) -> list[dict[str, Any]]:
     """Every object `helm template --include-crds` renders (hooks and tests included)."""
-    out = helm("template", release, str(CHART), "--namespace", NAMESPACE, "--include-crds", values=values)
+    out = helm("template", release, str(chart), "--namespace", NAMESPACE, "--include-crds", values=values)
     return [d for d in yaml.safe_load_all(out) if d]
 
 

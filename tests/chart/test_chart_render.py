@@ -267,3 +267,24 @@ def test_a_release_named_gamefleet_and_its_fleet_share_no_object_name() -> None:
     ours = {(o["kind"], o["metadata"]["name"]) for o in objects}
     assert len(ours) == len(objects)
     assert ours.isdisjoint((c["kind"], c["metadata"]["name"]) for c in children)
+
+
+def test_uninstall_deletes_the_fleet_first_with_a_pre_delete_hook() -> None:
+    """Helm deletes custom resources last: without the hook the operator would be gone before
+    the fleet's cleanup finalizer ran (the hook's command is tested against the operator in
+    tests/k8s_operator/test_operator_delete_fleet.py)."""
+    assert not [o for o in rendered("default") if o["metadata"]["name"] == f"{FULLNAME}-delete-fleet"]
+    objects = rendered("fleet-autoscaled")
+    hook = {
+        k: find(objects, k, f"{FULLNAME}-delete-fleet")
+        for k in ("ServiceAccount", "Role", "RoleBinding", "Job")
+    }
+    for kind, manifest in hook.items():
+        assert manifest["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete", kind
+    weight = {k: int(m["metadata"]["annotations"]["helm.sh/hook-weight"]) for k, m in hook.items()}
+    assert weight["Job"] > max(weight["ServiceAccount"], weight["Role"], weight["RoleBinding"])
+    pod = hook["Job"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"][:2] == ["trainers", f"--namespace={NAMESPACE}"]
+    assert hook["RoleBinding"]["subjects"][0]["name"] == pod["serviceAccountName"]
+    assert hook["RoleBinding"]["roleRef"]["name"] == hook["Role"]["metadata"]["name"]
+    assert hook["Role"]["rules"][0]["resourceNames"] == ["trainers"]

@@ -27,6 +27,7 @@ def test_helm_lint_strict_passes(name: str) -> None:
         ({"operator": {"namespaces": ["Not_A_Namespace"]}}, "/operator/namespaces/0"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"fleet": {"name": "a" * 41}}, "/fleet/name"),
+        ({"fleet": {"deleteTimeoutSeconds": 1}}, "/fleet/deleteTimeoutSeconds"),
         ({"fleet": {"spec": {"shard": 3}}}, "additional properties 'shard' not allowed"),
         ({"fleet": {"spec": {"shards": 0}}}, "/fleet/spec/shards"),
         ({"fleet": {"spec": {"durability": {"mode": "sometimes"}}}}, "/fleet/spec/durability/mode"),

@@ -24,6 +24,8 @@ from gamefleet_operator.autoscale import ShardLoad, ShardState
 from gamefleet_operator.registry import RegistryUnavailable
 from gamefleet_operator.spec import Fleet
 
+from gameserver.cli_delete_fleet import USER_AGENT as DELETE_FLEET_AGENT
+
 GF = "gamefleet.dev/v1/gamefleets"
 FLEETS_URL = "/apis/gamefleet.dev/v1/namespaces/default/gamefleets"
 SYNC_INTERVAL = 0.3
@@ -121,8 +123,9 @@ def role_rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     }
 
 
-def operator_calls(requests: Iterable[Any]) -> set[tuple[str, str, str]]:
-    """(group, resource, verb) of the API calls kopf and the operator made (not the test's own)."""
+def operator_calls(requests: Iterable[Any], agent: str | None = None) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of the API calls kopf and the operator made (not the test's own,
+    nor `gamefleet delete-fleet`'s), or those of the client whose User-Agent is `agent`."""
     return {
         (
             r.resource.group or "",
@@ -132,7 +135,11 @@ def operator_calls(requests: Iterable[Any]) -> set[tuple[str, str, str]]:
         for r in requests
         if r.resource is not None
         and r.resource.plural
-        and not r.headers.get("User-Agent", "").startswith("kmock/")
+        and (
+            r.headers.get("User-Agent", "") == agent
+            if agent
+            else not r.headers.get("User-Agent", "").startswith(("kmock/", DELETE_FLEET_AGENT))
+        )
     }
 
 
