@@ -92,7 +92,8 @@ class SharedView:
         with contextlib.suppress(BufferError):  # views still held: unmapped with the last of them
             self._segment.close()
         self._segment = None
-        _posixshmem.shm_unlink("/" + self.name)
+        with contextlib.suppress(FileNotFoundError):  # removed by someone else already
+            _posixshmem.shm_unlink("/" + self.name)
         resource_tracker.unregister("/" + self.name, "shared_memory")
 
     def __enter__(self) -> SharedView:
