@@ -20,6 +20,7 @@ import sys
 import urllib.parse
 
 from .service import limits
+from .telemetry.exposition import add_metrics_argument
 
 SHARD_PORT = 50051
 
@@ -55,6 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--max-games-per-call", type=int, default=limits.MAX_GAMES_PER_CALL)
     parser.add_argument("--max-message-mb", type=int, default=limits.MAX_MESSAGE_BYTES >> 20)
     parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
+    add_metrics_argument(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -90,6 +92,7 @@ def with_password(url: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .service.router_server import RouterServer  # grpc loads here, not for `gamefleet --help`
+    from .telemetry import process
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = RouterServer(
@@ -101,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
         max_games_per_call=args.max_games_per_call,
         max_message_bytes=args.max_message_mb << 20,
     )
-    asyncio.run(server.serve_until_signal(args.grace))
+    process.start("router", args.host, args.metrics_port)
+    try:
+        asyncio.run(server.serve_until_signal(args.grace))
+    finally:
+        process.stop()
     return 0
 
 

@@ -18,6 +18,7 @@ import os
 import sys
 
 from .service import limits
+from .telemetry.exposition import add_metrics_argument
 
 
 def _env_int(name: str, default: int) -> int:
@@ -84,6 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--workers", type=int, default=limits.WORKERS, help="threads stepping pools")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
     _add_fleet(parser)
+    add_metrics_argument(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -124,6 +126,7 @@ def fleet_options(args: argparse.Namespace) -> object:
 
 def run(args: argparse.Namespace) -> int:
     from .service.server import ShardServer  # numba and grpc load here, not for `gamefleet --help`
+    from .telemetry import process
 
     fleet = fleet_options(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -137,7 +140,11 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         fleet=fleet,
     )
-    asyncio.run(server.serve_until_signal(args.grace))
+    process.start("shard", args.host, args.metrics_port)
+    try:
+        asyncio.run(server.serve_until_signal(args.grace))
+    finally:
+        process.stop()
     return 0
 
 

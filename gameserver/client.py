@@ -71,6 +71,7 @@ from .service.shard import SERVICE
 from .service.wire import Created, Observations, StepResult
 from .sharding import HashRing
 from .shared_views import SharedView
+from .telemetry import tracing
 
 __all__ = [
     "Aborted",
@@ -258,6 +259,9 @@ class FleetClient:
     def _call(self, name: str, request: Any, view: SharedView | None = None) -> Any:
         read = _reader(name, request, view)
         try:
+            if tracing.ACTIVE:  # a CLIENT span, its context sent along in the metadata
+                with tracing.client_span(f"/{SERVICE.full_name}/{name}", self.address) as metadata:
+                    return read(self._calls[name](request, timeout=self.timeout, metadata=metadata))
             return read(self._calls[name](request, timeout=self.timeout))
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
@@ -420,6 +424,9 @@ class AsyncFleetClient:
     async def _call(self, name: str, request: Any, view: SharedView | None = None) -> Any:
         read = _reader(name, request, view)
         try:
+            if tracing.ACTIVE:
+                with tracing.client_span(f"/{SERVICE.full_name}/{name}", self.address) as metadata:
+                    return read(await self._calls[name](request, timeout=self.timeout, metadata=metadata))
             return read(await self._calls[name](request, timeout=self.timeout))
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None

@@ -68,6 +68,19 @@ class _Capture:
     error: Exception | None = None
 
 
+@dataclass(frozen=True)
+class DurabilityLag:
+    """snapshot_s: age of the oldest change not yet recorded; log_s: span of log a recovery would
+    replay (mode log); queued_writes: captures waiting for the writer; the rest: Durability's counters."""
+
+    snapshot_s: float
+    log_s: float
+    queued_writes: int
+    unlogged_steps: int
+    failed_writes: int
+    degraded: bool
+
+
 @dataclass
 class _Forget:
     ids: np.ndarray
@@ -162,6 +175,22 @@ class Durability:
                 self.store.remove_shard(self.shard)
             except StoreUnavailableError:
                 log.warning("shard %s could not leave the registry (it will expire)", self.shard)
+
+    def lag(self) -> DurabilityLag:
+        """How far the records in Redis trail the play (read by the telemetry at scrape time)."""
+        now = time.monotonic()
+        with self._lock:
+            last, pools = self._last_id, list(self._pools)
+        behind = [p for p in pools if p._dirty or p._pending or p._full_next or p._resync]
+        logged = [p._covered for p in behind if self.mode == "log" and p._covered != ORIGIN]
+        return DurabilityLag(
+            snapshot_s=max((now - p._last_round for p in behind), default=0.0) if self.mode != "off" else 0.0,
+            log_s=max((last[0] - covered[0] for covered in logged), default=0) / 1000,
+            queued_writes=self._queue.qsize(),
+            unlogged_steps=self.unlogged_steps,
+            failed_writes=self.failed_writes,
+            degraded=self.degraded,
+        )
 
     # Called by pools, on their caller's thread --------------------------------------------
 

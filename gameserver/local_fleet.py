@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from .telemetry.exposition import READY_PREFIX as _METRICS_READY
+
 _READY_PREFIX = "gamefleet shard serving on "
 _ROUTER_READY = "gamefleet router serving on "  # router_server.READY_PREFIX (not imported: no grpc here)
 
@@ -32,7 +34,8 @@ class FleetStartError(RuntimeError):
 
 class LocalFleet:
     """Start `shards` shard processes; `addresses` lists them once started. With `router`, also a
-    `gamefleet route` process over them, at `router_address`."""
+    `gamefleet route` process over them, at `router_address`. With `metrics`, every process serves
+    /metrics on a free port: `metrics_urls` lists them (shards first, then the router)."""
 
     def __init__(
         self,
@@ -46,6 +49,7 @@ class LocalFleet:
         fleet: str = "local",
         durability: str = "off",
         router_args: Sequence[str] = (),
+        metrics: bool = False,
     ):
         if shards < 1:
             raise ValueError(f"a fleet needs at least one shard, got {shards}")
@@ -58,6 +62,8 @@ class LocalFleet:
         self.fleet = fleet
         self.durability = durability
         self.router_args = tuple(router_args)
+        self.metrics = metrics
+        self.metrics_urls: list[str] = []
         self.addresses: list[str] = []
         self.router_address: str | None = None  # with router=True: `gamefleet route` over the shards
         self.logs: list[Path] = []
@@ -71,17 +77,23 @@ class LocalFleet:
             fleet_args = ("--redis", self.redis_url, "--fleet", self.fleet, "--durability", self.durability)
         for ordinal in range(self.shards):
             command = [sys.executable, "-m", "gameserver.cli_serve", "--port", "0", "--seed",
-                       str(self.seed + ordinal), *fleet_args, *self.extra_args]  # fmt: skip
+                       str(self.seed + ordinal), *fleet_args, *self._telemetry(),
+                       *self.extra_args]  # fmt: skip
             self._processes.append(self._spawn(command, f"shard-{ordinal}"))
         try:
             pairs = zip(self._processes, self.logs, strict=True)
             self.addresses = [self._wait_serving(process, log) for process, log in pairs]
             if self.router:
                 self._start_router(0)
+            if self.metrics:
+                self.metrics_urls = [_announced(log, _METRICS_READY) for log in self.logs]
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _telemetry(self) -> tuple[str, ...]:
+        return ("--metrics-port", "auto") if self.metrics else ()
 
     def _spawn(self, command: list[str], name: str) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -95,7 +107,7 @@ class LocalFleet:
         topology = ("--redis", self.redis_url, "--fleet", self.fleet) if self.redis_url else (
             "--shards", ",".join(self.addresses))  # fmt: skip
         command = [sys.executable, "-m", "gameserver.cli_route", "--port", str(port), *topology,
-                   *self.router_args]  # fmt: skip
+                   *self._telemetry(), *self.router_args]  # fmt: skip
         self._processes.append(self._spawn(command, f"router-{len(self.logs)}"))
         self.router_address = self._wait_serving(self._processes[-1], self.logs[-1], _ROUTER_READY)
 
@@ -115,11 +127,11 @@ class LocalFleet:
     def _wait_serving(self, process: subprocess.Popen[bytes], log: Path, ready: str = _READY_PREFIX) -> str:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            text = log.read_text(errors="replace")
-            for line in text.splitlines():
-                if line.startswith(ready):
-                    return line[len(ready) :].split()[0]
+            address = _announced(log, ready)
+            if address is not None:
+                return address
             if process.poll() is not None:
+                text = log.read_text(errors="replace")
                 raise FleetStartError(f"{log.stem} exited with {process.returncode} ({log}): {text[-2000:]}")
             time.sleep(0.05)
         raise FleetStartError(f"{log.stem} not serving within {self.timeout}s ({log})")
@@ -144,3 +156,11 @@ class LocalFleet:
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ):
         self.stop()
+
+
+def _announced(log: Path, prefix: str) -> str | None:
+    """The first word after `prefix` on a line of the log, None while no line has it."""
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith(prefix):
+            return line[len(prefix) :].split()[0]
+    return None

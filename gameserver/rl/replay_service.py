@@ -25,6 +25,7 @@ from ..service.errors import GameFleetError, InvalidArgument, as_service_error
 from ..service.generated import replay_pb2 as rpb
 from ..service.limits import MAX_MESSAGE_BYTES, channel_options
 from ..service.messages import read_tensor, write_tensor
+from ..telemetry.collectors import watch_replay
 from .rate_limiter import RateLimitTimeout
 from .replay import ReplayBuffer
 from .replay_wire import info_to_proto, read_fields, write_fields
@@ -135,6 +136,7 @@ class ReplayServer:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.buffer = buffer
+        watch_replay(buffer)
         self.host, self.port = host, port
         self.health = health.HealthServicer()
         self._server = grpc.server(

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
+from ..telemetry.grpc_client import ClientCall
 from .limits import channel_options
 from .shard import SERVICE
 
@@ -55,8 +56,14 @@ class ShardChannels:
     async def call(self, shard: str, method: str, request: bytes, timeout: float) -> bytes:
         """`method` of the BatchGameService on `shard`; raises grpc.RpcError as the shard's status."""
         link = self._link(shard)
-        call = functools.partial(link.methods[method], request, timeout=timeout)
-        return await asyncio.get_running_loop().run_in_executor(link.executor, call)
+        with ClientCall(shard, method) as metadata:
+            call = functools.partial(link.methods[method], request, timeout=timeout, metadata=metadata)
+            return await asyncio.get_running_loop().run_in_executor(link.executor, call)
+
+    @property
+    def links(self) -> int:
+        """Shard connections open now (telemetry: the router's connection pool)."""
+        return len(self._links)
 
     def _link(self, shard: str) -> _Link:
         link = self._links.get(shard)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from ..durability import Durability, DurablePool
 from ..engine import GameConfig, Observation
 from ..engine.config import RUNNING
 from ..pool import GamePool, IdSource, UnknownGameError
+from ..telemetry import metrics, tracing
 from .deltas import DeltaViews
 from .errors import InvalidArgument, NotFound, ResourceExhausted
 from .generated import batch_pb2 as pb
@@ -248,6 +250,7 @@ class ShardGames:
         `out` (a shared view, request order) receives the planes."""
 
         def work() -> T:
+            started = time.perf_counter()
             self._check_live(route)
             parts = []
             for (entry, ids, rows), (_, moves, _) in zip(route.parts(), route.parts(actions), strict=True):
@@ -260,7 +263,9 @@ class ShardGames:
             stepped = _merge_steps(route, parts)
             if stepped.views is not None:
                 stepped.views = _into(out, stepped.views)
-            return finish(stepped)
+            reply = finish(stepped)
+            metrics.record_step(stepped, route.config.players, time.perf_counter() - started)
+            return reply
 
         return await self._locked(route.entries, route.size, work)
 
@@ -364,6 +369,9 @@ class ShardGames:
         The locks are released when the work is done, not when the caller is cancelled (a
         client that hangs up must not let the next call into a pool a worker still uses).
         """
+        if tracing.ACTIVE:
+            attributes = {"gamefleet.seat_tiles": size, "gamefleet.pools": len(entries)}
+            work = tracing.in_span("game.run", work, attributes)
         held: list[PoolEntry] = []
         try:
             for entry in sorted(entries, key=lambda e: e.index):

@@ -18,6 +18,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..sharding import DEFAULT_VIRTUAL_NODES, HashRing
+from ..telemetry import collectors, metrics
+from ..telemetry.grpc_server import interceptors
 from .channels import ShardChannels
 from .limits import MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, channel_options
 from .router import RouterServicer
@@ -51,6 +53,7 @@ class RouterServer:
         self.virtual_nodes = virtual_nodes
         self.max_message_bytes = max_message_bytes
         self.channels = ShardChannels(max_message_bytes)
+        collectors.watch_channels(self.channels)
         self.servicer = RouterServicer(
             self.channels, shard_timeout_s=shard_timeout_s, max_games_per_call=max_games_per_call
         )
@@ -68,7 +71,7 @@ class RouterServer:
     async def start(self, topology_wait_s: float = 10.0) -> None:
         """Serve; the first topology poll is awaited (up to `topology_wait_s`) so a router started
         over live shards reports SERVING at once."""
-        server = aio.server(options=channel_options(self.max_message_bytes))
+        server = aio.server(options=channel_options(self.max_message_bytes), interceptors=interceptors())
         self.port = server.add_insecure_port(self.address)
         server.add_generic_rpc_handlers((self.servicer.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -108,12 +111,14 @@ class RouterServer:
         )
         for service in ("", SERVICE.full_name):
             await self.health.set(service, status)
+        metrics.serving("router", serving)
 
     async def stop(self, grace: float = 5.0) -> None:
         """NOT_SERVING, refuse new calls, let in-flight ones finish within `grace`, close the channels."""
         if self._server is None:
             return
         await self.health.enter_graceful_shutdown()
+        metrics.serving("router", False)
         await self._server.stop(grace)
         self._server = None
         self._watch.cancel()

@@ -31,6 +31,8 @@ from ..engine import GameConfig
 from ..pool import GamePool
 from ..shared_views import SharedViewCache
 from ..store import FleetStore
+from ..telemetry import collectors, metrics
+from ..telemetry.grpc_server import interceptors
 from .deltas import DeltaViews
 from .games import ShardGames
 from .limits import MAX_GAMES, MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, WORKERS, channel_options
@@ -118,7 +120,7 @@ class ShardServer:
         # numba's workqueue layer must not run parallel kernels from two threads at once.
         workers = 1 if layer == "workqueue" else self.workers
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="engine")
-        server = aio.server(options=channel_options(self.max_message_bytes))
+        server = aio.server(options=channel_options(self.max_message_bytes), interceptors=interceptors())
         self.port = server.add_insecure_port(self.address)
         store = None
         if self.fleet is not None:
@@ -136,6 +138,9 @@ class ShardServer:
         self.games = ShardGames(
             self._executor, seed=self.seed, max_games=self.max_games, durability=self.durability
         )
+        collectors.watch_games(self.games)
+        if self.durability is not None:
+            collectors.watch_durability(self.durability)
         name = self.address if self.durability is None else self.durability.shard
         servicer = BatchGameServicer(
             self.games,
@@ -165,12 +170,14 @@ class ShardServer:
         self._server = server
         for service in ("", SERVICE.full_name):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        metrics.serving("shard", True)
 
     async def stop(self, grace: float = 5.0) -> None:
         """NOT_SERVING, refuse new calls, give in-flight calls `grace` seconds, then stop the workers."""
         if self._server is None:
             return
         await self.health.enter_graceful_shutdown()
+        metrics.serving("shard", False)
         await self._server.stop(grace)
         self._server = None
         await asyncio.to_thread(self._executor.shutdown, wait=True)

@@ -33,6 +33,7 @@ from .. import codec
 from ..engine import GameConfig, Observation, mask_bytes
 from ..sharding import DEFAULT_VIRTUAL_NODES, placement_hash
 from ..shared_views import SharedViewCache, SharedViewUnavailable
+from ..telemetry import tracing
 from . import wire
 from .errors import (
     FailedPrecondition,
@@ -237,9 +238,17 @@ class BatchGameServicer:
         return pb.Topology(shards=[self.name], virtual_nodes=DEFAULT_VIRTUAL_NODES).SerializeToString()
 
     async def _step(self, raw: bytes) -> bytes:
+        if not tracing.ACTIVE:
+            return await self._process_actions(raw)
+        with tracing.span("game.process_actions"):
+            return await self._process_actions(raw)
+
+    async def _process_actions(self, raw: bytes) -> bytes:
         request = _parse(pb.SubmitBatchActionsRequest, raw)
         route = await self._route(request)
         seat_play = request.HasField("seats") or request.HasField("seat_tokens")
+        if tracing.ACTIVE:
+            tracing.annotate(_batch_attributes(route, request, seat_play, self.games.active_games))
         if seat_play:
             actions, seats, tokens = read_seat_moves(request, route.config, route.ids.size)
         elif not request.HasField("actions"):
@@ -306,6 +315,23 @@ class BatchGameServicer:
                 f"could reach {size} bytes, over the {self.max_message_bytes}-byte message limit: "
                 "send fewer games per call (or skip_observations, or no masks)"
             )
+
+
+def _batch_attributes(
+    route: Route, request: pb.SubmitBatchActionsRequest, seat_play: bool, active: int
+) -> dict[str, object]:
+    config = route.config
+    return {
+        "gamefleet.batch_games": route.ids.size,
+        "gamefleet.shard_games": active,
+        "gamefleet.pools": len(route.groups),
+        "gamefleet.config": f"{config.height}x{config.width}, {config.players} players",
+        "gamefleet.max_ticks": config.max_ticks,
+        "gamefleet.seat_play": seat_play,
+        "gamefleet.observe": not request.skip_observations,
+        "gamefleet.delta": request.delta,
+        "gamefleet.masks": request.include_masks,
+    }
 
 
 def _actions(tensor: pb.Tensor, route: Route) -> np.ndarray:

@@ -113,6 +113,7 @@ def autoscale(
     history = [Recommendation(r["shards"], r["at"]) for r in recommendations]
     current = fleet.spec["shards"]
     decision = desired_shards(current, seen.loads, Policy.from_spec(fleet.spec), history, time.time())
+    metrics.record_decision(fleet.namespace, fleet.name, current, decision.shards)
     if decision.shards == current:
         return fleet, decision
     patch.spec["shards"] = decision.shards

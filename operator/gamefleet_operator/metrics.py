@@ -19,6 +19,16 @@ DURATION = Histogram(
 )
 SHARDS = Gauge("gamefleet_operator_fleet_shards", "Shards of a fleet.", ["namespace", "fleet", "kind"])
 SHARD_KINDS = ("desired", "current", "ready")
+DECISIONS = Counter(
+    "gamefleet_operator_autoscale_decisions_total",
+    "Autoscaler rounds by what they decided.",
+    ["namespace", "fleet", "direction"],
+)
+RECOMMENDED = Gauge(
+    "gamefleet_operator_autoscale_recommended_shards",
+    "The autoscaler's last decision.",
+    ["namespace", "fleet"],
+)
 UTILISATION = Gauge(
     "gamefleet_operator_fleet_utilisation", "Active games / capacity.", ["namespace", "fleet"]
 )
@@ -27,6 +37,7 @@ UTILISATION = Gauge(
 def observed(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Count, time and count the failures of a kopf handler (kopf passes keyword arguments only)."""
     name = handler.__name__
+    ERRORS.labels(name)  # the series exists (at 0) before the first failure
 
     @functools.wraps(handler)
     def run(**kwargs: Any) -> Any:
@@ -49,9 +60,17 @@ def record_fleet(namespace: str, fleet: str, status: dict[str, Any], desired: in
     UTILISATION.labels(namespace, fleet).set(status["utilisation"])
 
 
+def record_decision(namespace: str, fleet: str, current: int, decided: int) -> None:
+    """One autoscaler round: up, down or hold, and the shards it settled on."""
+    direction = "up" if decided > current else "down" if decided < current else "hold"
+    DECISIONS.labels(namespace, fleet, direction).inc()
+    RECOMMENDED.labels(namespace, fleet).set(decided)
+
+
 def forget_fleet(namespace: str, fleet: str) -> None:
     """Drop a deleted fleet's series (they are set together, so the first miss means none are left)."""
     with contextlib.suppress(KeyError):
         for kind in SHARD_KINDS:
             SHARDS.remove(namespace, fleet, kind)
         UTILISATION.remove(namespace, fleet)
+        RECOMMENDED.remove(namespace, fleet)
