@@ -146,15 +146,20 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     fleet.add_argument(
         "--recovery-games", type=_positive_int, help="games recovered from Redis (default 10000)"
     )
+    telemetry = targets.add_parser("telemetry", help="steps/s and latency with metrics and tracing off/on")
+    telemetry.add_argument(
+        "--batch", type=_positive_int, help="games per step call (default 1024; --quick: 64)"
+    )
     for name, target, module in (
         ("replay", replay, "rl_bench"),
         ("matrix", matrix, "matrix_bench"),
         ("service", service, "service_bench"),
         ("fleet", fleet, "fleet_bench"),
+        ("telemetry", telemetry, "telemetry_bench"),
     ):
         target.add_argument("--seconds", type=_positive_seconds, help="timed seconds per figure")
         target.add_argument("--quick", action="store_true", help="a smoke run: small sizes, short windows")
-        if target not in (service, fleet):
+        if target not in (service, fleet, telemetry):
             target.add_argument("--no-service", action="store_true", help="skip the figures through gRPC")
         target.add_argument(
             "--out", type=Path, default=Path(f"benchmarks/out/{name}.json"), help="JSON results"

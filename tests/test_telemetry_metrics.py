@@ -152,8 +152,13 @@ def test_a_malformed_step_counts_as_invalid_actions(fleet: FleetClient) -> None:
     created = fleet.create(2, SHORT)
 
     def refused() -> None:
+        counted = value("generals_invalid_actions_total")
         with pytest.raises(InvalidArgument):
             fleet.step(created.ids, np.zeros((3, 2), np.int32))  # three rows for two games
+        # the server sends a refusal's status before its handler unwinds (and records it)
+        deadline = time.monotonic() + 10
+        while value("generals_invalid_actions_total") == counted and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     samples = {
         "invalid": ("generals_invalid_actions_total", {}),

@@ -247,7 +247,7 @@ class BatchGameServicer:
         request = _parse(pb.SubmitBatchActionsRequest, raw)
         route = await self._route(request)
         seat_play = request.HasField("seats") or request.HasField("seat_tokens")
-        if tracing.ACTIVE:
+        if tracing.recording():
             tracing.annotate(_batch_attributes(route, request, seat_play, self.games.active_games))
         if seat_play:
             actions, seats, tokens = read_seat_moves(request, route.config, route.ids.size)

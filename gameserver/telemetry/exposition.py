@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from prometheus_client import start_http_server
 
@@ -45,5 +46,5 @@ def serve_metrics(host: str, port: int) -> int | None:
         return None
     server, _ = start_http_server(0 if port == AUTO else port, addr=host)
     bound = server.server_address[1]
-    print(f"{READY_PREFIX}http://{host}:{bound}/metrics", flush=True)
+    print(f"{READY_PREFIX}http://{host}:{bound}/metrics", file=sys.stderr, flush=True)
     return bound

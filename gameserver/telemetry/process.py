@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from . import metrics, tracing
 from .exposition import serve_metrics
@@ -17,7 +18,7 @@ def start(role: str, host: str, metrics_port: int) -> None:
         endpoint = (
             os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
         )
-        print(f"gamefleet tracing to {endpoint}", flush=True)
+        print(f"gamefleet tracing to {endpoint}", file=sys.stderr, flush=True)
 
 
 def stop() -> None:

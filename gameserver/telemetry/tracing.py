@@ -41,6 +41,7 @@ DEFAULT_RATIO = 0.01
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 ACTIVE = False  # read on the hot path: nothing else is touched while it is False
+_PARENT_BASED = False  # the sampler follows the caller: an unsampled caller's spans need not exist
 _provider: TracerProvider | None = None
 _tracer: trace.Tracer = trace.NoOpTracer()
 
@@ -78,8 +79,9 @@ def use(
 ) -> TracerProvider:
     """Trace into `exporter` from now on (tests hand an InMemorySpanExporter). With `batch`, spans
     are exported from a background thread (OTEL_BSP_* tune it); else as each one ends."""
-    global ACTIVE, _provider, _tracer
+    global ACTIVE, _PARENT_BASED, _provider, _tracer
     shutdown()
+    _PARENT_BASED = isinstance(sampler, ParentBased)
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
     provider = TracerProvider(sampler=sampler, resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
@@ -99,15 +101,31 @@ def shutdown() -> None:
 # Spans -------------------------------------------------------------------------------------
 
 
+def _dropped(parent: otel_context.Context | None = None) -> bool:
+    """The caller's trace is not sampled and the sampler follows it: a span here would be dropped
+    anyway, so none is made (the SDK spends tens of µs on a span it then drops)."""
+    if not _PARENT_BASED:
+        return False
+    caller = trace.get_current_span(parent).get_span_context()
+    return caller.is_valid and not caller.trace_flags.sampled
+
+
+def recording() -> bool:
+    """Whether the current span records (worth computing attributes for)."""
+    return ACTIVE and trace.get_current_span().is_recording()
+
+
 def span(name: str, attributes: Mapping[str, Any] | None = None) -> contextlib.AbstractContextManager:
     """A span, child of the current one (call only when ACTIVE)."""
+    if _dropped():
+        return contextlib.nullcontext()
     return _tracer.start_as_current_span(name, attributes=attributes)
 
 
 def in_span(name: str, work: Callable[[], T], attributes: Mapping[str, Any] | None = None) -> Callable[[], T]:
     """`work` to run on another thread inside a span that is a child of the current one here
     (a thread pool does not carry context variables); `work` itself when tracing is off."""
-    if not ACTIVE:
+    if not ACTIVE or _dropped():
         return work
     parent = otel_context.get_current()
 
@@ -126,8 +144,18 @@ def annotate(attributes: Mapping[str, Any]) -> None:
 @contextlib.contextmanager
 def rpc_span(
     method: str, kind: SpanKind, parent: otel_context.Context | None = None, target: str | None = None
-) -> Iterator[trace.Span]:
-    """A span for one call of `/service/method`; set its code with `finish_rpc`."""
+) -> Iterator[trace.Span | None]:
+    """A span for one call of `/service/method` (set its code with `finish_rpc`), under `parent`
+    if given. None when the caller's trace is not sampled: its context is then made current,
+    so what runs inside (and the calls it makes) carries the caller's decision on."""
+    if _dropped(parent):
+        token = None if parent is None else otel_context.attach(parent)
+        try:
+            yield None
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        return
     service, _, name = method.lstrip("/").partition("/")
     attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
     if target:
@@ -150,8 +178,10 @@ def client_span(method: str, target: str | None = None) -> Iterator[tuple[tuple[
         finish_rpc(s, grpc.StatusCode.OK)
 
 
-def finish_rpc(s: trace.Span, code: Any) -> None:
+def finish_rpc(s: trace.Span | None, code: Any) -> None:
     """Record a call's gRPC status on its span (an error status unless OK)."""
+    if s is None:
+        return
     s.set_attribute("rpc.grpc.status_code", code.value[0])
     if code.name != "OK":
         s.set_status(Status(StatusCode.ERROR, code.name))
@@ -167,7 +197,8 @@ def outgoing_metadata() -> tuple[tuple[str, str], ...]:
     return tuple(carrier.items())
 
 
-def incoming_context(metadata: Sequence[tuple[str, Any]] | None) -> otel_context.Context:
-    """The caller's trace context from a call's metadata (empty when it sent none)."""
-    carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
-    return propagate.extract(carrier)
+def incoming_context(metadata: Sequence[tuple[str, Any]] | None) -> otel_context.Context | None:
+    """The caller's trace context from a call's metadata; None when it sent none."""
+    fields = propagate.get_global_textmap().fields
+    carrier = {key: value for key, value in metadata or () if key in fields and isinstance(value, str)}
+    return propagate.extract(carrier) if carrier else None
