@@ -138,7 +138,7 @@ def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
                 latencies[mode].append(_latencies(client, game, settings.latency_calls))
                 tracing.shutdown()  # flushes this client's spans before the next mode runs
                 progress.advance(task)
-        spans = len(sink.received())
+    spans = len(sink.received())  # the shards flushed theirs as they stopped, before the sink did
     rows = []
     for mode in MODES:
         ms = np.concatenate(latencies[mode]) * 1e3
