@@ -8,9 +8,10 @@ Targets (issue 4), each a ratio of figures measured in the same run:
 - recovery: 10,000 games rebuilt from Redis (their records plus the log entries after them)
   in under 2 s.
 
-Throughput is measured in rounds: each round measures every mode in turn for a slice of the
-time, so a neighbour's burst disturbs one round and not one mode; the figures reported are
-those of the round in which other processes took the least CPU (this process, the fleet's
+Each ratio is measured in pairs of short windows, A B B A, repeated (`blocks`): the ratio of a
+block is B's steps over A's in the same second or so, so the load other processes put on a
+shared machine falls on both sides alike; the figure reported is the median block, with the
+spread (quartiles) and the CPU share other processes took (this process, the fleets'
 processes and redis-server excluded). Only the step call is timed (with deltas, plus
 applying them into the client's buffer), moves come from the random legal-move agent
 outside the clock, games autoreset. Recovery is timed in this process: a DurablePool (mode
@@ -74,8 +75,8 @@ TITLES = {
 class Settings:
     router_batch: int = 4096
     durability_batch: int = 1024
-    seconds: float = 3.0  # timed step-call seconds per mode, split over the rounds
-    rounds: int = 3
+    seconds: float = 3.0  # timed step-call seconds per side of each ratio, over its blocks
+    blocks: int = 10  # A B B A blocks per ratio
     recovery_games: int = 10_000
     recovery_ticks: int = 150  # played before the kill; records come every 100, so ~50 are replayed
     quick: bool = False
@@ -85,9 +86,9 @@ class Settings:
         """Settings of `gamefleet bench fleet` (gameserver/cli.py); --quick: a smoke run."""
         base = cls()
         if args.quick:
-            base = cls(router_batch=64, durability_batch=32, seconds=0.2, rounds=1, recovery_games=200,
+            base = cls(router_batch=64, durability_batch=32, seconds=0.2, blocks=1, recovery_games=200,
                        recovery_ticks=30, quick=True)  # fmt: skip
-        for name in ("seconds", "rounds", "recovery_games"):
+        for name in ("seconds", "blocks", "recovery_games"):
             if getattr(args, name, None):
                 setattr(base, name, getattr(args, name))
         return base
@@ -145,27 +146,43 @@ class FleetDisturbance(Disturbance):
         return total
 
 
-def _rounds(modes: dict[str, Mode], settings: Settings, disturbance: Disturbance, tick: Any) -> list[dict]:
-    rounds = []
-    for _ in range(settings.rounds):
-        measured: dict[str, Any] = {"rates": {}, "others_cpu_share": {}}
-        for name, mode in modes.items():
+PAIRS = {  # ratio name: (A, the baseline; B)
+    "router_full": ("direct_full", "router_full"),
+    "router_delta": ("direct_delta", "router_delta"),
+    "log_delta": ("off_delta", "log_delta"),
+    "log_full": ("off_full", "log_full"),
+    "snapshot_delta": ("off_delta", "snapshot_delta"),
+}
+
+
+def _pairs(modes: dict[str, Mode], settings: Settings, disturbance: Disturbance, tick: Any) -> dict:
+    """Every ratio of PAIRS in A B B A blocks: per block both rates, the ratio and others' CPU."""
+    window = settings.seconds / settings.blocks / 2
+    measured = {}
+    for ratio, (a, b) in PAIRS.items():
+        blocks = []
+        for _ in range(settings.blocks):
             disturbance.start()
-            measured["rates"][name] = mode.measure(settings.seconds / settings.rounds)
-            measured["others_cpu_share"][name] = disturbance.share()
-            tick()
-        shares = [s for s in measured["others_cpu_share"].values() if s is not None]
-        measured["worst_others_cpu_share"] = max(shares) if shares else None
-        rates = measured["rates"]
-        measured["ratios"] = {
-            "router_full": rates["router_full"] / rates["direct_full"],
-            "router_delta": rates["router_delta"] / rates["direct_delta"],
-            "log_delta": rates["log_delta"] / rates["off_delta"],
-            "snapshot_delta": rates["snapshot_delta"] / rates["off_delta"],
-            "log_full": rates["log_full"] / rates["off_full"],
-        }
-        rounds.append(measured)
-    return rounds
+            a1, b1, b2, a2 = (modes[m].measure(window) for m in (a, b, b, a))
+            rate_a, rate_b = (a1 + a2) / 2, (b1 + b2) / 2
+            blocks.append({"a": rate_a, "b": rate_b, "ratio": rate_b / rate_a,
+                           "others_cpu_share": disturbance.share()})  # fmt: skip
+        measured[ratio] = _summary(blocks)
+        tick()
+    return measured
+
+
+def _summary(blocks: list[dict]) -> dict:
+    ratios = np.array([b["ratio"] for b in blocks])
+    shares = [b["others_cpu_share"] for b in blocks if b["others_cpu_share"] is not None]
+    return {
+        "blocks": blocks,
+        "ratio": float(np.median(ratios)),
+        "ratio_quartiles": [float(q) for q in np.percentile(ratios, [25, 75])],
+        "a_steps_per_s": float(np.median([b["a"] for b in blocks])),
+        "b_steps_per_s": float(np.median([b["b"] for b in blocks])),
+        "others_cpu_share": float(np.median(shares)) if shares else None,
+    }
 
 
 def recovery(url: str, settings: Settings) -> dict[str, Any]:
@@ -207,7 +224,6 @@ def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
         "disturbed_from": DISTURBED,
     }
     redis = RedisProcess()
-    modes_count = len(ROUTER_MODES) + len(DURABILITY_MODES)
     fleets = {  # the durability-off shard is also the router's one shard
         "off": LocalFleet(1, seed=1, router=True),
         "log": LocalFleet(1, seed=2, redis_url=redis.url, fleet="bench-log", durability="log"),
@@ -219,7 +235,7 @@ def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
             contextlib.ExitStack() as stack,
             ThreadPoolExecutor(len(fleets)) as starting,
         ):
-            task = progress.add_task("fleet benchmark", total=settings.rounds * modes_count + 1)
+            task = progress.add_task("fleet benchmark", total=len(PAIRS) + 1)
             for fleet in fleets.values():
                 stack.callback(fleet.stop)
             list(
@@ -237,17 +253,19 @@ def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
                 where, how = name.split("_")
                 batch = settings.router_batch if name in ROUTER_MODES else settings.durability_batch
                 modes[name] = served(clients[where], batch, how, keep)
-            rounds = _rounds(modes, settings, FleetDisturbance(pids), lambda: progress.advance(task))
+            pairs = _pairs(modes, settings, FleetDisturbance(pids), lambda: progress.advance(task))
             result["recovery"] = recovery(redis.url, settings)
             progress.advance(task)
     finally:
         redis.stop()
-    best = min(rounds, key=lambda r: r["worst_others_cpu_share"] or 0.0)
-    result["rounds"] = rounds
-    result["chosen_round"] = rounds.index(best)
-    result["steps_per_s"] = best["rates"]
-    result["ratios"] = best["ratios"]
-    result["others_cpu_share"] = best["worst_others_cpu_share"]
+    result["pairs"] = pairs
+    result["ratios"] = {name: pair["ratio"] for name, pair in pairs.items()}
+    result["steps_per_s"] = {}
+    for name, (a, b) in PAIRS.items():
+        result["steps_per_s"].setdefault(a, pairs[name]["a_steps_per_s"])
+        result["steps_per_s"][b] = pairs[name]["b_steps_per_s"]
+    shares = [pair["others_cpu_share"] for pair in pairs.values() if pair["others_cpu_share"] is not None]
+    result["others_cpu_share"] = max(shares) if shares else None
     result["targets"] = _targets(result)
     return result
 
@@ -310,15 +328,15 @@ def table(result: dict[str, Any]) -> Table:
         out.add_row(
             f"target: {target['target']} {target['goal']}", f"{target['measured']} {_verdict(target)}"
         )
-    out.add_row("others' CPU share (reported round)", _share(result["others_cpu_share"]))
+    out.add_row("others' CPU share (median over blocks, worst ratio)", _share(result["others_cpu_share"]))
     return out
 
 
-def _round_row(number: int, measured: dict[str, Any], chosen: bool) -> str:
-    names = ("router_full", "router_delta", "log_delta", "log_full", "snapshot_delta")
-    ratios = " | ".join(f"{measured['ratios'][name]:.0%}" for name in names)
-    mark = " (reported)" if chosen else ""
-    return f"| {number + 1}{mark} | {ratios} | {_share(measured['worst_others_cpu_share'])} |"
+def _pair_row(name: str, pair: dict[str, Any]) -> str:
+    low, high = pair["ratio_quartiles"]
+    a, b = PAIRS[name]
+    return (f"| {TITLES[b]} / {TITLES[a].split(',')[0]} | {pair['ratio']:.0%} | {low:.0%} - {high:.0%} | "
+            f"{len(pair['blocks'])} | {_share(pair['others_cpu_share'])} |")  # fmt: skip
 
 
 def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
@@ -335,13 +353,13 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         f"batch {s['router_batch']}, the durability-off shard, direct and through a router (static "
         "topology). "
         f"Durability figures: batch {s['durability_batch']}, three shards (off; log; snapshot every 100 "
-        f"ticks), on-redis-error fail. {s['rounds']} rounds, each measuring every mode in turn for "
-        f"{s['seconds'] / s['rounds']:g} s; ratios are within one round, the reported round is the one in "
-        "which other processes took the least CPU (this process, the fleets and redis-server excluded). "
+        f"ticks), on-redis-error fail. Each ratio: {s['blocks']} blocks of A B B A windows of "
+        f"{s['seconds'] / s['blocks'] / 2:g} s; the median block is reported, with its quartiles and the "
+        "CPU share other processes took (this process, the fleets and redis-server excluded). "
         "Recovery: a log-mode pool plays the games, its writer is stopped without flushing (a kill), and "
         "`recover` rebuilds them from their records plus the log; checked bit-exact against the originals.",
-        f"- Others' CPU share during the reported round: {_share(result['others_cpu_share'])} (from "
-        f"{DISTURBED:.0%} on, parallel kernels are slowed and the figures understated).",
+        f"- Others' CPU share (median over blocks, the worst ratio's): {_share(result['others_cpu_share'])} "
+        f"(from {DISTURBED:.0%} on, parallel kernels are slowed and the figures understated).",
         "",
         "| measure | result |",
         "|---|---:|",
@@ -351,12 +369,11 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         "|---|---:|---:|---|",
         *(f"| {t['target']} | {t['goal']} | {t['measured']} | {_verdict(t)} |" for t in result["targets"]),
         "",
-        "Every round (ratios within the round):",
+        "Every ratio (B / A, median block and quartiles over the blocks):",
         "",
-        "| round | router/direct full | router/direct delta | log/off delta | log/off full "
-        "| snapshot/off delta | others' CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        *(_round_row(i, r, i == result["chosen_round"]) for i, r in enumerate(result["rounds"])),
+        "| ratio | median | quartiles | blocks | others' CPU |",
+        "|---|---:|---:|---:|---:|",
+        *(_pair_row(name, pair) for name, pair in result["pairs"].items()),
         "",
     ]  # fmt: skip
     if plot_name:

@@ -142,7 +142,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
         "fleet",
         help="router vs direct steps/s, log/snapshot durability vs off, recovery time (needs redis-server)",
     )
-    fleet.add_argument("--rounds", type=_positive_int, help="rounds over every mode (default 3)")
+    fleet.add_argument("--blocks", type=_positive_int, help="A B B A blocks per ratio (default 10)")
     fleet.add_argument(
         "--recovery-games", type=_positive_int, help="games recovered from Redis (default 10000)"
     )

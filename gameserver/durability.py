@@ -353,6 +353,11 @@ class DurablePool(GamePool):
         self._full_next = False  # a covering write failed: the next round takes every game
         self._resync = False  # its log has a gap: rewrite every record before logging again
         self._next_try = 0.0  # monotonic time of the next attempt to resynchronise
+        # A server sets this: a step returns before its log entry is confirmed, and the server
+        # calls `confirm` once its reply is built (the round trip hidden behind that work too).
+        self.defer_confirmation = False
+        self._unconfirmed: tuple[np.ndarray, PoolStep] | None = None  # a step awaiting `confirm`
+        self._awaiting = False  # set by _logged for `step`: its entry is sent, not yet confirmed
         with durability._lock:
             durability._pools.append(self)
 
@@ -361,6 +366,7 @@ class DurablePool(GamePool):
         return self.durability.mode
 
     def create(self, n: int, seeds: object = None, key_hash: int = 0) -> np.ndarray:
+        self.confirm()
         ids = super().create(n, seeds, key_hash)
         if self._mode == "log":
             self._admit("create", ids, self.batch.seed[self.slots_of(ids)])
@@ -371,6 +377,7 @@ class DurablePool(GamePool):
     def adopt(self, ids: object, snapshot: codec.Snapshot) -> None:
         """Take in games (recovery, migration) and record them here before returning, so their
         records name this shard from then on."""
+        self.confirm()
         super().adopt(ids, snapshot)
         if self._mode != "off":
             self._admit("adopt", np.asarray(ids, np.uint64))
@@ -380,6 +387,7 @@ class DurablePool(GamePool):
     ) -> PoolStep:
         if self._mode == "off":
             return super().step(ids, actions, observe, out)
+        self.confirm()
         if self._mode == "log":
             id_array = self._checked_ids(ids)
             moves = check_actions(self.batch, actions, id_array.size)
@@ -387,21 +395,41 @@ class DurablePool(GamePool):
             result = self._logged(
                 "step", id_array, moves, lambda: GamePool.step(self, id_array, moves, observe, out)
             )
+            if self._awaiting:
+                self._unconfirmed = (id_array, result)
+                return result
         else:
             result = super().step(ids, actions, observe, out)
             id_array = np.asarray(ids).astype(np.uint64, copy=False)
             self._mark(id_array)
+        self._stepped(id_array, result)
+        return result
+
+    def confirm(self) -> None:
+        """Wait for the log entry of a step whose confirmation was deferred (`defer_confirmation`):
+        only then is the step acknowledged. Raises StoreUnavailableError (`applied` set) when
+        Redis failed under on_redis_error="fail"."""
+        if self._unconfirmed is None:
+            return
+        id_array, result = self._unconfirmed
+        self._unconfirmed = None
+        self._awaiting = False
+        if self._receive(applied=True):
+            self._stepped(id_array, result)
+
+    def _stepped(self, id_array: np.ndarray, result: PoolStep) -> None:
+        """After a step (its entry confirmed): episode ends and snapshot rounds."""
         ended = result.terminated | result.truncated
         if ended.any():
             self._ended.append(id_array[ended])
         self._ticks += 1
         if not self._resync:  # until then, a position might miss an entry whose reply was lost
             self._record_due()
-        return result
 
     def reset(self, ids: object, seeds: object = None) -> None:
         if self._mode == "off":
             return super().reset(ids, seeds)
+        self.confirm()
         id_array = self._checked_ids(ids)
         seed_array = None if seeds is None else _checked_seeds(seeds, id_array.size)
         self._mark(id_array)
@@ -410,6 +438,7 @@ class DurablePool(GamePool):
     def release(self, ids: object) -> None:
         if self._mode == "off":
             return super().release(ids)
+        self.confirm()
         id_array = self._checked_ids(ids)
         self._checked = None
         self._logged("close", id_array, None, lambda: GamePool.release(self, id_array))
@@ -419,11 +448,13 @@ class DurablePool(GamePool):
         """Drop games another shard has taken over (a drain): here only. Their records and log are
         the new owner's now, so nothing is logged or deleted. Flush before the new owner
         recovers them, and call this right after, so no capture of them is left to write."""
+        self.confirm()
         GamePool.release(self, self._checked_ids(ids))
         self._checked = None
 
     def flush(self) -> None:
         """Record every changed game now and wait (before a drain or a clean shutdown)."""
+        self.confirm()
         if self._mode == "log" and self._resync:
             self._resynchronise()
         elif self._mode != "off":
@@ -458,7 +489,10 @@ class DurablePool(GamePool):
                     self._resynchronise()
             raise
         if sent and overlap:
-            self._receive(applied=True)
+            if kind == "step" and self.defer_confirmation:
+                self._awaiting = True  # `step` hands the confirmation to `confirm`
+            else:
+                self._receive(applied=True)
         return result
 
     def _send(self, kind: str, ids: np.ndarray, data: np.ndarray | None) -> bool:

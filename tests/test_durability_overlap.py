@@ -64,3 +64,42 @@ def test_a_refused_step_before_its_entry_left_changes_nothing(redis_server, stor
     for name, array in pool.batch.arrays().items():
         np.testing.assert_array_equal(array, state[name], err_msg=name)
     durability.close(flush=False)
+
+
+def test_deferred_confirmation_keeps_records_and_log_consistent(store):
+    """A server's pools confirm a step's entry after building the reply; snapshot rounds (every
+    step here) and the next call wait for it, so recovery stays exact."""
+    durability, pool = durable(store, snapshot_every=1)
+    pool.defer_confirmation = True
+    reference = GamePool(CONFIG, 8)
+    for p in (pool, reference):
+        ids = p.create(8, key_hash=KEY)
+    for t in range(30):
+        moves = actions_for(reference, ids, t)
+        reference.step(ids, moves)
+        pool.step(ids, moves)
+        if t % 3:  # otherwise the next call confirms it first
+            pool.confirm()
+        if t % 7 == 3:
+            reference.reset(ids[:2])
+            pool.reset(ids[:2])
+    pool.confirm()
+    assert not durability.degraded
+    durability.close(flush=False)
+    fresh = GamePool(CONFIG, 4)
+    recover(store, fresh, key_hashes=[KEY])
+    assert_same_games(reference, fresh, reference.ids)
+
+
+def test_deferred_confirmation_failing_raises_applied_at_confirm(store, monkeypatch):
+    durability, pool = durable(store, retry_s=0.0)
+    pool.defer_confirmation = True
+    ids = pool.create(4, key_hash=KEY)
+    monkeypatch.setattr(LogAppender, "receive", redis_dies_before_the_confirmation)
+    pool.step(ids, actions_for(pool, ids, 0))  # returns: the entry is only confirmed in confirm()
+    with pytest.raises(StoreUnavailableError) as error:
+        pool.confirm()
+    monkeypatch.undo()
+    assert error.value.applied and durability.degraded
+    assert pool.observe(ids).tick.tolist() == [1] * 4
+    durability.close(flush=False)

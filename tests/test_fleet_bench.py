@@ -11,16 +11,28 @@ OTHERS = "# Results\n\n## Engine: 20x20\n\nengine table\n\n## Service\n\nservice
 def test_bench_fleet_measures_router_durability_and_recovery_and_writes_its_own_section(tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text(OTHERS)
-    argv = ["bench", "fleet", "--quick", "--seconds", "0.05", "--rounds", "2", "--recovery-games", "40",
+    argv = ["bench", "fleet", "--quick", "--seconds", "0.05", "--blocks", "2", "--recovery-games", "40",
             "--out", str(tmp_path / "f.json"), "--plot", str(tmp_path / "f.png"),
             "--markdown", str(results)]  # fmt: skip
     assert main(argv) == 0
     result = json.loads((tmp_path / "f.json").read_text())
-    assert result["benchmark"] == "fleet" and len(result["rounds"]) == 2
-    chosen = result["rounds"][result["chosen_round"]]
-    assert result["steps_per_s"] == chosen["rates"] and all(rate > 0 for rate in chosen["rates"].values())
-    assert result["ratios"]["log_delta"] == chosen["rates"]["log_delta"] / chosen["rates"]["off_delta"]
-    assert result["ratios"]["router_full"] == chosen["rates"]["router_full"] / chosen["rates"]["direct_full"]
+    assert result["benchmark"] == "fleet"
+    assert set(result["steps_per_s"]) == {
+        "direct_full",
+        "router_full",
+        "direct_delta",
+        "router_delta",
+        "off_delta",
+        "log_delta",
+        "snapshot_delta",
+        "off_full",
+        "log_full",
+    }
+    assert all(rate > 0 for rate in result["steps_per_s"].values())
+    for name, pair in result["pairs"].items():
+        assert len(pair["blocks"]) == 2
+        ratios = sorted(b["b"] / b["a"] for b in pair["blocks"])
+        assert result["ratios"][name] == pair["ratio"] == (ratios[0] + ratios[1]) / 2  # the median
     recovery = result["recovery"]
     assert recovery["games"] == 40 and recovery["bit_exact"] and recovery["seconds"] > 0
     assert recovery["log_entries"] > 0  # the recovery replayed logged steps, not only snapshots

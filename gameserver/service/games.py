@@ -253,17 +253,26 @@ class ShardGames:
             started = time.perf_counter()
             self._check_live(route)
             parts = []
-            for (entry, ids, rows), (_, moves, _) in zip(route.parts(), route.parts(actions), strict=True):
-                pool = entry.pool
-                finished = pool.batch.status[pool.slots_of(ids)] != RUNNING
-                planes = (_direct(out, rows) or entry.out(ids.size)) if observe else None
-                result = pool.step(ids, moves, observe, planes)
-                views = entry.observe(ids, masks, delta, result.observation, fresh=False) if observe else None
-                parts.append((finished, result, views))
-            stepped = _merge_steps(route, parts)
-            if stepped.views is not None:
-                stepped.views = _into(out, stepped.views)
-            reply = finish(stepped)
+            try:
+                for (entry, ids, rows), (_, moves, _) in zip(
+                    route.parts(), route.parts(actions), strict=True
+                ):
+                    pool = entry.pool
+                    finished = pool.batch.status[pool.slots_of(ids)] != RUNNING
+                    planes = (_direct(out, rows) or entry.out(ids.size)) if observe else None
+                    result = pool.step(ids, moves, observe, planes)
+                    views = (
+                        entry.observe(ids, masks, delta, result.observation, fresh=False) if observe else None
+                    )
+                    parts.append((finished, result, views))
+                stepped = _merge_steps(route, parts)
+                if stepped.views is not None:
+                    stepped.views = _into(out, stepped.views)
+                reply = finish(stepped)
+            finally:  # durable pools: their log entries confirmed before the reply goes out
+                for entry in route.entries:
+                    if isinstance(entry.pool, DurablePool):
+                        entry.pool.confirm()
             metrics.record_step(stepped, route.config.players, time.perf_counter() - started)
             return reply
 
@@ -358,6 +367,8 @@ class ShardGames:
                 id_source=self._ids,
                 **options,
             )
+            if isinstance(pool, DurablePool):
+                pool.defer_confirmation = True  # step confirms after the reply is built (above)
             self._by_key[key] = PoolEntry(len(self._entries), pool)
             self._entries.append(self._by_key[key])
         return self._by_key[key]
