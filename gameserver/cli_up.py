@@ -16,6 +16,8 @@ import json
 import secrets
 from pathlib import Path
 
+START_TIMEOUT_S = 600.0  # per process: a first run compiles the kernels, slowly on a busy 2-core machine
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .engine import GameConfig
-    from .local_fleet import LocalFleet
+    from .local_fleet import FleetStartError, LocalFleet
 
     console = Console()
     config = GameConfig(args.size, args.size, args.players, max_ticks=args.max_ticks)
@@ -60,12 +62,18 @@ def run(args: argparse.Namespace) -> int:
     args.durability = args.durability or "snapshot"
     name = args.fleet or f"up-{secrets.token_hex(4)}"
     options = {"redis_url": args.redis, "fleet": name, "durability": args.durability} if args.redis else {}
+    starting = (
+        f"starting {args.shards} shard(s) on 127.0.0.1 (a first run compiles the engine: a minute or two) ..."
+    )
     try:
         with (
-            console.status(f"starting {args.shards} shard(s) on 127.0.0.1 ..."),
-            LocalFleet(args.shards, router=args.via_router, **options) as fleet,
+            console.status(starting),
+            LocalFleet(args.shards, router=args.via_router, timeout=START_TIMEOUT_S, **options) as fleet,
         ):
             return _play(args, console, fleet, config, agents)
+    except FleetStartError as error:
+        console.print(f"gamefleet up: the fleet did not start: {error}")
+        return 1
     finally:
         if args.redis and not args.fleet:
             _purge(args.redis, name, console)

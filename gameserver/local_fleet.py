@@ -75,14 +75,17 @@ class LocalFleet:
         fleet_args = ()
         if self.redis_url:
             fleet_args = ("--redis", self.redis_url, "--fleet", self.fleet, "--durability", self.durability)
-        for ordinal in range(self.shards):
-            command = [sys.executable, "-m", "gameserver.cli_serve", "--port", "0", "--seed",
-                       str(self.seed + ordinal), *fleet_args, *self._telemetry(),
-                       *self.extra_args]  # fmt: skip
-            self._processes.append(self._spawn(command, f"shard-{ordinal}"))
         try:
-            pairs = zip(self._processes, self.logs, strict=True)
-            self.addresses = [self._wait_serving(process, log) for process, log in pairs]
+            # The first shard starts alone: on a first run it compiles the engine's kernels into
+            # numba's cache, which the others then load instead of compiling them all at once.
+            for first, last in ((0, 1), (1, self.shards)):
+                for ordinal in range(first, last):
+                    command = [sys.executable, "-m", "gameserver.cli_serve", "--port", "0", "--seed",
+                               str(self.seed + ordinal), *fleet_args, *self._telemetry(),
+                               *self.extra_args]  # fmt: skip
+                    self._processes.append(self._spawn(command, f"shard-{ordinal}"))
+                pairs = zip(self._processes[first:last], self.logs[first:last], strict=True)
+                self.addresses += [self._wait_serving(process, log) for process, log in pairs]
             if self.router:
                 self._start_router(0)
             if self.metrics:
