@@ -66,7 +66,7 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
-def _checkout_module(name: str) -> ModuleType:
+def checkout_module(name: str) -> ModuleType:
     """Import a module of the source checkout: benchmarks/ is not part of the installed package."""
     root = Path(__file__).resolve().parent.parent
     if not (root / "benchmarks").is_dir():
@@ -82,7 +82,7 @@ def _run_version(args: argparse.Namespace) -> int:
 
 
 def _run_bench_engine(args: argparse.Namespace) -> int:
-    bench = _checkout_module("benchmarks.engine_bench")
+    bench = checkout_module("benchmarks.engine_bench")
     settings = bench.Settings(
         batches=tuple(args.batches or (QUICK_BATCHES if args.quick else FULL_BATCHES)),
         seconds=args.seconds or (QUICK_SECONDS if args.quick else FULL_SECONDS),
@@ -167,7 +167,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
         target.add_argument("--plot", type=Path, help="write a PNG plot (needs matplotlib: the dev extra)")
         target.add_argument("--markdown", type=Path, help="write this benchmark's section of RESULTS.md")
         target.set_defaults(
-            run=lambda args, module=module: _checkout_module(f"benchmarks.{module}").main(args)
+            run=lambda args, module=module: checkout_module(f"benchmarks.{module}").main(args)
         )
 
 

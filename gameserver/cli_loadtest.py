@@ -2,8 +2,10 @@
 
 Targets a running fleet (`--address`, loopback unless `--allow-remote`) or starts a local
 one (`--shards`, behind a router when more than one). Progress is live on a terminal and a
-line every 5 s otherwise (a pod's log). The report goes to `--json` (`-`: stdout); the exit
-code is 1 when more than `--max-errors` calls were refused.
+line every 5 s otherwise (a pod's log). The report goes to `--json` (`-`: stdout), and
+`--markdown` writes it as this load shape's section of a results file (benchmarks/RESULTS.md,
+other sections kept; from a source checkout). The exit code is 1 when more than `--max-errors`
+calls were refused.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--full-observations", action="store_true", help="full planes instead of deltas")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the report here ('-': stdout)")
+    parser.add_argument("--markdown", type=Path, help="write the run's section of this file (RESULTS.md)")
     parser.add_argument("--max-errors", type=int, default=0, help="refused calls tolerated before exit 1")
     parser.set_defaults(run=run)
     return parser
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from .client import GameFleetError
-    from .loadtest import LoadSettings, run_load
+    from .loadtest import LoadSettings, markdown, ms, run_load
     from .local_fleet import LocalFleet
 
     console = Console(stderr=args.json == "-")
@@ -62,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"gamefleet loadtest: {error}") from None
     with contextlib.ExitStack() as stack:
         address = args.address
+        target = f"the fleet at {address}"
         if address is None:
+            router = ", behind a router" if args.shards > 1 else ""
+            target = f"a local fleet of {args.shards} shard process(es) on loopback{router}"
             with console.status(f"starting a local fleet of {args.shards} shard(s) ..."):
                 fleet = stack.enter_context(LocalFleet(args.shards, router=args.shards > 1))
             address = fleet.router_address or fleet.addresses[0]
@@ -77,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         f"{address}: {report['requests']:,} requests in {report['duration_s']:.1f} s, "
         f"[bold]{report['actions_per_s']:,.0f} actions/s[/bold] ({report['steps_per_s']:,.0f} game steps/s), "
-        f"latency p50/p95/p99 {_ms(latency['p50'])}/{_ms(latency['p95'])}/{_ms(latency['p99'])} ms, "
+        f"latency p50/p95/p99 {ms(latency['p50'])}/{ms(latency['p95'])}/{ms(latency['p99'])} ms, "
         f"errors {report['errors']['total']} {report['errors']['by_code'] or ''}"
     )
     if args.json == "-":
@@ -85,21 +91,25 @@ def run(args: argparse.Namespace) -> int:
     elif args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        from .cli import checkout_module
+
+        checkout_module("benchmarks.results_md").write_section(
+            args.markdown, markdown(report, args.command_line, target)
+        )
     return 1 if report["errors"]["total"] > args.max_errors else 0
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def _progress(console: object, stack: contextlib.ExitStack, duration: float) -> object:
     """The progress callback: a live bar on a terminal, a plain line every few seconds elsewhere."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .loadtest import ms
+
     def line(tally: dict) -> str:
         return (
             f"{tally['requests']:,} requests  {tally['actions_per_s']:,.0f} actions/s  "
-            f"p99 {_ms(tally['latency_ms']['p99'])} ms  errors {tally['errors']['total']}"
+            f"p99 {ms(tally['latency_ms']['p99'])} ms  errors {tally['errors']['total']}"
         )
 
     if console.is_terminal:

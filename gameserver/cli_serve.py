@@ -86,6 +86,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
     _add_fleet(parser)
     add_metrics_argument(parser)
+    parser.add_argument(
+        "--replay-address", help="ReplayService host:port that games created with push_transitions feed"
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -139,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mb << 20,
         workers=args.workers,
         fleet=fleet,
+        replay_address=args.replay_address,
     )
     process.start("shard", args.host, args.metrics_port)
     try:

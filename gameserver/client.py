@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 import queue
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import grpc
@@ -154,6 +154,8 @@ def _create_request(
     masks: bool,
     open_seats: bool,
     turn_deadline_ms: float,
+    seat_agents: Sequence[str] = (),
+    push_transitions: bool = False,
 ) -> pb.CreateBatchGamesRequest:
     request = pb.CreateBatchGamesRequest(
         num_games=n,
@@ -163,6 +165,8 @@ def _create_request(
         include_masks=masks,
         open_seats=open_seats,
         turn_deadline_ms=turn_deadline_ms,
+        seat_agents=seat_agents,
+        push_transitions=push_transitions,
     )
     if seeds is not None:
         write_tensor(request.seeds, np.asarray(seeds, np.uint64))
@@ -277,16 +281,21 @@ class FleetClient:
         masks: bool = False,
         open_seats: bool = False,
         turn_deadline_ms: float = 0.0,
+        seat_agents: Sequence[str] = (),
+        push_transitions: bool = False,
     ) -> Created:
         """Start n games; their ids (uint64), effective config and first views.
 
         Self-play by default; with `open_seats`, clients join seats (`join`) and play them with
         `step_seats`, and a tick waits at most `turn_deadline_ms` after its first move (0: for
-        every seat)."""
+        every seat). `seat_agents` names a scripted agent per seat that the shard plays itself
+        ("" leaves the seat to the caller); `push_transitions` has the shard send every step of
+        these games to its ReplayService."""
         return self._call(
             "CreateBatchGames",
-            _create_request(n, config, seeds, autoreset, placement_key, masks, open_seats, turn_deadline_ms),
-        )
+            _create_request(n, config, seeds, autoreset, placement_key, masks, open_seats, turn_deadline_ms,
+                            seat_agents, push_transitions),
+        )  # fmt: skip
 
     def step(
         self,
@@ -442,11 +451,14 @@ class AsyncFleetClient:
         masks: bool = False,
         open_seats: bool = False,
         turn_deadline_ms: float = 0.0,
+        seat_agents: Sequence[str] = (),
+        push_transitions: bool = False,
     ) -> Created:
         return await self._call(
             "CreateBatchGames",
-            _create_request(n, config, seeds, autoreset, placement_key, masks, open_seats, turn_deadline_ms),
-        )
+            _create_request(n, config, seeds, autoreset, placement_key, masks, open_seats, turn_deadline_ms,
+                            seat_agents, push_transitions),
+        )  # fmt: skip
 
     async def step(
         self,

@@ -223,4 +223,55 @@ def report(agents: list[_Agent], settings: LoadSettings, elapsed: float, address
         **{k: v for k, v in tally.items() if k != "elapsed_s"},
         "steps_per_s": tally["game_steps"] / elapsed if elapsed else 0.0,
         "target_reached": None if not target else tally["actions_per_s"] >= 0.95 * target,
+        "load_average": list(os.getloadavg()),  # at the end; a busy machine understates every figure
     }
+
+
+def markdown(report: dict[str, Any], command: str, target: str) -> str:
+    """The run as a RESULTS.md section; its title names the load shape, so runs of other shapes
+    keep their own sections. `target` says what was loaded (a local fleet, an address)."""
+    s = report["settings"]
+    shape = f"{s['agents']} agents x {s['games_per_agent']} games"
+    shape += (
+        f", paced to {s['target_actions_per_s']:,.0f} actions/s"
+        if s["target_actions_per_s"]
+        else ", flat out"
+    )
+    shape += f", think time {s['think_time_ms']:g} ms" if s["think_time_ms"] else ""
+    latency, errors = report["latency_ms"], report["errors"]
+    reached = {None: "-", True: "yes", False: "no"}[report["target_reached"]]
+    errors_cell = f"{errors['total']}" + (f" {errors['by_code']}" if errors["by_code"] else "")
+    cells = [
+        f"{report['requests']:,}",
+        f"{report['actions_per_s']:,.0f}",
+        f"{report['steps_per_s']:,.0f}",
+        *(ms(latency[p]) for p in ("p50", "p95", "p99", "max")),
+        errors_cell,
+        reached,
+    ]
+    return "\n".join(
+        [
+            f"## Load test: {shape}",
+            "",
+            f"- Command: `{command}`",
+            f"- Date: {report['date']}; client: {report['client']['cpus']} CPUs, Python "
+            f"{report['client']['python']}, gamefleet {report['version']}; 1-minute load average at the end "
+            f"{report['load_average'][0]:.2f} (this run's processes included)",
+            f"- Target: {target}; {s['size']}x{s['size']} boards, {s['players']} players, episodes "
+            f"truncated at {s['max_ticks']} ticks, random legal moves, "
+            f"{'delta views' if s['delta'] else 'full observations'}; {report['duration_s']:.1f} s of load",
+            "- Method: each agent is one client connection holding its games; a request is one "
+            "SubmitBatchActions for all of them, its latency the round trip (after one untimed warm-up "
+            "step). actions/s counts the actions of answered requests (games x players each).",
+            "",
+            "| requests | actions/s | game steps/s | p50 ms | p95 ms | p99 ms | max ms | errors "
+            "| target met |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|---|",
+            "| " + " | ".join(cells) + " |",
+            "",
+        ]
+    )
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

@@ -16,10 +16,8 @@ import numpy as np
 
 from .client import FleetClient, ObservationBuffer
 from .engine import GameConfig
-from .rl.agents import expander_actions, random_actions
+from .rl.agents import check_agents, play_seats
 from .rl.replay_client import TransitionPusher
-
-AGENTS: dict[str, Callable[..., np.ndarray]] = {"expander": expander_actions, "random": random_actions}
 
 
 @dataclass
@@ -85,10 +83,9 @@ def _play_shard(
             obs = view.apply(created.observations)
             h, w = created.config.height, created.config.width
             actions = np.empty((games, created.config.players), np.int32)
+            seats = [agents[seat % len(agents)] for seat in range(actions.shape[1])]
             while not stop.is_set():
-                for seat in range(actions.shape[1]):
-                    choose = AGENTS[agents[seat % len(agents)]]
-                    actions[:, seat] = choose(obs.codes, obs.armies, obs.tick, h, w, seed + seat)[:, seat]
+                play_seats(seats, obs.codes, obs.armies, obs.tick, h, w, seed, actions)
                 before = pusher.capture(obs) if pusher else None
                 result = client.step(created.ids, actions, delta=True)
                 obs = view.apply(result.observations)
@@ -118,9 +115,7 @@ def run_selfplay(
 
     With `replay_address`, every seat's transitions are pushed to that ReplayService.
     """
-    unknown = set(agents) - set(AGENTS)
-    if unknown:
-        raise ValueError(f"unknown agents {sorted(unknown)}; choose from {sorted(AGENTS)}")
+    check_agents(agents)
     tally = _Tally(config.players)
     stop = threading.Event()
     errors: list[BaseException] = []

@@ -13,9 +13,10 @@ SMALL = {"size": 8, "max_ticks": 60, "games_per_agent": 4}
 
 
 def test_loadtest_against_a_local_fleet_writes_a_valid_report(tmp_path):
-    path = tmp_path / "load.json"
+    path, results = tmp_path / "load.json", tmp_path / "RESULTS.md"
+    results.write_text("## Engine\n\nkept as it is\n")
     argv = ["loadtest", "--agents", "3", "--games-per-agent", "4", "--duration", "2", "--size", "8",
-            "--max-ticks", "60", "--json", str(path)]  # fmt: skip
+            "--max-ticks", "60", "--json", str(path), "--markdown", str(results)]  # fmt: skip
     assert main(argv) == 0
     report = json.loads(path.read_text())
     assert report["address"].startswith("127.0.0.1:")
@@ -26,6 +27,14 @@ def test_loadtest_against_a_local_fleet_writes_a_valid_report(tmp_path):
     latency = report["latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
     assert 1.5 < report["duration_s"] < 60 and report["target_reached"] is None
+    text = results.read_text()
+    assert text.startswith("## Engine\n\nkept as it is\n\n## Load test: 3 agents x 4 games, flat out\n")
+    assert f"- Command: `gamefleet {' '.join(argv)}`" in text
+    assert "a local fleet of 1 shard process(es) on loopback" in text
+    row = text.strip().splitlines()[-1].split(" | ")
+    assert row[0] == f"| {report['requests']:,}" and row[3] == f"{latency['p50']:.2f}"
+    assert main(argv) == 0  # a second run of the same shape replaces its section
+    assert results.read_text().count("## Load test:") == 1
 
 
 def test_pacing_holds_the_target_rate(shard):

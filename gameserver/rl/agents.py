@@ -7,6 +7,8 @@ index, seat, tick), so a self-play run is reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+
 import numba as nb
 import numpy as np
 
@@ -123,3 +125,29 @@ def expander_actions(
 ) -> np.ndarray:
     """Greedy expansion: capture the richest tile it can win (general, city, enemy, neutral), else regroup."""
     return _scripted(codes, armies, tick, height, width, seed, True, 0)
+
+
+AGENTS: dict[str, Callable[..., np.ndarray]] = {"expander": expander_actions, "random": random_actions}
+
+
+def check_agents(names: Iterable[str]) -> None:
+    """ValueError naming the unknown agents ("" is not an agent: it leaves a seat to its player)."""
+    unknown = set(names) - set(AGENTS)
+    if unknown:
+        raise ValueError(f"unknown agents {sorted(unknown)}; choose from {sorted(AGENTS)}")
+
+
+def play_seats(
+    agents: Sequence[str],
+    codes: np.ndarray,
+    armies: np.ndarray,
+    tick: np.ndarray,
+    height: int,
+    width: int,
+    seed: int,
+    out: np.ndarray,
+) -> None:
+    """Write out[:, seat] for every seat that names an agent in `agents` ("": leave the seat)."""
+    for seat, name in enumerate(agents):
+        if name:
+            out[:, seat] = AGENTS[name](codes, armies, tick, height, width, seed + seat)[:, seat]

@@ -17,8 +17,10 @@ import numpy as np
 
 from ..client import FleetClient, ObservationBuffer
 from ..engine import GameConfig, Observation
+from ..engine.config import PASS
 from ..pool import GamePool, derive_seeds
-from ..selfplay import AGENTS, SelfPlayReport
+from ..selfplay import SelfPlayReport
+from .agents import check_agents, play_seats
 from .recorder import EpisodeRecorder
 from .replay_client import TransitionPusher
 from .replays import dumps
@@ -27,6 +29,8 @@ from .transitions import Planes, StepOutcome
 
 class PoolGames:
     """`games` autoresetting games in this process."""
+
+    shard_agents: tuple[str, ...] = ()
 
     def __init__(self, config: GameConfig, games: int, seeds: np.ndarray) -> None:
         self.config = config
@@ -44,11 +48,27 @@ class PoolGames:
 
 
 class FleetGames:
-    """`games` autoresetting games on a fleet (or one shard) at `address`, kept as delta views."""
+    """`games` autoresetting games on a fleet (or one shard) at `address`, kept as delta views.
 
-    def __init__(self, address: str, config: GameConfig, games: int, seeds: np.ndarray) -> None:
+    `shard_agents` names the seats the shard plays itself (see FleetClient.create's seat_agents);
+    with `shard_pushes` the shard sends the games' transitions to its own ReplayService."""
+
+    def __init__(
+        self,
+        address: str,
+        config: GameConfig,
+        games: int,
+        seeds: np.ndarray,
+        *,
+        shard_agents: Sequence[str] = (),
+        shard_pushes: bool = False,
+    ) -> None:
         self.client = FleetClient(address, timeout=60)
-        created = self.client.create(games, config, seeds=seeds, autoreset=True, placement_key="selfplay")
+        created = self.client.create(
+            games, config, seeds=seeds, autoreset=True, placement_key="selfplay",
+            seat_agents=shard_agents, push_transitions=shard_pushes,
+        )  # fmt: skip
+        self.shard_agents = tuple(shard_agents)
         self.config, self.ids = created.config, created.ids
         self._buffer = ObservationBuffer(created.config, games)
         self.view: Observation = self._buffer.apply(created.observations)
@@ -80,20 +100,22 @@ def run_rollouts(
     on_progress: Callable[[float, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Play until `seconds` pass or `max_steps` batch steps were taken; the report as a dict."""
-    unknown = set(agents) - set(AGENTS)
-    if unknown:
-        raise ValueError(f"unknown agents {sorted(unknown)}; choose from {sorted(AGENTS)}")
+    check_agents(agents)
     config, n = games.config, games.ids.size
     h, w = config.height, config.width
     actions = np.empty((n, config.players), np.int32)
     steps = episodes = truncations = saved = 0
     wins = np.zeros(config.players, np.int64)
+    # the seats this process plays (the shard's own pass here: the shard replaces their moves)
+    seats = [
+        "" if seat < len(games.shard_agents) and games.shard_agents[seat] else agents[seat % len(agents)]
+        for seat in range(config.players)
+    ]
+    actions.fill(PASS)
     start = last_note = time.perf_counter()
     while time.perf_counter() - start < seconds and (max_steps is None or steps < max_steps):
         view = games.view
-        for seat in range(config.players):
-            choose = AGENTS[agents[seat % len(agents)]]
-            actions[:, seat] = choose(view.codes, view.armies, view.tick, h, w, seed + seat)[:, seat]
+        play_seats(seats, view.codes, view.armies, view.tick, h, w, seed, actions)
         before = pusher.capture(view) if pusher else None
         outcome, final = games.step(actions)
         if pusher:

@@ -33,10 +33,12 @@ from ..durability import Durability, DurablePool
 from ..engine import GameConfig, Observation
 from ..engine.config import RUNNING
 from ..pool import GamePool, IdSource, UnknownGameError
+from ..rl.transition_sink import TransitionSink
 from ..telemetry import metrics, tracing
 from .deltas import DeltaViews
 from .errors import InvalidArgument, NotFound, ResourceExhausted
 from .generated import batch_pb2 as pb
+from .shard_play import PLAIN, PoolRole, step_with_role
 
 T = TypeVar("T")
 _FIELDS = ("codes", "armies", "land", "army", "tick")
@@ -74,11 +76,13 @@ class Stepped:
 
 
 class PoolEntry:
-    """A GamePool and what the shard keeps beside it: its lock, delta views and scratch planes."""
+    """A GamePool and what the shard keeps beside it: its lock, delta views, scratch planes and
+    the shard's role in its games (seats it plays, transitions it pushes: shard_play.py)."""
 
-    def __init__(self, index: int, pool: GamePool) -> None:
+    def __init__(self, index: int, pool: GamePool, role: PoolRole = PLAIN) -> None:
         self.index = index
         self.pool = pool
+        self.role = role
         self.lock = asyncio.Lock()
         self.deltas = DeltaViews(pool.config.players, pool.config.tiles)
         self._scratch = Observation.allocate(pool.config, 0)
@@ -140,14 +144,16 @@ class ShardGames:
         seed: int = 0,
         max_games: int = 1 << 20,
         durability: Durability | None = None,
+        transitions: TransitionSink | None = None,
     ) -> None:
         self.seed = seed
         self.max_games = max_games
         self.durability = durability
+        self.transitions = transitions  # where games created with push_transitions send their steps
         self._executor = executor
         self._ids = IdSource()
         self._entries: list[PoolEntry] = []
-        self._by_key: dict[tuple[GameConfig, bool], PoolEntry] = {}
+        self._by_key: dict[tuple[GameConfig, bool, PoolRole], PoolEntry] = {}
         self._create_lock = asyncio.Lock()  # the IdSource is shared: one create at a time
         self._index_lock = threading.Lock()  # writers of _index (worker threads)
         self._index = (np.zeros(0, np.uint64), np.zeros(0, np.int32))  # live ids ascending, their pool
@@ -201,9 +207,13 @@ class ShardGames:
         key_hash: int,
         masks: bool,
         finish: Callable[[np.ndarray, Views], T],
+        role: PoolRole = PLAIN,
     ) -> T:
-        """Start n games in the (config, autoreset) pool; `finish(ids, first views)` runs under its lock."""
-        entry = self._entry(config, autoreset)
+        """Start n games in the (config, autoreset, role) pool; `finish(ids, first views)` runs under
+        its lock."""
+        if role.push:
+            await asyncio.to_thread(self.transitions.connect, config)  # refuses before any game exists
+        entry = self._entry(config, autoreset, role)
 
         def work() -> T:
             ids = entry.pool.create(n, seeds, key_hash)
@@ -260,7 +270,12 @@ class ShardGames:
                     pool = entry.pool
                     finished = pool.batch.status[pool.slots_of(ids)] != RUNNING
                     planes = (_direct(out, rows) or entry.out(ids.size)) if observe else None
-                    result = pool.step(ids, moves, observe, planes)
+                    if entry.role.plain:
+                        result = pool.step(ids, moves, observe, planes)
+                    else:
+                        result = step_with_role(
+                            pool, entry.role, self.transitions, self.seed, ids, moves, observe, planes
+                        )
                     views = (
                         entry.observe(ids, masks, delta, result.observation, fresh=False) if observe else None
                     )
@@ -320,7 +335,7 @@ class ShardGames:
                 slots = scratch.slots_of(ids)
                 arrays = {name: a[slots] for name, a in scratch.batch.arrays().items()}
                 snapshot = codec.Snapshot(scratch.config, arrays)
-                entry = self._entry(scratch.config, scratch.autoreset)
+                entry = self._entry(scratch.config, scratch.autoreset, PLAIN)  # roles are not recorded
 
                 def work(entry: PoolEntry = entry, ids: np.ndarray = ids, snapshot=snapshot) -> None:
                     entry.pool.adopt(ids, snapshot)
@@ -354,8 +369,8 @@ class ShardGames:
 
             return await self._locked(entries, INLINE_WORK, work)
 
-    def _entry(self, config: GameConfig, autoreset: bool) -> PoolEntry:
-        key = (config, autoreset)
+    def _entry(self, config: GameConfig, autoreset: bool, role: PoolRole) -> PoolEntry:
+        key = (config, autoreset, role)
         if key not in self._by_key:
             options = {"durability": self.durability} if self.durability is not None else {}
             pool = (DurablePool if self.durability is not None else GamePool)(
@@ -369,7 +384,7 @@ class ShardGames:
             )
             if isinstance(pool, DurablePool):
                 pool.defer_confirmation = True  # step confirms after the reply is built (above)
-            self._by_key[key] = PoolEntry(len(self._entries), pool)
+            self._by_key[key] = PoolEntry(len(self._entries), pool, role)
             self._entries.append(self._by_key[key])
         return self._by_key[key]
 

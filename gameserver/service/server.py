@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from ..durability import Durability, Mode, OnRedisError
 from ..engine import GameConfig
 from ..pool import GamePool
+from ..rl.transition_sink import TransitionSink
 from ..shared_views import SharedViewCache
 from ..store import FleetStore
 from ..telemetry import collectors, metrics
@@ -91,9 +92,12 @@ class ShardServer:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         workers: int = WORKERS,
         fleet: FleetOptions | None = None,
+        replay_address: str | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.fleet = fleet
+        # games created with push_transitions send their steps to this ReplayService
+        self.transitions = TransitionSink(replay_address) if replay_address else None
         self.seed = seed
         self.max_games_per_call = max_games_per_call
         self.max_games = max_games
@@ -136,7 +140,11 @@ class ShardServer:
                 capacity=self.max_games,
             )
         self.games = ShardGames(
-            self._executor, seed=self.seed, max_games=self.max_games, durability=self.durability
+            self._executor,
+            seed=self.seed,
+            max_games=self.max_games,
+            durability=self.durability,
+            transitions=self.transitions,
         )
         collectors.watch_games(self.games)
         if self.durability is not None:
@@ -184,6 +192,8 @@ class ShardServer:
         self._shared_views.close()
         if self.durability is not None:  # record what changed, leave the registry
             await asyncio.to_thread(self.durability.close, True)
+        if self.transitions is not None:  # after the last step: send what is queued
+            await asyncio.to_thread(self.transitions.close)
 
     async def leave(self) -> None:
         """SIGTERM in a fleet: drain (games to the other shards through Redis), then stop."""

@@ -48,6 +48,7 @@ from .games import Route, ShardGames, Stepped, Views
 from .generated import batch_pb2 as pb
 from .messages import config_from_proto, config_to_proto, read_ids, read_seeds
 from .seats import SeatTable, read_seat_moves, turn_deadline
+from .shard_play import read_role
 
 if TYPE_CHECKING:
     from .membership import FleetMember
@@ -152,6 +153,7 @@ class BatchGameServicer:
         deadline = turn_deadline(request)
         config = config_from_proto(request.config)
         seeds = read_seeds(request, "seeds", n)
+        role = read_role(request, config, self.games.transitions)
         self._check_reply(config, n, masks=request.include_masks, finals=False)
         key = request.placement_key
         key_hash = placement_hash(key) if key else int(self._key_hashes.integers(1 << 32))
@@ -167,6 +169,7 @@ class BatchGameServicer:
                 ids,
                 wire.created_response(ids, effective, _observations(views), self.name).to_bytes(),
             ),
+            role=role,
         )
         if request.open_seats:
             self.seats.open(self.games.route(ids), deadline)
