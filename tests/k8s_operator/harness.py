@@ -188,7 +188,7 @@ class FakeRegistries:
         return self[fleet.name]
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
+async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> None:
     """Poll without blocking the loop (kmock serves from it)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
