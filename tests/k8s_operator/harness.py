@@ -216,6 +216,10 @@ class Cluster:
     def fleet(self, name: str) -> Any:
         return self.get(GF, name)
 
+    def status(self, name: str) -> Any:
+        """The fleet's status; {} before the operator's first status write lands."""
+        return (self.fleet(name) or {}).get("status", {})
+
     def condition(self, name: str, kind: str) -> dict[str, Any]:
         conditions = (self.fleet(name) or {}).get("status", {}).get("conditions", [])
         return next((c for c in conditions if c["type"] == kind), {})

@@ -116,9 +116,7 @@ async def test_autoscaler_scales_up_under_load(cluster: Cluster) -> None:
         lambda: cluster.fleet("gamma")["spec"]["shards"] == 4, what="autoscaler to set spec.shards"
     )
     await wait_for(lambda: cluster.replicas("gamma") == 4, what="StatefulSet replicas 4")
-    await wait_for(
-        lambda: "scale up" in cluster.fleet("gamma")["status"].get("autoscaler", {}).get("reason", "")
-    )
+    await wait_for(lambda: "scale up" in cluster.status("gamma").get("autoscaler", {}).get("reason", ""))
     status = cluster.fleet("gamma")["status"]
     assert status["games"] == 200
     assert cluster.registries.passwords["gamma"] == "s3cr3t"
@@ -157,7 +155,7 @@ async def test_scale_down_waits_for_drained_shards_highest_first(cluster: Cluste
     assert registry.drains == {}  # done: a later delta-shard-1 must not start out draining
     replicas = [v["spec"]["replicas"] for v in cluster.kmock.objects[STS, "default", "delta-shard"].history]
     assert replicas == sorted(replicas, reverse=True) and 2 not in replicas  # 3 -> 1 once both drained
-    await wait_for(lambda: cluster.fleet("delta")["status"]["shards"] == 1)
+    await wait_for(lambda: cluster.status("delta").get("shards") == 1)
     await wait_for(lambda: cluster.condition("delta", "Progressing").get("reason") != "Draining")
 
 
