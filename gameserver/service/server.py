@@ -42,7 +42,7 @@ from .seats import SeatTable
 from .shard import SERVICE, BatchGameServicer
 
 
-def _warm_up() -> str:
+def warm_up() -> str:
     """Run every kernel once, serial and parallel sizes; returns numba's threading layer."""
     config = GameConfig()
     for games in (1, 64):
@@ -117,7 +117,7 @@ class ShardServer:
         return f"{self.host}:{self.port}"
 
     async def start(self) -> None:
-        layer = await asyncio.to_thread(_warm_up)
+        layer = await asyncio.to_thread(warm_up)
         # The ~100k objects numba and grpc leave behind go to the permanent generation: a full
         # collection then takes milliseconds instead of ~100 ms, a stall every call in flight feels.
         gc.freeze()
