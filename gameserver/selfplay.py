@@ -110,8 +110,10 @@ def run_selfplay(
     seed: int = 0,
     on_progress: Callable[[float, int, int], None] | None = None,
     replay_address: str | None = None,
+    min_steps: int = 0,
 ) -> SelfPlayReport:
-    """Play on every shard at once for `seconds`; `on_progress(elapsed, steps, episodes)` ~5x a second.
+    """Play on every shard at once for `seconds`, and on until `min_steps` game steps were played
+    (a slow machine still plays whole episodes); `on_progress(elapsed, steps, episodes)` ~5x a second.
 
     With `replay_address`, every seat's transitions are pushed to that ReplayService.
     """
@@ -130,7 +132,7 @@ def run_selfplay(
     start = time.perf_counter()
     for worker in workers:
         worker.start()
-    while not stop.wait(0.2) and time.perf_counter() - start < seconds:
+    while not stop.wait(0.2) and (time.perf_counter() - start < seconds or tally.steps < min_steps):
         if on_progress is not None:
             on_progress(time.perf_counter() - start, tally.steps, tally.episodes)
     stop.set()

@@ -298,7 +298,9 @@ def test_selfplay_pushes_every_seat_of_every_step_to_the_replay_service(shard):
     config = GameConfig(6, 6, max_ticks=25)
     buffer = ReplayBuffer(transition_spec(config), 100_000)
     with ReplayServer(buffer) as server:
-        report = run_selfplay([shard.address], 8, config, 1.0, replay_address=server.address)
+        report = run_selfplay(
+            [shard.address], 8, config, 1.0, replay_address=server.address, min_steps=8 * 25
+        )
     assert report.steps >= 8 * 25 and buffer.size == report.steps * 2
     stored = {name: column[: buffer.size] for name, column in buffer._columns.items()}
     assert np.count_nonzero(stored["done"] | stored["truncated"]) == 2 * report.episodes

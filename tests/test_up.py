@@ -41,7 +41,8 @@ def test_local_fleet_serves_then_stops_every_process():
 
 def test_selfplay_counts_every_step_and_episode():
     with LocalFleet(1) as fleet:
-        report = run_selfplay(fleet.addresses, 8, GameConfig(8, 8, max_ticks=20), 1.5, agents=["expander"])
+        config = GameConfig(8, 8, max_ticks=20)
+        report = run_selfplay(fleet.addresses, 8, config, 1.5, agents=["expander"], min_steps=8 * 20)
     assert report.steps % 8 == 0 and report.steps >= 8 * 20
     assert report.episodes >= 8
     assert sum(report.wins) + report.truncations == pytest.approx(report.episodes, abs=0)
