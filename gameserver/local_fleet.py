@@ -114,6 +114,11 @@ class LocalFleet:
         self._processes.append(self._spawn(command, f"router-{len(self.logs)}"))
         self.router_address = self._wait_serving(self._processes[-1], self.logs[-1], _ROUTER_READY)
 
+    @property
+    def pids(self) -> list[int]:
+        """Process ids: the shards by ordinal, then the router (benchmarks read their CPU time)."""
+        return [process.pid for process in self._processes]
+
     def kill(self, ordinal: int) -> None:
         """kill -9 one shard (the fault tests)."""
         self._processes[ordinal].kill()
