@@ -162,8 +162,18 @@ class Disturbance:
         return _process_ticks(self.shard_pid) if self.shard_pid else 0
 
 
+LATENCY_BLOCKS = 5  # the calls are timed in blocks, each with the CPU share others took meanwhile
+
+
+def _percentiles(seconds: np.ndarray) -> dict[str, float]:
+    ms = seconds * 1e3
+    p50, p90, p99, p999 = (float(p) for p in np.percentile(ms, [50, 90, 99, 99.9]))
+    return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "p99.9_ms": p999, "max_ms": float(ms.max())}
+
+
 def round_trips(client: FleetClient, calls: int, disturbance: Disturbance, *, stream: bool) -> dict[str, Any]:
-    """Latency of one-game steps, unary or over one StreamSteps call: percentiles in ms."""
+    """Latency of one-game steps, unary or over one StreamSteps call: percentiles in ms over every
+    call, and those of the block of calls during which other processes took the least CPU."""
     created = client.create(1, BOARD, autoreset=True)
     actions = np.full((1, BOARD.players), -1, np.int32)
     times = np.empty(calls)
@@ -175,17 +185,28 @@ def round_trips(client: FleetClient, calls: int, disturbance: Disturbance, *, st
         )
         for _ in range(200):  # warm-up
             call()
-        disturbance.start()
-        for i in range(calls):
-            start = time.perf_counter()
-            call()
-            times[i] = time.perf_counter() - start
-        share = disturbance.share()
+        blocks = np.array_split(np.arange(calls), min(LATENCY_BLOCKS, calls))
+        shares = []
+        for block in blocks:
+            disturbance.start()
+            for i in block:
+                start = time.perf_counter()
+                call()
+                times[i] = time.perf_counter() - start
+            shares.append(disturbance.share())
     client.close(created.ids)
-    ms = times * 1e3
-    p50, p90, p99, p999 = (float(p) for p in np.percentile(ms, [50, 90, 99, 99.9]))
-    return {"calls": calls, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "p99.9_ms": p999,
-            "max_ms": float(ms.max()), "others_cpu_share": share}  # fmt: skip
+    known = [s for s in shares if s is not None]
+    quietest = min(range(len(blocks)), key=lambda b: shares[b] or 0.0)
+    return {
+        "calls": calls,
+        **_percentiles(times),
+        "others_cpu_share": sum(known) / len(known) if known else None,
+        "least_disturbed_block": {
+            "calls": int(blocks[quietest].size),
+            "others_cpu_share": shares[quietest],
+            **_percentiles(times[blocks[quietest]]),
+        },
+    }
 
 
 def _measure_rounds(
@@ -295,10 +316,15 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         share = result[f"{name.removeprefix('served_')}_share"]
         rows.append((MODES[name], f"{result[f'{name}_steps_per_s']:,.0f} steps/s ({share:.0%})"))
     for name, title in (("unary_one_game", "unary"), ("stream_one_game", "StreamSteps")):
-        lat = result[name]
+        lat, quiet = result[name], result[name]["least_disturbed_block"]
         rows.append(
             (f"one game, {title}, {lat['calls']:,} calls: p50 / p99 / p99.9",
              f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f} / {lat['p99.9_ms']:.2f} ms")
+        )  # fmt: skip
+        disturbed = _share(quiet["others_cpu_share"])
+        rows.append(
+            (f"  its least disturbed {quiet['calls']:,} calls (others' CPU {disturbed})",
+             f"{quiet['p50_ms']:.2f} / {quiet['p99_ms']:.2f} / {quiet['p99.9_ms']:.2f} ms")
         )  # fmt: skip
     return rows
 
@@ -349,7 +375,8 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         "into the client's shared-memory segment (same host only), the reply carries rewards and flags.",
         f"- Others' CPU share: {_share(result['others_cpu_share'])} during the reported round, "
         f"{_share(unary['others_cpu_share'])} during the unary latency run, "
-        f"{_share(stream['others_cpu_share'])} during the stream run.",
+        f"{_share(stream['others_cpu_share'])} during the stream run (means over "
+        f"{LATENCY_BLOCKS} blocks of calls). The p99 target is judged on every call.",
         "",
         "| measure | result |",
         "|---|---:|",

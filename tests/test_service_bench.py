@@ -25,6 +25,8 @@ def test_bench_service_measures_every_mode_in_rounds_and_writes_its_own_section(
     for name in ("unary_one_game", "stream_one_game"):
         lat = result[name]
         assert lat["calls"] == 40 and 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+        quiet = lat["least_disturbed_block"]
+        assert quiet["calls"] == 8 and 0 < quiet["p50_ms"] <= quiet["max_ms"] <= lat["max_ms"]
     judged = {t["target"]: t["met"] for t in result["targets"]}
     assert list(judged.values())[:3] == [None, None, None]  # throughput targets: batch 4096 only
     assert isinstance(judged["one game, unary round trip p99"], bool)
