@@ -20,7 +20,13 @@ from gameserver.rl.replay import ReplayBuffer
 from gameserver.rl.replay_client import ReplayClient
 from gameserver.rl.replay_service import ReplayServer
 from gameserver.rl.transitions import transition_spec
-from gameserver.service.errors import FailedPrecondition, InvalidArgument, Unavailable
+from gameserver.service.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+)
 
 CONFIG = GameConfig(8, 8, max_ticks=40)
 BOARD6 = GameConfig(6, 6, max_ticks=20)
@@ -45,6 +51,29 @@ def test_shard_plays_its_seats_exactly_as_the_agent_does_in_process(shard, fleet
         np.testing.assert_array_equal(reply.observations.codes, view.codes)
         np.testing.assert_array_equal(reply.observations.armies, view.armies)
     assert shard_moves > 16 * 30 * 0.8  # the seat was played, not passed
+    fleet.close(created.ids)
+
+
+def test_a_client_in_an_open_seat_game_plays_against_the_shard(shard, fleet):
+    seeds = np.arange(1, 5, dtype=np.uint64)
+    created = fleet.create(4, CONFIG, seeds=seeds, open_seats=True, seat_agents=["", "expander"])
+    with pytest.raises(AlreadyExists, match="played by the shard"):
+        fleet.join(int(created.ids[0]), 1)
+    joined = [fleet.join(int(game)) for game in created.ids]  # any free seat: only seat 0 is
+    assert [seat for seat, _ in joined] == [0, 0, 0, 0]
+    tokens = np.array([token for _, token in joined], np.uint64)
+    pool = GamePool(CONFIG, 4)
+    ids = pool.create(4, seeds)
+    view = pool.observe(ids)
+    for tick in range(20):  # turn deadline 0 waits for every seat, but never for the shard's
+        mine = random_actions(view.codes, view.armies, view.tick, 8, 8, tick)[:, 0]
+        reply = fleet.step_seats(created.ids, mine, np.zeros(4, np.int32), tokens)
+        played = np.stack([mine, np.full(4, PASS, np.int32)], axis=1)
+        play_seats(("", "expander"), view.codes, view.armies, view.tick, 8, 8, 7, played)
+        view = pool.step(ids, played).observation
+        np.testing.assert_array_equal(reply.observations.codes, view.codes[:, :1])
+    with pytest.raises(PermissionDenied):  # nobody acts for the shard's seat
+        fleet.step_seats(created.ids[:1], [PASS], [1], np.zeros(1, np.uint64))
     fleet.close(created.ids)
 
 
@@ -135,7 +164,6 @@ def test_a_failing_replay_service_never_fails_a_step_and_pushing_resumes(tmp_pat
     [
         ({"seat_agents": ["expander"]}, InvalidArgument, "one name per seat"),
         ({"seat_agents": ["", "oracle"]}, InvalidArgument, "unknown agents"),
-        ({"seat_agents": ["", "random"], "open_seats": True}, InvalidArgument, "self-play games only"),
         ({"push_transitions": True}, FailedPrecondition, "no replay service"),
     ],
 )

@@ -120,6 +120,7 @@ class SeatTable:
         self._game = np.zeros(0, np.uint64)  # id of each row
         self._pool = np.zeros(0, np.int32)  # PoolEntry.index: games of one pool step in one call
         self._has_seat = np.zeros((0, MAX_PLAYERS), np.bool_)  # seat < players
+        self._shard_plays = np.zeros((0, MAX_PLAYERS), np.bool_)  # the shard's agent holds it (shard_play)
         self._token = np.zeros((0, MAX_PLAYERS), np.uint64)  # 0: free seat
         self._action = np.zeros((0, MAX_PLAYERS), np.int32)  # this tick's moves, PASS until acted
         self._acted = np.zeros((0, MAX_PLAYERS), np.bool_)
@@ -141,14 +142,17 @@ class SeatTable:
         """Seat calls waiting for their games to step (long polls in flight)."""
         return len(self._calls)
 
-    def open(self, route: Route, deadline: float) -> None:
-        """Register newly created games (one pool) as open-seat games, every seat free."""
+    def open(self, route: Route, deadline: float, shard_seats: tuple[bool, ...] = ()) -> None:
+        """Register newly created games (one pool) as open-seat games, every seat free but those
+        the shard plays itself (`shard_seats`: per seat): they never wait for a client."""
         ids, players = route.ids, route.config.players
         rows = self._free_rows(ids.size)
         self._used[rows] = True
         self._game[rows] = ids
         self._pool[rows] = route.groups[0][0].index
         self._has_seat[rows] = np.arange(MAX_PLAYERS) < players
+        self._shard_plays[rows] = False
+        self._shard_plays[rows, : len(shard_seats)] = shard_seats
         self._token[rows] = 0
         self._action[rows] = PASS
         self._acted[rows] = False
@@ -164,13 +168,15 @@ class SeatTable:
         """Take `seat` of a live game (-1: the lowest free one); returns (seat, token)."""
         row = int(self._rows(np.array([game_id], np.uint64))[0])
         players = int(self._has_seat[row].sum())
-        free = self._token[row, :players] == 0
+        free = (self._token[row, :players] == 0) & ~self._shard_plays[row, :players]
         if seat == -1:
             if not free.any():
                 raise ResourceExhausted(f"game {game_id} is full: all {players} seats are taken")
             seat = int(np.argmax(free))
         elif not 0 <= seat < players:
             raise InvalidArgument(f"seat: game {game_id} has seats 0..{players - 1} (-1: any), got {seat}")
+        elif self._shard_plays[row, seat]:
+            raise AlreadyExists(f"game {game_id} seat {seat} is played by the shard's agent")
         elif not free[seat]:
             raise AlreadyExists(f"game {game_id} seat {seat} is already taken")
         token = 0
@@ -203,7 +209,7 @@ class SeatTable:
         ids = route.ids
         rows = self._rows(ids)
         held = self._token[rows, seats]
-        wrong = held != tokens
+        wrong = (held != tokens) | self._shard_plays[rows, seats]
         if wrong.any():
             shown = [
                 f"game {g} seat {s}" for g, s in zip(ids[wrong][:_SHOWN], seats[wrong][:_SHOWN], strict=True)
@@ -240,7 +246,7 @@ class SeatTable:
         self._waiter[rows, seats] = call.ident
         self._position[rows, seats] = np.arange(ids.size)
         self._due[rows[first]] = loop.time() + self._deadline[rows[first]]
-        self._play(rows[(self._acted[rows] | ~self._has_seat[rows]).all(axis=1)])
+        self._play(rows[(self._acted[rows] | ~self._has_seat[rows] | self._shard_plays[rows]).all(axis=1)])
         self._arm(float(self._due[rows].min()))
         try:
             await call.future
@@ -304,8 +310,9 @@ class SeatTable:
             capacity = max(_FIRST_ROWS, old)
             while capacity - self.open_games < n:
                 capacity *= 2
-            for name in ("_used", "_game", "_pool", "_has_seat", "_token", "_action", "_acted", "_waiter",
-                         "_position", "_deadline", "_due"):  # fmt: skip
+            names = ("_used", "_game", "_pool", "_has_seat", "_shard_plays", "_token", "_action", "_acted",
+                     "_waiter", "_position", "_deadline", "_due")  # fmt: skip
+            for name in names:
                 array = getattr(self, name)
                 grown = np.zeros((capacity, *array.shape[1:]), array.dtype)
                 grown[:old] = array

@@ -172,7 +172,7 @@ class BatchGameServicer:
             role=role,
         )
         if request.open_seats:
-            self.seats.open(self.games.route(ids), deadline)
+            self.seats.open(self.games.route(ids), deadline, tuple(bool(a) for a in role.agents))
         return reply
 
     @_refuse

@@ -3,7 +3,9 @@
 A CreateBatchGames call may name a scripted agent per seat (`seat_agents`): the shard then
 chooses those seats' moves from their own fog-of-war views (rl.agents, numba kernels over
 the batch) and they replace whatever the caller sent for them, so a trainer plays its seats
-against the shard's opponents in the usual [games, players] self-play call. It may also ask
+against the shard's opponents in the usual [games, players] self-play call. In open-seat
+games those seats cannot be joined and never hold a tick back: a client that joins another
+seat plays against the shard. It may also ask
 for `push_transitions`: every step of those games goes, as one item per (game, seat), to the
 shard's ReplayService (rl.transition_sink), with the moves actually played.
 
@@ -47,11 +49,6 @@ def read_role(
     """The role a create call asks for, checked (INVALID_ARGUMENT / FAILED_PRECONDITION)."""
     agents = tuple(request.seat_agents)
     if agents:
-        if request.open_seats:
-            raise InvalidArgument(
-                "seat_agents: the shard plays seats of self-play games only; with open_seats, "
-                "a client that joins the seat plays it"
-            )
         if len(agents) != config.players:
             raise InvalidArgument(f"seat_agents: one name per seat ({config.players}), got {len(agents)}")
         try:
