@@ -79,6 +79,7 @@ class Settings:
     blocks: int = 10  # A B B A blocks per ratio
     recovery_games: int = 10_000
     recovery_ticks: int = 150  # played before the kill; records come every 100, so ~50 are replayed
+    recovery_attempts: int = 3  # recoveries of the same games, the fastest reported
     quick: bool = False
 
     @classmethod
@@ -185,8 +186,9 @@ def _summary(blocks: list[dict]) -> dict:
     }
 
 
-def recovery(url: str, settings: Settings) -> dict[str, Any]:
-    """Play `recovery_games` games in a log-mode pool, kill it, time their recovery; check it exact."""
+def recovery(url: str, settings: Settings, disturbance: Disturbance) -> dict[str, Any]:
+    """Play `recovery_games` games in a log-mode pool, kill it, then time `recovery_attempts`
+    recoveries of them (each into a fresh pool, each checked exact); the fastest is reported."""
     store = FleetStore(url, "bench-recovery", ttl_s=600)
     durability = Durability(store, "bench-shard", "log", snapshot_every=100, snapshot_interval_s=0)
     games = settings.recovery_games
@@ -196,20 +198,28 @@ def recovery(url: str, settings: Settings) -> dict[str, Any]:
         obs = pool.observe(ids)
         pool.step(ids, random_actions(obs.codes, obs.armies, obs.tick, BOARD.height, BOARD.width, tick))
     durability.close(flush=False)  # the kill: queued snapshots are dropped
+    attempts = []
+    for _ in range(settings.recovery_attempts):
+        fresh = GamePool(BOARD, games, games, autoreset=True)
+        disturbance.start()
+        start = time.perf_counter()
+        recovered = recover(store, fresh, key_hashes=[7])
+        seconds = time.perf_counter() - start
+        attempts.append({"seconds": seconds, "others_cpu_share": disturbance.share()})
+        a, b = pool.slots_of(ids), fresh.slots_of(ids)
+        if recovered.size != games or not all(
+            np.array_equal(array[a], getattr(fresh.batch, name)[b])
+            for name, array in pool.batch.arrays().items()
+        ):
+            raise RuntimeError(
+                "recovered games differ from the originals: the benchmark measured a wrong thing"
+            )
     entries = store.log_length("bench-shard")
-    fresh = GamePool(BOARD, games, games, autoreset=True)
-    start = time.perf_counter()
-    recovered = recover(store, fresh, key_hashes=[7])
-    seconds = time.perf_counter() - start
-    a, b = pool.slots_of(ids), fresh.slots_of(ids)
-    exact = recovered.size == games and all(
-        np.array_equal(array[a], getattr(fresh.batch, name)[b]) for name, array in pool.batch.arrays().items()
-    )
-    if not exact:
-        raise RuntimeError("recovered games differ from the originals: the benchmark measured a wrong thing")
     store.purge()
-    return {"games": games, "seconds": seconds, "log_entries": entries,
-            "ticks_played": settings.recovery_ticks, "bit_exact": exact}  # fmt: skip
+    best = min(attempts, key=lambda x: x["seconds"])
+    return {"games": games, "seconds": best["seconds"], "others_cpu_share": best["others_cpu_share"],
+            "attempts": attempts, "log_entries": entries, "ticks_played": settings.recovery_ticks,
+            "bit_exact": True}  # fmt: skip
 
 
 def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
@@ -254,7 +264,7 @@ def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
                 batch = settings.router_batch if name in ROUTER_MODES else settings.durability_batch
                 modes[name] = served(clients[where], batch, how, keep)
             pairs = _pairs(modes, settings, FleetDisturbance(pids), lambda: progress.advance(task))
-            result["recovery"] = recovery(redis.url, settings)
+            result["recovery"] = recovery(redis.url, settings, FleetDisturbance(pids))
             progress.advance(task)
     finally:
         redis.stop()
@@ -313,7 +323,10 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     rec = result["recovery"]
     rows.append(
         (f"recovery of {rec['games']:,} games ({rec['log_entries']} log entries after "
-         f"{rec['ticks_played']} ticks)", f"{rec['seconds']:.2f} s, bit-exact")
+         f"{rec['ticks_played']} ticks)",
+         f"{rec['seconds']:.2f} s, bit-exact (attempts: "
+         + ", ".join(f"{a['seconds']:.2f}" for a in rec["attempts"]) + " s; others' CPU "
+         + _share(rec["others_cpu_share"]) + ")")
     )  # fmt: skip
     return rows
 
@@ -357,7 +370,8 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         f"{s['seconds'] / s['blocks'] / 2:g} s; the median block is reported, with its quartiles and the "
         "CPU share other processes took (this process, the fleets and redis-server excluded). "
         "Recovery: a log-mode pool plays the games, its writer is stopped without flushing (a kill), and "
-        "`recover` rebuilds them from their records plus the log; checked bit-exact against the originals.",
+        "`recover` rebuilds them from their records plus the log, each time into a fresh pool, checked "
+        f"bit-exact against the originals; the fastest of {s['recovery_attempts']} is reported.",
         f"- Others' CPU share (median over blocks, the worst ratio's): {_share(result['others_cpu_share'])} "
         f"(from {DISTURBED:.0%} on, parallel kernels are slowed and the figures understated).",
         "",
@@ -392,7 +406,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     s = result["settings"]
     for axis, names, batch in ((left, ROUTER_MODES, s["router_batch"]),
                                (right, DURABILITY_MODES, s["durability_batch"])):  # fmt: skip
-        labels = [TITLES[n].replace(", ", "\n") for n in names]
+        labels = [n.replace("_", "\n") for n in names]  # e.g. "router\nfull": the table has the long names
         values = [rates[n] for n in names]
         axis.bar(
             range(len(names)),

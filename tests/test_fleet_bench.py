@@ -35,6 +35,8 @@ def test_bench_fleet_measures_router_durability_and_recovery_and_writes_its_own_
         assert result["ratios"][name] == pair["ratio"] == (ratios[0] + ratios[1]) / 2  # the median
     recovery = result["recovery"]
     assert recovery["games"] == 40 and recovery["bit_exact"] and recovery["seconds"] > 0
+    assert len(recovery["attempts"]) == 3
+    assert recovery["seconds"] == min(a["seconds"] for a in recovery["attempts"])
     assert recovery["log_entries"] > 0  # the recovery replayed logged steps, not only snapshots
     assert [t["met"] for t in result["targets"]] == [None] * 5  # tiny sizes: nothing judged
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
