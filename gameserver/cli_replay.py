@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from .service import limits
+from .telemetry.exposition import add_metrics_argument
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     serve.add_argument("--max-message-mb", type=int, default=limits.MAX_MESSAGE_BYTES >> 20)
     serve.add_argument("--seed", type=int, default=0, help="seeds the sampling")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
+    add_metrics_argument(serve)
     serve.set_defaults(run=run)
     return replay
 
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from .rl.replay import ReplayBuffer
     from .rl.replay_service import ReplayServer
     from .rl.transitions import transition_spec
+    from .telemetry import process
 
     try:
         spec = transition_spec(GameConfig(args.height, args.width))
@@ -65,5 +68,9 @@ def run(args: argparse.Namespace) -> int:
         max_wait_s=args.max_wait,
         max_message_bytes=args.max_message_mb << 20,
     )
-    server.serve_until_signal(args.grace)
+    process.start("replay", args.host, args.metrics_port)
+    try:
+        server.serve_until_signal(args.grace)
+    finally:
+        process.stop()
     return 0

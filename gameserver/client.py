@@ -238,6 +238,12 @@ def _method(channel: Any, name: str, streaming: bool = False) -> Any:
     return make(path, request_serializer=lambda m: m.SerializeToString())
 
 
+def _stream_metadata() -> tuple[tuple[str, str], ...] | None:
+    """A stream carries the caller's trace context from its start (its steps' spans on the shard
+    then join the caller's trace); None when tracing is off."""
+    return tracing.outgoing_metadata() if tracing.ACTIVE else None
+
+
 class FleetClient:
     """Blocking client of one shard or router address; a context manager that closes its channel."""
 
@@ -367,7 +373,8 @@ class FleetClient:
 
     def stream(self) -> StepStream:
         """A StreamSteps stream: one long-lived call, one reply per step, in order (lowest latency)."""
-        return StepStream(_method(self._channel, "StreamSteps", streaming=True))
+        method = _method(self._channel, "StreamSteps", streaming=True)
+        return StepStream(functools.partial(method, metadata=_stream_metadata()))
 
 
 class StepStream:
@@ -517,7 +524,9 @@ class AsyncFleetClient:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     def stream(self) -> AsyncStepStream:
-        return AsyncStepStream(_method(self._channel, "StreamSteps", streaming=True)())
+        return AsyncStepStream(
+            _method(self._channel, "StreamSteps", streaming=True)(metadata=_stream_metadata())
+        )
 
 
 class AsyncStepStream:

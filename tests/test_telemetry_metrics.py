@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -22,7 +24,7 @@ from gameserver.engine import GameConfig
 from gameserver.service.generated import batch_pb2 as pb
 from gameserver.store import FleetStore
 from gameserver.telemetry import collectors, grpc_server, metrics
-from gameserver.telemetry.exposition import AUTO, add_metrics_argument, serve_metrics
+from gameserver.telemetry.exposition import AUTO, READY_PREFIX, add_metrics_argument, serve_metrics
 from gameserver.telemetry.histograms import ArrayHistogram, exponential_buckets
 
 SHORT = GameConfig(max_ticks=4)
@@ -260,3 +262,18 @@ def test_operator_counts_autoscaler_decisions() -> None:
         operator_metrics.record_decision("ns", "scaled", current, decided)
     assert np.subtract([count(d) for d in ("up", "down", "hold")], before).tolist() == [1, 1, 1]
     assert value("gamefleet_operator_autoscale_recommended_shards", namespace="ns", fleet="scaled") == 3
+
+
+def test_replay_serve_exports_its_buffer_on_metrics_port() -> None:
+    command = [sys.executable, "-m", "gameserver.cli", "replay", "serve", "--port", "0", "--height", "6",
+               "--width", "6", "--capacity", "100", "--metrics-port", "auto"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        assert line.startswith(READY_PREFIX), line
+        text = urllib.request.urlopen(line[len(READY_PREFIX) :].strip(), timeout=10).read().decode()
+        assert "gamefleet_replay_capacity 100.0" in text
+        assert 'gamefleet_info{role="replay"' in text
+    finally:
+        process.terminate()
+        process.wait(20)

@@ -221,3 +221,22 @@ def test_fleet_processes_export_over_otlp_in_the_callers_trace(monkeypatch, span
 def _in_trace(sink: OtlpSink, root: ReadableSpan) -> list:
     trace_id = root.context.trace_id.to_bytes(16, "big")
     return [(service, span) for service, span in sink.received() if span.trace_id == trace_id]
+
+
+def test_a_step_stream_carries_the_callers_trace_to_the_shard(spans, fleet_path) -> None:
+    shard, _ = fleet_path
+    with FleetClient(shard.address, timeout=30) as client:
+        created = client.create(4, CONFIG)
+        spans.clear()
+        with tracing.span("trainer.rollout") as rollout, client.stream() as steps:
+            for _ in range(3):
+                steps.step(created.ids, PASS)
+    deadline = time.monotonic() + 10  # the stream's server span ends as the stream winds down
+    while not named(list(spans.get_finished_spans()), "gamefleet.v1.BatchGameService/StreamSteps"):
+        assert time.monotonic() < deadline, "the stream's server span never ended"
+        time.sleep(0.01)
+    finished = list(spans.get_finished_spans())
+    (server,) = named(finished, "gamefleet.v1.BatchGameService/StreamSteps", SpanKind.SERVER)
+    assert server.parent.span_id == rollout.get_span_context().span_id
+    batches = named(finished, "game.process_actions")
+    assert len(batches) == 3 and all(b.parent.span_id == server.context.span_id for b in batches)
