@@ -18,6 +18,7 @@ from gameserver.client import FleetClient, NotFound, Unavailable
 from gameserver.local_fleet import LocalFleet
 from gameserver.service import migration
 from gameserver.service.server import FleetOptions
+from gameserver.service.shard import LIVENESS_SERVICE
 from gameserver.sharding import HashRing
 from gameserver.store import FleetStore
 
@@ -50,6 +51,7 @@ def test_the_operators_drain_request_moves_every_game_and_reports_drained(redis_
                  "shard a to report DRAINING with load 0")  # fmt: skip
         assert a.server.games.active_games == 0
         assert not client_healthy(a)  # readiness NOT_SERVING while drained
+        assert client_healthy(a, LIVENESS_SERVICE)  # liveness: a draining shard is not restarted
         with FleetClient(b.address, timeout=10) as client:
             trainer.client = client
             for batch in trainer.batches:
@@ -65,9 +67,9 @@ def test_the_operators_drain_request_moves_every_game_and_reports_drained(redis_
         b.stop()
 
 
-def client_healthy(server: BackgroundShard) -> bool:
+def client_healthy(server: BackgroundShard, service: str = "") -> bool:
     with FleetClient(server.address, timeout=5) as client:
-        return client.healthy()
+        return client.healthy(service)
 
 
 def test_a_joining_shard_takes_a_game_on_its_first_call_only(redis_server):

@@ -23,7 +23,7 @@ from ..telemetry.grpc_server import interceptors
 from .channels import ShardChannels
 from .limits import MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, channel_options
 from .router import RouterServicer
-from .shard import SERVICE
+from .shard import LIVENESS_SERVICE, SERVICE
 from .topology import TopologySource, watch
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class RouterServer:
         names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
         await self._set_health(False)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._watch = asyncio.create_task(watch(self.source, self.refresh_s, self._apply))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._first_topology.wait(), topology_wait_s)

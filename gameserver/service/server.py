@@ -39,7 +39,7 @@ from .games import ShardGames
 from .limits import MAX_GAMES, MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, WORKERS, channel_options
 from .membership import FleetMember
 from .seats import SeatTable
-from .shard import SERVICE, BatchGameServicer
+from .shard import LIVENESS_SERVICE, SERVICE, BatchGameServicer
 
 
 def warm_up() -> str:
@@ -176,7 +176,7 @@ class ShardServer:
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
         await server.start()
         self._server = server
-        for service in ("", SERVICE.full_name):
+        for service in ("", SERVICE.full_name, LIVENESS_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         metrics.serving("shard", True)
 

@@ -54,6 +54,10 @@ if TYPE_CHECKING:
     from .membership import FleetMember
 
 SERVICE = pb.DESCRIPTOR.services_by_name["BatchGameService"]
+# Health service for liveness probes: SERVING while the process runs, draining or not (readiness
+# uses the default service, NOT_SERVING while draining: a liveness probe on it would restart a
+# draining shard). The operator's manifests name it (operator/gamefleet_operator/render.py).
+LIVENESS_SERVICE = "liveness"
 log = logging.getLogger(__name__)
 _REPLY_OVERHEAD = 4096  # bytes of framing and small fields in any reply
 

@@ -121,8 +121,14 @@ def _password_env(fleet: Fleet, name: str) -> list[dict[str, Any]]:
     return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}}]
 
 
-def _grpc_probe(period: int, failures: int) -> dict[str, Any]:
-    return {"grpc": {"port": GRPC_PORT}, "periodSeconds": period, "failureThreshold": failures}
+# gameserver.service.shard.LIVENESS_SERVICE: SERVING while the process runs, draining or not
+# (the default service turns NOT_SERVING while a shard drains: readiness, not liveness).
+LIVENESS_SERVICE = "liveness"
+
+
+def _grpc_probe(period: int, failures: int, service: str = "") -> dict[str, Any]:
+    check = {"port": GRPC_PORT} | ({"service": service} if service else {})
+    return {"grpc": check, "periodSeconds": period, "failureThreshold": failures}
 
 
 def _ports(fleet: Fleet) -> list[dict[str, Any]]:
@@ -163,7 +169,7 @@ def _fleet_container(fleet: Fleet, role: str, args: list[str], resources: dict[s
         "resources": resources,
         "startupProbe": _grpc_probe(2, 60),  # numba compiles the kernels at start
         "readinessProbe": _grpc_probe(5, 2),
-        "livenessProbe": _grpc_probe(10, 3),
+        "livenessProbe": _grpc_probe(10, 3, LIVENESS_SERVICE),
         "securityContext": _CONTAINER_SECURITY,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }

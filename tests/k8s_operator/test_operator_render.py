@@ -120,9 +120,14 @@ def test_shards_are_a_stateful_set_with_stable_names() -> None:
 
 @pytest.mark.parametrize("kind", ["StatefulSet", "Deployment"])
 def test_probes_use_grpc_health_checking(kind: str) -> None:
+    """Readiness on the default service (NOT_SERVING while a shard drains); liveness on the one the
+    servers keep SERVING while they run, so a draining shard is not restarted."""
+    from gameserver.service.shard import LIVENESS_SERVICE
+
     pod = container(by_kind(render(fleet()), kind))
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         assert pod[probe]["grpc"] == {"port": GRPC_PORT}, probe
+    assert pod["livenessProbe"]["grpc"] == {"port": GRPC_PORT, "service": LIVENESS_SERVICE}
 
 
 @pytest.mark.parametrize(("drain", "grace"), [(0, 15), (60, 75), (600, 615)])
