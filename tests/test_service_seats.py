@@ -201,6 +201,15 @@ def test_refused_seat_calls_change_no_game(shard, fleet, second, table):
     assert fleet.healthy()
 
 
+def test_nobody_plays_an_unjoined_seat(shard, fleet):
+    """A free seat's token is 0 in the table: 0 must not pass for it."""
+    ids = fleet.create(1, SMALL, open_seats=True, turn_deadline_ms=50).ids
+    fleet.join(ids[0], 0)
+    play_free_seat = lambda: fleet.step_seats(ids, [-1], [1], np.zeros(1, np.uint64))  # noqa: E731
+    refused(shard, play_free_seat, Code.PERMISSION_DENIED, str(ids[0]), "seat 1", "not joined")
+    fleet.close(ids)
+
+
 def test_closing_a_game_fails_the_call_waiting_on_it(shard, fleet, second, table):
     ids, (seats, tokens), (other_seats, other_tokens) = table
     with ThreadPoolExecutor(1) as thread:

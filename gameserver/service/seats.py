@@ -209,7 +209,7 @@ class SeatTable:
         ids = route.ids
         rows = self._rows(ids)
         held = self._token[rows, seats]
-        wrong = (held != tokens) | self._shard_plays[rows, seats]
+        wrong = (held != tokens) | (held == 0) | self._shard_plays[rows, seats]  # 0: nobody joined
         if wrong.any():
             shown = [
                 f"game {g} seat {s}" for g, s in zip(ids[wrong][:_SHOWN], seats[wrong][:_SHOWN], strict=True)
