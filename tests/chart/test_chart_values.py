@@ -35,6 +35,7 @@ def test_helm_lint_strict_passes(name: str) -> None:
         ({"serviceMonitor": {"interval": "soon"}}, "/serviceMonitor/interval"),
         ({"serviceMonitor": {"labels": {"release": 1}}}, "/serviceMonitor/labels/release"),
         ({"prometheus": {"retention": "forever"}}, "/prometheus/retention"),
+        ({"prometheus": {"retentionSize": "6Gi"}}, "/prometheus/retentionSize"),
         ({"prometheus": {"resources": {"requests": {"memory": "-1Gi"}}}}, "/prometheus/resources"),
         ({"grafana": {"prometheusUrl": "prometheus:9090"}}, "/grafana/prometheusUrl"),
         ({"jaeger": {"enabled": "yes"}}, "/jaeger/enabled"),
