@@ -33,9 +33,11 @@ async def test_the_hook_deletes_the_fleet_once_the_operator_cleaned_it_up(cluste
     await wait_for(
         lambda: "gamefleet.dev/cleanup" in cluster.fleet("gamefleet")["metadata"].get("finalizers", [])
     )
-    assert await asyncio.to_thread(delete_fleet, "gamefleet", "--timeout", "20") == 0
+    assert await asyncio.to_thread(delete_fleet, "gamefleet", "--timeout", "90") == 0
     assert cluster.fleet("gamefleet") is None
-    assert cluster.registries["gamefleet"].purges == 1  # the cleanup ran before the fleet went
+    assert (
+        cluster.registries["gamefleet"].purges >= 1
+    )  # the cleanup ran before the fleet went (kopf may repeat it)
     assert "GameFleet default/gamefleet: deleted" in capsys.readouterr().out
     role = find(rendered("loadtest"), "Role", HOOK)
     assert operator_calls(cluster.kmock, agent=USER_AGENT) == role_rules(role)
