@@ -367,12 +367,16 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         f"- Command: `{result['command']}`",
         f"- Date: {result['date']}; machine: {m['cpu']}, {m['cpus']} CPUs; "
         f"gamefleet {result['versions']['gamefleet']}",
-        f"- Method: batch {settings['batch']}, 20x20, 2 players, random legal moves chosen outside the "
-        "clock, games autoreset; only the step call is timed (with deltas, plus applying them into the "
-        f"client's buffer). {settings['rounds']} rounds, each measuring every mode in turn for "
-        f"{settings['seconds'] / settings['rounds']:g} s; the table shows the round in which other processes "
-        "took the least CPU (this process and the shard excluded). Shared view: the shard writes the planes "
-        "into the client's shared-memory segment (same host only), the reply carries rewards and flags.",
+        f"- Method: batch {settings['batch']}, 20x20, 2 players, random legal moves chosen outside "
+        "the clock, games autoreset; only the step call is timed (with deltas, plus applying them "
+        f"into the client's buffer). {settings['rounds']} rounds, each measuring every mode in turn "
+        f"for {settings['seconds'] / settings['rounds']:.3g} s; the table shows the round in which "
+        "other processes took the least CPU (this process and the shard excluded). Shared view: "
+        "the shard writes the planes into the client's shared-memory segment (same host only), the "
+        "reply carries rewards and flags. While other processes load the machine the served modes "
+        "gain: client and shard are two processes that take turns, each waking with the "
+        "scheduler's credit for having slept, against one process that is always runnable; read "
+        "the ratios of a quiet round.",
         f"- Others' CPU share: {_share(result['others_cpu_share'])} during the reported round, "
         f"{_share(unary['others_cpu_share'])} during the unary latency run, "
         f"{_share(stream['others_cpu_share'])} during the stream run (means over "
