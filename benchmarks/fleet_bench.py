@@ -22,8 +22,6 @@ them into a fresh pool; the rebuilt games are checked bit for bit against the or
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import shutil
 import socket
 import subprocess
@@ -50,7 +48,7 @@ from gameserver.store import FleetStore
 
 from .engine_bench import DISTURBED, machine, versions
 from .matrix_bench import _process_ticks
-from .results_md import write_section
+from .results_md import publish
 from .service_bench import BOARD, Disturbance, Mode, served
 
 ROUTER_TARGET = 0.80
@@ -433,15 +431,4 @@ def main(args: Any) -> int:
     """`gamefleet bench fleet` (parsed arguments: see gameserver/cli.py)."""
     console = Console()
     result = run(Settings.from_args(args), args.command_line, console)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(table(result))
-    console.print(f"results: {args.out}")
-    if args.plot is not None:
-        plot(result, args.plot)
-    if args.markdown is not None:
-        write_section(
-            args.markdown,
-            markdown(result, os.path.relpath(args.plot, args.markdown.parent) if args.plot else None),
-        )
-    return 0
+    return publish(result, args, console, table=table, plot=plot, markdown=markdown)

@@ -16,7 +16,6 @@ until `seconds` passed.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from gameserver.pool import GamePool
 from gameserver.rl.agents import expander_actions, random_actions
 
 from .engine_bench import DISTURBED, _cpu_ticks, machine, versions
-from .results_md import write_section
+from .results_md import publish
 
 SECONDS, QUICK_SECONDS = 3.0, 0.3
 MAX_TICKS = 100  # episodes truncated here: a round of play is this many calls
@@ -369,12 +368,4 @@ def main(args: Any) -> int:
     console = Console()
     attempts = 1 if args.quick else ATTEMPTS
     result = run(cells, seconds, not args.no_service, attempts, args.command_line, console)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(table(result))
-    console.print(f"results: {args.out}")
-    if args.plot is not None:
-        plot(result, args.plot)
-    if args.markdown is not None:
-        write_section(args.markdown, markdown(result, args.plot.name if args.plot else None))
-    return 0
+    return publish(result, args, console, table=table, plot=plot, markdown=markdown)

@@ -1,8 +1,17 @@
-"""Write one benchmark's section of benchmarks/RESULTS.md, leaving the other sections as they are."""
+"""A benchmark's outputs: its JSON, its table on the terminal, its plot, and its own section of
+benchmarks/RESULTS.md (the other sections left as they are)."""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+Result = dict[str, Any]
 
 
 def write_section(path: Path, text: str) -> None:
@@ -19,3 +28,26 @@ def write_section(path: Path, text: str) -> None:
         lines += ([""] if lines and lines[-1] else []) + text.rstrip("\n").splitlines()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+
+
+def publish(
+    result: Result,
+    args: Any,
+    console: Console,
+    *,
+    table: Callable[[Result], Any],
+    plot: Callable[[Result, Path], None],
+    markdown: Callable[[Result, str | None], str],
+) -> int:
+    """Write `args.out` (JSON), print the table, then the plot (`args.plot`) and the RESULTS.md
+    section (`args.markdown`, linking the plot by its path from there) when asked for."""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(table(result))
+    console.print(f"results: {args.out}")
+    if args.plot is not None:
+        plot(result, args.plot)
+    if args.markdown is not None:
+        plot_name = os.path.relpath(args.plot, args.markdown.parent) if args.plot else None
+        write_section(args.markdown, markdown(result, plot_name))
+    return 0

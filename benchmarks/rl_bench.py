@@ -13,7 +13,6 @@ A figure is the median call of a window of `seconds` after one warm-up call.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from gameserver.rl.replay_client import ReplayClient
 from gameserver.rl.transitions import transition_spec
 
 from .engine_bench import machine, versions
-from .results_md import write_section
+from .results_md import publish
 
 INSERT_BATCH = 1024  # a tick of 512 two-player games
 SAMPLE_BATCH = 256
@@ -252,7 +251,7 @@ def table(result: dict[str, Any]) -> Table:
     return out
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
     s, m = result["settings"], result["machine"]
     header, rows = _cells(result)
     return "\n".join(
@@ -274,7 +273,7 @@ def markdown(result: dict[str, Any]) -> str:
             "|---|" + "|".join("---:" for _ in header[1:]) + "|",
             *("| " + " | ".join(row) + " |" for row in rows),
             "",
-            f"![replay buffer items per second]({Path(s['plot']).name})" if s.get("plot") else "",
+            f"![replay buffer items per second]({plot_name})" if plot_name else "",
             "",
         ]
     )
@@ -312,12 +311,4 @@ def main(args: Any) -> int:
     }
     console = Console()
     result = run(settings, args.command_line, console)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(table(result))
-    console.print(f"results: {args.out}")
-    if args.plot is not None:
-        plot(result, args.plot)
-    if args.markdown is not None:
-        write_section(args.markdown, markdown(result))
-    return 0
+    return publish(result, args, console, table=table, plot=plot, markdown=markdown)

@@ -23,8 +23,6 @@ game, `latency_calls` calls each, unary and over one StreamSteps call.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -45,7 +43,7 @@ from gameserver.rl.agents import random_actions
 
 from .engine_bench import DISTURBED, _cpu_ticks, machine, versions
 from .matrix_bench import _child_shard_pid, _process_ticks
-from .results_md import write_section
+from .results_md import publish
 
 BOARD = GameConfig(max_ticks=500)
 FULL_TARGET = 0.40
@@ -437,15 +435,4 @@ def main(args: Any) -> int:
     """`gamefleet bench service` (parsed arguments: see gameserver/cli.py)."""
     console = Console()
     result = run(Settings.from_args(args), args.command_line, console)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(table(result))
-    console.print(f"results: {args.out}")
-    if args.plot is not None:
-        plot(result, args.plot)
-    if args.markdown is not None:
-        write_section(
-            args.markdown,
-            markdown(result, os.path.relpath(args.plot, args.markdown.parent) if args.plot else None),
-        )
-    return 0
+    return publish(result, args, console, table=table, plot=plot, markdown=markdown)

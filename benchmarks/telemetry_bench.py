@@ -18,7 +18,6 @@ step must never halve throughput (always-on >= 50% of off).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -41,7 +40,7 @@ from gameserver.telemetry import tracing
 
 from .engine_bench import machine, versions
 from .otlp_sink import OtlpSink
-from .results_md import write_section
+from .results_md import publish
 
 BOARD = GameConfig(max_ticks=500)
 MODES = ("off", "metrics", "tracing 1%", "tracing 100%")
@@ -265,7 +264,7 @@ def table(result: dict[str, Any]) -> Table:
     return out
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
     target, settings, machine = result["target"], result["settings"], result["machine"]
     off = result["rows"][0]["steps_per_s_rounds"]
     return "\n".join(
@@ -292,7 +291,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"Target: {target['target']} {target['goal']}: {target['measured']}, "
             f"{'met' if target['met'] else 'NOT met'}.",
             "",
-            "![telemetry cost](telemetry.png)",
+            f"![telemetry cost]({plot_name})" if plot_name else "",
             "",
         ]
     )
@@ -334,12 +333,4 @@ def main(args: Any) -> int:
     )
     console = Console()
     result = run(settings, args.command_line, console)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(table(result))
-    console.print(f"results: {args.out}")
-    if args.plot is not None:
-        plot(result, args.plot)
-    if args.markdown is not None:
-        write_section(args.markdown, markdown(result))
-    return 0
+    return publish(result, args, console, table=table, plot=plot, markdown=markdown)
