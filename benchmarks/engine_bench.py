@@ -320,6 +320,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def run_header(benchmark: str, command: str, peer: bool = False) -> dict[str, Any]:
+    """What every benchmark's JSON starts with: which benchmark, its command line, when, where, with what."""
+    return {
+        "benchmark": benchmark,
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(peer),
+    }
+
+
 def machine() -> dict[str, Any]:
     """Where the figures come from: they mean little without the CPU and thread count."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
@@ -407,11 +418,7 @@ def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
         for row in rows:
             _add_ratios(row, peer)
     result = {
-        "benchmark": "engine",
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(settings.peer),
+        **run_header("engine", command, peer=settings.peer),
         "board": BOARD.to_dict(),
         "settings": {
             **asdict(settings),

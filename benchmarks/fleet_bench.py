@@ -29,7 +29,6 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ from gameserver.recovery import recover
 from gameserver.rl.agents import random_actions
 from gameserver.store import FleetStore
 
-from .engine_bench import DISTURBED, machine, versions
+from .engine_bench import DISTURBED, run_header
 from .matrix_bench import _process_ticks
 from .results_md import publish
 from .service_bench import BOARD, Disturbance, Mode, served
@@ -222,11 +221,7 @@ def recovery(url: str, settings: Settings, disturbance: Disturbance) -> dict[str
 
 def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
     result: dict[str, Any] = {
-        "benchmark": "fleet",
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(peer=False),
+        **run_header("fleet", command),
         "settings": asdict(settings),
         "board": BOARD.to_dict(),
         "disturbed_from": DISTURBED,

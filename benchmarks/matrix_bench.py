@@ -20,7 +20,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from gameserver.local_fleet import LocalFleet
 from gameserver.pool import GamePool
 from gameserver.rl.agents import expander_actions, random_actions
 
-from .engine_bench import DISTURBED, _cpu_ticks, machine, versions
+from .engine_bench import DISTURBED, _cpu_ticks, run_header
 from .results_md import publish
 
 SECONDS, QUICK_SECONDS = 3.0, 0.3
@@ -235,11 +234,7 @@ def run(
             row["rss_bytes_per_game"] / row["games"] if row["games"] >= RSS_FROM_GAMES else None
         )
     return {
-        "benchmark": "matrix",
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(peer=False),
+        **run_header("matrix", command),
         "settings": {
             "seconds": seconds,
             "max_ticks": MAX_TICKS,

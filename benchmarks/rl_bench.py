@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from gameserver.rl.replay import PrioritizedSampler, ReplayBuffer, UniformSample
 from gameserver.rl.replay_client import ReplayClient
 from gameserver.rl.transitions import transition_spec
 
-from .engine_bench import machine, versions
+from .engine_bench import run_header
 from .results_md import publish
 
 INSERT_BATCH = 1024  # a tick of 512 two-player games
@@ -208,11 +207,7 @@ def run(settings: dict[str, Any], command: str, console: Console) -> dict[str, A
             rows.append(served(settings["capacity"], settings["seconds"], board, note))
     by_name = {row["name"]: row for row in rows}
     return {
-        "benchmark": "replay",
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(peer=False),
+        **run_header("replay", command),
         "settings": {
             **settings,
             "insert_batch": INSERT_BATCH,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from gameserver.local_fleet import LocalFleet
 from gameserver.pool import GamePool
 from gameserver.rl.agents import random_actions
 
-from .engine_bench import DISTURBED, _cpu_ticks, machine, versions
+from .engine_bench import DISTURBED, _cpu_ticks, run_header
 from .matrix_bench import _child_shard_pid, _process_ticks
 from .results_md import publish
 
@@ -230,11 +229,7 @@ def _measure_rounds(
 
 def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
     result: dict[str, Any] = {
-        "benchmark": "service",
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(peer=False),
+        **run_header("service", command),
         "settings": asdict(settings),
         "board": BOARD.to_dict(),
         "disturbed_from": DISTURBED,

@@ -22,7 +22,6 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from gameserver.engine import GameConfig
 from gameserver.local_fleet import LocalFleet
 from gameserver.telemetry import tracing
 
-from .engine_bench import machine, versions
+from .engine_bench import run_header
 from .otlp_sink import OtlpSink
 from .results_md import publish
 
@@ -213,11 +212,7 @@ def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
             row[name.replace("_us_", "_vs_off_")] = row[name] / base[name]
     always = rows[-1]["throughput_vs_off"]
     return {
-        "benchmark": "telemetry",
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(peer=False),
+        **run_header("telemetry", command),
         "settings": asdict(settings),
         "board": BOARD.to_dict(),
         "rows": rows,
