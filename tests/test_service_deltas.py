@@ -11,9 +11,9 @@ from gameserver.service.deltas import DeltaViews
 PLAYERS, TILES = 2, 30
 
 
-def planes(rng: np.random.Generator, games: int) -> tuple[np.ndarray, np.ndarray]:
-    codes = rng.integers(0, 4, (games, PLAYERS, TILES), dtype=np.uint8)
-    armies = rng.integers(0, 3, (games, PLAYERS, TILES), dtype=np.uint16)
+def planes(rng: np.random.Generator, games: int, tiles: int = TILES) -> tuple[np.ndarray, np.ndarray]:
+    codes = rng.integers(0, 4, (games, PLAYERS, tiles), dtype=np.uint8)
+    armies = rng.integers(0, 3, (games, PLAYERS, tiles), dtype=np.uint16)
     return codes, armies
 
 
@@ -27,13 +27,14 @@ def changed(rng: np.random.Generator, codes: np.ndarray, armies: np.ndarray) -> 
 
 
 @pytest.mark.parametrize("games", [3, 100])  # the serial and the parallel kernels
-def test_applying_every_delta_rebuilds_the_planes(games):
+@pytest.mark.parametrize("tiles", [TILES, 32])  # rows of 60 bytes: tile by tile; of 64: 8-tile words
+def test_applying_every_delta_rebuilds_the_planes(games, tiles):
     rng = np.random.default_rng(games)
-    views = DeltaViews(PLAYERS, TILES)
+    views = DeltaViews(PLAYERS, tiles)
     ids = rng.permutation(np.arange(1, games + 1, dtype=np.uint64) * 977)
-    client_codes = np.zeros((games, PLAYERS, TILES), np.uint8)
-    client_armies = np.zeros((games, PLAYERS, TILES), np.uint16)
-    codes, armies = planes(rng, games)
+    client_codes = np.zeros((games, PLAYERS, tiles), np.uint8)
+    client_armies = np.zeros((games, PLAYERS, tiles), np.uint16)
+    codes, armies = planes(rng, games, tiles)
     sizes = []
     for _ in range(20):
         delta = views.encode(ids, codes, armies)
