@@ -11,10 +11,15 @@ turn, for a slice of the time, so a neighbour's burst disturbs one round and not
 - served, full: the planes on the wire (10 MB a step at 4096 games), read as views;
 - served, delta: only the changed tiles on the wire, applied into the client's buffer;
 - served, shared view: the shard writes the planes into the client's shared-memory segment,
-  the reply carries rewards and flags only (same host only).
+  the reply carries rewards and flags only (same host only);
+- served, no observations (skip_observations): not a way to train, the floor under the
+  others: what one served step of the batch costs before any observation is made or moved.
 Only the step call is timed (for deltas, plus applying them: a trainer needs the planes before
 it acts). Moves come from the random legal-move agent on the current view, chosen outside
-the clock; games autoreset so they never stall; every mode plays the same seeds.
+the clock; games autoreset so they never stall; every mode plays the same seeds (the floor
+mode keeps playing moves chosen on its first view: illegal ones are no-ops). The served
+modes choose moves on the calling thread: the agent's parallel kernel would leave OpenMP
+threads spinning in this process, on the CPUs the shard steps on (threads.py).
 
 The figures reported are those of the least disturbed round (the least CPU taken by other
 processes, this one and the shard excluded), every round stays in the JSON. Latency: one
@@ -53,7 +58,9 @@ MODES = {
     "served_full": "served, full observations",
     "served_delta": "served, delta observations",
     "served_shared": "served, shared-memory view",
+    "served_none": "served, no observations (floor)",
 }
+SERVED = tuple(name for name in MODES if name != "in_process")
 SEEDS = 10**6  # first seed of every mode's games
 
 
@@ -78,8 +85,9 @@ class Settings:
 class Mode:
     """One way of stepping the batch: `step(actions)` advances it, `view()` is what the agent sees."""
 
-    def __init__(self, step: Callable[[np.ndarray], Any], view: Callable[[], Any]) -> None:
+    def __init__(self, step: Callable[[np.ndarray], Any], view: Callable[[], Any], *, parallel: bool) -> None:
         self.step, self.view = step, view
+        self.parallel = parallel  # the agent's kernel: parallel in process, serial beside a shard
         self.tick = 0
 
     def measure(self, seconds: float) -> float:
@@ -87,7 +95,9 @@ class Mode:
         spent, steps = 0.0, 0
         while spent < seconds:
             obs = self.view()
-            actions = random_actions(obs.codes, obs.armies, obs.tick, BOARD.height, BOARD.width, self.tick)
+            actions = random_actions(
+                obs.codes, obs.armies, obs.tick, BOARD.height, BOARD.width, self.tick, parallel=self.parallel
+            )
             start = time.perf_counter()
             self.step(actions)
             spent += time.perf_counter() - start
@@ -104,11 +114,11 @@ def in_process(batch: int) -> Mode:
     def step(actions: np.ndarray) -> None:
         pool.step(ids, actions, out=out)
 
-    return _warm(Mode(step, lambda: out), batch)
+    return _warm(Mode(step, lambda: out, parallel=True), batch)
 
 
 def served(client: FleetClient, batch: int, how: str, keep: list[Any]) -> Mode:
-    """A served mode: "full", "delta" or "shared" (`keep` holds what must outlive the run)."""
+    """A served mode: "full", "delta", "shared" or "none" (`keep` holds what must outlive the run)."""
     created = client.create(batch, BOARD, autoreset=True, seeds=np.arange(batch, dtype=np.uint64) + SEEDS)
     ids = created.ids
     keep.append(ids)
@@ -116,19 +126,24 @@ def served(client: FleetClient, batch: int, how: str, keep: list[Any]) -> Mode:
         view = SharedView(created.config, batch)
         keep.append(view)
         client.states(ids, view=view)
-        mode = Mode(lambda actions: client.step(ids, actions, view=view), lambda: view.observation)
+        mode = Mode(
+            lambda actions: client.step(ids, actions, view=view), lambda: view.observation, parallel=False
+        )
     elif how == "delta":
         buffer = ObservationBuffer(created.config, batch)
         buffer.apply(created.observations)
         mode = Mode(lambda actions: buffer.apply(client.step(ids, actions, delta=True).observations),
-                    lambda: buffer.observation)  # fmt: skip
+                    lambda: buffer.observation, parallel=False)  # fmt: skip
+    elif how == "none":
+        first = created.observations
+        mode = Mode(lambda actions: client.step(ids, actions, observe=False), lambda: first, parallel=False)
     else:
         state = {"obs": created.observations}
 
         def step(actions: np.ndarray) -> None:
             state["obs"] = client.step(ids, actions).observations
 
-        mode = Mode(step, lambda: state["obs"])
+        mode = Mode(step, lambda: state["obs"], parallel=False)
     return _warm(mode, batch)
 
 
@@ -245,7 +260,7 @@ def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
                 modes = {"in_process": in_process(settings.batch)}
                 modes |= {
                     f"served_{how}": served(client, settings.batch, how, keep)
-                    for how in ("full", "delta", "shared")
+                    for how in ("full", "delta", "shared", "none")
                 }
                 rounds = _measure_rounds(modes, settings, disturbance, lambda: progress.advance(task))
                 result["unary_one_game"] = round_trips(
@@ -305,7 +320,7 @@ def _share(value: float | None) -> str:
 def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [(f"{MODES['in_process']}, batch {result['settings']['batch']}",
              f"{result['in_process_steps_per_s']:,.0f} steps/s")]  # fmt: skip
-    for name in ("served_full", "served_delta", "served_shared"):
+    for name in SERVED:
         share = result[f"{name.removeprefix('served_')}_share"]
         rows.append((MODES[name], f"{result[f'{name}_steps_per_s']:,.0f} steps/s ({share:.0%})"))
     for name, title in (("unary_one_game", "unary"), ("stream_one_game", "StreamSteps")):
@@ -343,9 +358,7 @@ def _target_row(target: dict[str, Any]) -> str:
 
 
 def _round_row(number: int, measured: dict[str, Any], chosen: bool) -> str:
-    shares = " | ".join(
-        f"{measured['shares'][name]:.0%}" for name in ("served_full", "served_delta", "served_shared")
-    )
+    shares = " | ".join(f"{measured['shares'][name]:.0%}" for name in SERVED)
     mark = " (reported)" if chosen else ""
     return (f"| {number + 1}{mark} | {measured['rates']['in_process']:,.0f} | {shares} | "
             f"{_share(measured['worst_others_cpu_share'])} |")  # fmt: skip
@@ -379,14 +392,18 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         "|---|---:|",
         *(f"| {name} | {value} |" for name, value in _rows(result)),
         "",
+        f"The floor: a served step of this batch that makes and moves no observation ran at "
+        f"{_share(result['none_share'])} of in-process steps/s. Every observation mode costs more than it, "
+        "so no ratio target above the floor can be met on this machine.",
+        "",
         "| target | goal | measured | |",
         "|---|---:|---:|---|",
         *(_target_row(t) for t in result["targets"]),
         "",
         "Every round (served figures as a share of the same round's in-process steps/s):",
         "",
-        "| round | in process steps/s | full | delta | shared view | others' CPU |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| round | in process steps/s | full | delta | shared view | no observations | others' CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         *(_round_row(i, r, i == result["chosen_round"]) for i, r in enumerate(result["rounds"])),
         "",
     ]  # fmt: skip
@@ -401,10 +418,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["in process", "served\nfull", "served\ndelta", "served\nshared view"]
+    names = ["in process", "served\nfull", "served\ndelta", "served\nshared view", "served, no\nobservations"]
     rates = [result[f"{name}_steps_per_s"] for name in MODES]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 2]})
-    left.bar(names, rates, color=["#4c72b0", "#dd8452", "#55a868", "#8172b2"])
+    left.bar(names, rates, color=["#4c72b0", "#dd8452", "#55a868", "#8172b2", "#bbbbbb"])
     left.set_ylabel("game-steps per second")
     left.set_title(
         f"batch {result['settings']['batch']}, 20x20, 2 players ({result['machine']['cpus']} CPUs)"

@@ -19,6 +19,7 @@ import sys
 
 from .service import limits
 from .telemetry.exposition import add_metrics_argument
+from .threads import wait_passively
 
 
 def _env_int(name: str, default: int) -> int:
@@ -128,6 +129,7 @@ def fleet_options(args: argparse.Namespace) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
+    wait_passively()  # before any kernel runs (threads.py)
     from .service.server import ShardServer  # numba and grpc load here, not for `gamefleet --help`
     from .telemetry import process
 

@@ -16,6 +16,8 @@ import json
 import secrets
 from pathlib import Path
 
+from .threads import wait_passively
+
 START_TIMEOUT_S = 600.0  # per process: a first run compiles the kernels, slowly on a busy 2-core machine
 
 
@@ -49,6 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    wait_passively()  # the agents' kernels and the shards share the machine (threads.py)
     from rich.console import Console
 
     from .engine import GameConfig

@@ -46,6 +46,16 @@ def test_agents_are_reproducible_from_their_seed():
     assert not np.array_equal(first, other)
 
 
+def test_the_serial_kernel_chooses_the_same_moves():
+    batch, slots = _fresh(128)  # above the size at which the parallel kernel takes over
+    view = observe(batch, slots)
+    for tick in range(20):
+        parallel = random_actions(view.codes, view.armies, view.tick, 20, 20, seed=tick)
+        serial = random_actions(view.codes, view.armies, view.tick, 20, 20, seed=tick, parallel=False)
+        assert np.array_equal(parallel, serial)
+        step(batch, slots, parallel, out=view)
+
+
 def test_expander_beats_random_on_small_boards():
     config = GameConfig(height=10, width=10, max_ticks=600)
     batch, slots = _fresh(64, config)

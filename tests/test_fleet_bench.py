@@ -22,6 +22,8 @@ def test_bench_fleet_measures_router_durability_and_recovery_and_writes_its_own_
         "router_full",
         "direct_delta",
         "router_delta",
+        "direct_none",
+        "router_none",
         "off_delta",
         "log_delta",
         "snapshot_delta",

@@ -19,9 +19,10 @@ def test_bench_service_measures_every_mode_in_rounds_and_writes_its_own_section(
     assert result["benchmark"] == "service" and result["settings"]["batch"] == 8
     assert len(result["rounds"]) == 2 and result["chosen_round"] in (0, 1)
     chosen = result["rounds"][result["chosen_round"]]
-    for mode in ("in_process", "served_full", "served_delta", "served_shared"):
+    for mode in ("in_process", "served_full", "served_delta", "served_shared", "served_none"):
         assert result[f"{mode}_steps_per_s"] == chosen["rates"][mode] > 0
     assert result["shared_share"] == chosen["rates"]["served_shared"] / chosen["rates"]["in_process"]
+    assert result["none_share"] == chosen["rates"]["served_none"] / chosen["rates"]["in_process"]
     for name in ("unary_one_game", "stream_one_game"):
         lat = result[name]
         assert lat["calls"] == 40 and 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]

@@ -100,9 +100,9 @@ def _scripted_serial(codes, armies, tick, height, width, seed, greedy, split_per
         _choose(codes, armies, tick, height, width, seed, greedy, split_percent, out, g, rng)
 
 
-def _scripted(codes, armies, tick, height, width, seed, greedy, split_percent) -> np.ndarray:
+def _scripted(codes, armies, tick, height, width, seed, greedy, split_percent, parallel=True) -> np.ndarray:
     out = np.empty(codes.shape[:2], np.int32)
-    kernel = _scripted_serial if codes.shape[0] < SERIAL_BELOW else _scripted_parallel
+    kernel = _scripted_parallel if parallel and codes.shape[0] >= SERIAL_BELOW else _scripted_serial
     kernel(codes, armies, tick, height, width, seed, greedy, split_percent, out)
     return out
 
@@ -115,9 +115,12 @@ def random_actions(
     width: int,
     seed: int,
     split_percent: int = 25,
+    *,
+    parallel: bool = True,
 ) -> np.ndarray:
-    """A uniformly random legal move for every seat (PASS when a seat has none)."""
-    return _scripted(codes, armies, tick, height, width, seed, False, split_percent)
+    """A uniformly random legal move for every seat (PASS when a seat has none). `parallel=False`
+    keeps to the calling thread: no OpenMP threads left spinning beside a co-located shard."""
+    return _scripted(codes, armies, tick, height, width, seed, False, split_percent, parallel)
 
 
 def expander_actions(

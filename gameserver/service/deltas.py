@@ -7,9 +7,10 @@ buffer. Only games that once asked for a delta are tracked (3 bytes per tile and
 closing a game forgets it.
 
 The diff is a numba kernel fused with the update of the stored view, in one pass over the
-planes in parallel over games, comparing 8 tiles a time as uint64 words; each game writes its changes at its own offset of a scratch
-output with room for every tile (of which a few percent are touched), and a second small
-kernel packs them together. A 4096-game delta costs about one read of its planes.
+planes in parallel over games, comparing 8 tiles at a time as uint64 words; each game writes
+its changes at its own offset of a scratch output with room for every tile (of which a few
+percent are touched), and a second small kernel packs them together. A 4096-game delta costs
+about one read of its planes and of the stored view (0.9 ms on 2 cores).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from ..codec import ObservationDelta
 _PARALLEL_FROM = 64  # games; fewer run on the calling thread (waking numba's pool costs more)
 
 
-def _changed_tiles(g, row, lo, hi, fresh, store_codes, store_armies, codes, armies, index, new_codes, new_armies, k):
+def _changed_tiles(
+    g, row, lo, hi, fresh, store_codes, store_armies, codes, armies, index, new_codes, new_armies, k
+):
     """Record tiles [lo, hi) of game g that differ from its stored view (every one when `fresh`)
     at k, k+1, ... of the outputs and store them; returns the next free k."""
     width = codes.shape[1]
@@ -70,8 +73,9 @@ def _diff_games(
         k = g * width
         if fresh[g]:
             k = _changed_tiles(
-                g, row, 0, width, True, store_codes, store_armies, codes, armies, index, new_codes, new_armies, k
-            )
+                g, row, 0, width, True, store_codes, store_armies, codes, armies,
+                index, new_codes, new_armies, k,
+            )  # fmt: skip
             counts[g] = k - g * width
             continue
         for w in range(blocks):
