@@ -34,7 +34,7 @@ _NO_OUTPUT = Observation(
 SERIAL_BELOW = 64  # batches smaller than this run on the calling thread: waking the pool costs more
 
 
-def _chunks(games: int) -> int:
+def chunks(games: int) -> int:
     """Work items for a parallel kernel: a few per thread balances uneven games cheaply."""
     return min(games, nb.get_num_threads() * 4)
 
@@ -131,7 +131,7 @@ def generate(batch: GameBatch, slots: object, seeds: object) -> None:
         cfg.cities,
         cfg.general_distance,
         failed,
-        _chunks(s.size),
+        chunks(s.size),
     )
     if failed.any():
         raise ValueError(
@@ -174,7 +174,7 @@ def step(batch: GameBatch, slots: object, actions: object, out: Observation | No
         view.land,
         view.army,
         view.tick,
-        _chunks(s.size),
+        chunks(s.size),
     )
     status = batch.status[s]
     return StepResult(rewards=rewards, terminated=status == TERMINATED, truncated=status == TRUNCATED)
@@ -202,7 +202,7 @@ def observe(batch: GameBatch, slots: object, out: Observation | None = None) -> 
         out.land,
         out.army,
         out.tick,
-        _chunks(s.size),
+        chunks(s.size),
     )
     return out
 
