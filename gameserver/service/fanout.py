@@ -55,11 +55,14 @@ _PLACEMENT_KEY = pb.CreateBatchGamesRequest.DESCRIPTOR.fields_by_name["placement
 
 @dataclass(frozen=True)
 class Part:
-    """One shard's share of a request: its serialized sub-request and the request rows it holds."""
+    """One shard's share of a request: its serialized sub-request and the request rows it holds;
+    `games` and `planes` (its reply carries observation planes) say how big its reply may be."""
 
     shard: str
     request: bytes
     rows: np.ndarray | None  # None: the whole request (passed through)
+    games: int = 1
+    planes: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def plan(method: str, raw: bytes, ring: HashRing, max_games_per_call: int) -> Pl
         return _create(raw, ring)
     if method == "JoinGame":
         game = np.array([_parse(pb.JoinGameRequest, raw).game_id], np.uint64)
-        return _whole(ring, int(ring.shard_index_of_games(game)[0]), raw)
+        return _whole(ring, int(ring.shard_index_of_games(game)[0]), raw, 1, False)
     if method not in _BY_GAMES:
         raise ValueError(f"{method} is not routed by game")
     message, per_game = _BY_GAMES[method]
@@ -88,25 +91,35 @@ def plan(method: str, raw: bytes, ring: HashRing, max_games_per_call: int) -> Pl
     ids = read_ids(request, "game_ids", max_games_per_call)
     owners = _owners(ring, ids)
     if owners.size == 1:
-        return _whole(ring, int(owners[0]), raw)
+        return _whole(ring, int(owners[0]), raw, ids.size, _carries_planes(method, request))
     return _split(method, request, ids, per_game, owners, ring)
+
+
+def _carries_planes(method: str, request: Message) -> bool:
+    """Whether the reply to this request holds full observation planes (its bulk)."""
+    if method == "CloseBatchGames" or getattr(request, "shared_view", ""):
+        return False
+    if method == "SubmitBatchActions" and request.skip_observations:
+        return False
+    return not getattr(request, "delta", False)
 
 
 def _create(raw: bytes, ring: HashRing) -> Plan:
     """A new batch goes to the shard owning its placement key. A call without a key gets a
     random one, appended to the request (a later field wins in protobuf) so that the shard
     stamps its ids with the same key hash: batches of keyless callers spread over the ring."""
-    key = _parse(pb.CreateBatchGamesRequest, raw).placement_key
+    request = _parse(pb.CreateBatchGamesRequest, raw)
+    key = request.placement_key
     if not key:
         key = secrets.token_hex(8)
         field = wire.Body()
         field.bytes_field(_PLACEMENT_KEY, key.encode())
         raw = raw + field.to_bytes()
-    return Plan([Part(ring.shard_of_key(key), raw, None)], _only)
+    return Plan([Part(ring.shard_of_key(key), raw, None, request.num_games, True)], _only)
 
 
-def _whole(ring: HashRing, owner: int, raw: bytes) -> Plan:
-    return Plan([Part(ring.shards[owner], raw, None)], _only)
+def _whole(ring: HashRing, owner: int, raw: bytes, games: int, planes: bool) -> Plan:
+    return Plan([Part(ring.shards[owner], raw, None, games, planes)], _only)
 
 
 def _only(replies: Sequence[bytes]) -> bytes:
@@ -144,6 +157,7 @@ def _split(
         request.ClearField(name)
     if getattr(request, "delta", False):
         request.delta = False  # see the module docstring: merged replies carry full planes
+    planes = _carries_planes(method, request)
     base = request.SerializeToString()
     order = np.argsort(owners, kind="stable")  # rows of each shard stay in request order
     counts = np.bincount(owners, minlength=len(ring.shards))
@@ -154,7 +168,7 @@ def _split(
         fields = wire.Body()
         for name, array in tensors.items():
             fields.tensor(numbers[name], array[rows])
-        parts.append(Part(ring.shards[shard], base + fields.to_bytes(), rows))
+        parts.append(Part(ring.shards[shard], base + fields.to_bytes(), rows, rows.size, planes))
     rows = [part.rows for part in parts]
     shards = [part.shard for part in parts]
     merge = _MERGES[method]

@@ -122,7 +122,9 @@ class RouterServicer:
 
     async def _call(self, method: str, part: fanout.Part, timeout: float) -> bytes:
         try:
-            return await self.channels.call(part.shard, method, part.request, timeout)
+            return await self.channels.call(
+                part.shard, method, part.request, timeout, games=part.games, planes=part.planes
+            )
         except grpc.RpcError as error:
             raise fanout.shard_error(part.shard, error.code(), error.details() or "", timeout) from None
 
