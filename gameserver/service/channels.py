@@ -76,8 +76,8 @@ class ShardChannels:
         return reply
 
     def stack(self, method: str, games: int, planes: bool) -> str:
-        """ "sync" when the last reply of this kind, per game, times `games` reaches SYNC_FROM_BYTES;
-        else "aio" (also for a kind not seen yet)."""
+        """The stack for a call: sync when the last reply of this kind, per game, times `games`
+        reaches SYNC_FROM_BYTES; else aio (also for a kind not seen yet)."""
         expected = self._reply_bytes_per_game.get((method, planes), 0.0) * games
         return "sync" if expected >= SYNC_FROM_BYTES else "aio"
 

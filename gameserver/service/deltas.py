@@ -70,9 +70,9 @@ def _diff_games(
     Tiles past the last whole block (or all, when the words are empty) go tile by tile."""
     width = codes.shape[1]
     blocks = code_words.shape[1]
-    games, chunks = rows.size, counts.size
-    for chunk in nb.prange(chunks):
-        lo, hi = chunk * games // chunks, (chunk + 1) * games // chunks
+    games, n_chunks = rows.size, counts.size
+    for chunk in nb.prange(n_chunks):
+        lo, hi = chunk * games // n_chunks, (chunk + 1) * games // n_chunks
         k = lo * width
         for g in range(lo, hi):
             row = rows[g]
