@@ -126,6 +126,7 @@ def _play(args: argparse.Namespace, console: object, fleet: object, config: obje
             console.print("interrupted")
             return 130
     actions_per_s = report.steps_per_s * config.players
+    console.print(f"games created and agents ready in {report.setup_seconds:.1f} s; then played:")
     console.print(
         f"{report.shards} shard(s), {report.games:,} games, {report.seconds:.1f} s: "
         f"[bold]{report.steps_per_s:,.0f} steps/s[/bold] ({actions_per_s:,.0f} actions/s), "

@@ -7,6 +7,7 @@ updates in a preallocated buffer, actions chosen by numba kernels over the batch
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,9 @@ from .rl.replay_client import TransitionPusher
 
 @dataclass
 class SelfPlayReport:
-    """Totals of one run; the rates are per wall-clock second."""
+    """Totals of one run; the rates are per wall-clock second of play, which starts once every
+    worker has created its games and chosen its first moves (`setup_seconds`: that time, with a
+    fresh machine's compilation of the agents' kernels)."""
 
     shards: int
     games: int
@@ -31,6 +34,7 @@ class SelfPlayReport:
     episodes: int = 0
     wins: list[int] = field(default_factory=list)  # per seat
     truncations: int = 0
+    setup_seconds: float = 0.0
 
     @property
     def steps_per_s(self) -> float:
@@ -73,6 +77,7 @@ def _play_shard(
     stop: threading.Event,
     tally: _Tally,
     errors: list[BaseException],
+    ready: threading.Barrier,
     replay_address: str | None = None,
 ) -> None:
     try:
@@ -84,20 +89,23 @@ def _play_shard(
             h, w = created.config.height, created.config.width
             actions = np.empty((games, created.config.players), np.int32)
             seats = [agents[seat % len(agents)] for seat in range(actions.shape[1])]
+            play_seats(seats, obs.codes, obs.armies, obs.tick, h, w, seed, actions)  # compiles them
+            ready.wait()
             while not stop.is_set():
-                play_seats(seats, obs.codes, obs.armies, obs.tick, h, w, seed, actions)
                 before = pusher.capture(obs) if pusher else None
                 result = client.step(created.ids, actions, delta=True)
                 obs = view.apply(result.observations)
                 if pusher:
                     pusher.push(created.ids, before, actions, result, obs, result.final_observations)
                 tally.add(games, result.rewards, result.terminated, result.truncated)
+                play_seats(seats, obs.codes, obs.armies, obs.tick, h, w, seed, actions)
             client.close(created.ids)
             if pusher:
                 pusher.close()
     except BaseException as error:  # reported by the caller; a worker thread must not die silently
         errors.append(error)
         stop.set()
+        ready.abort()  # nobody waits for a worker that will not come
 
 
 def run_selfplay(
@@ -121,17 +129,32 @@ def run_selfplay(
     tally = _Tally(config.players)
     stop = threading.Event()
     errors: list[BaseException] = []
+    ready = threading.Barrier(len(addresses) + 1)
     workers = [
         threading.Thread(
             target=_play_shard,
-            args=(a, games_per_shard, config, agents, seed + 1000 * i, stop, tally, errors, replay_address),
+            args=(
+                a,
+                games_per_shard,
+                config,
+                agents,
+                seed + 1000 * i,
+                stop,
+                tally,
+                errors,
+                ready,
+                replay_address,
+            ),
             daemon=True,
         )
         for i, a in enumerate(addresses)
     ]
-    start = time.perf_counter()
+    setup = time.perf_counter()
     for worker in workers:
         worker.start()
+    with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: its error is raised below
+        ready.wait()
+    start = time.perf_counter()
     while not stop.wait(0.2) and (time.perf_counter() - start < seconds or tally.steps < min_steps):
         if on_progress is not None:
             on_progress(time.perf_counter() - start, tally.steps, tally.episodes)
@@ -149,4 +172,5 @@ def run_selfplay(
         episodes=tally.episodes,
         wins=tally.wins.tolist(),
         truncations=tally.truncations,
+        setup_seconds=start - setup,
     )

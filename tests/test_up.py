@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from gameserver.client import FleetClient
+from gameserver.client import FleetClient, Unavailable
 from gameserver.engine import GameConfig
 from gameserver.local_fleet import FleetStartError, LocalFleet
 from gameserver.selfplay import run_selfplay
@@ -27,6 +27,7 @@ def test_gamefleet_up_plays_and_reports(tmp_path):
     assert report["steps"] > 64 * 60  # every game got through at least one whole episode's worth of ticks
     assert report["episodes"] >= 64  # episodes end (by capture or at 60 ticks) and restart in place
     assert report["steps_per_s"] > 0 and report["games_per_s"] > 0
+    assert report["setup_seconds"] > 0 and "agents ready in" in done.stdout
 
 
 def test_local_fleet_serves_then_stops_every_process():
@@ -54,6 +55,11 @@ def test_a_shard_that_cannot_start_is_reported_and_nothing_is_left_running():
     with pytest.raises(FleetStartError, match="exited"):
         fleet.start()
     assert fleet._processes == []
+
+
+def test_a_worker_that_fails_before_play_is_reported_not_waited_for():
+    with pytest.raises(Unavailable, match="127.0.0.1:1"):  # raised, not a hang at the start line
+        run_selfplay(["127.0.0.1:1"], 1, GameConfig(), 1.0, agents=["random"])
 
 
 def test_unknown_agents_are_refused_before_anything_starts():
