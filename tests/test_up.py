@@ -58,7 +58,7 @@ def test_a_shard_that_cannot_start_is_reported_and_nothing_is_left_running():
 
 
 def test_a_worker_that_fails_before_play_is_reported_not_waited_for():
-    with pytest.raises(Unavailable, match="127.0.0.1:1"):  # raised, not a hang at the start line
+    with pytest.raises(Unavailable, match=r"127\.0\.0\.1:1"):  # raised, not a hang at the start line
         run_selfplay(["127.0.0.1:1"], 1, GameConfig(), 1.0, agents=["random"])
 
 
