@@ -13,8 +13,6 @@ batches spread over the shards. Name a key to keep batches together.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
 import sys
 import urllib.parse
@@ -94,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
     from .service.router_server import RouterServer  # grpc loads here, not for `gamefleet --help`
     from .telemetry import process
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = RouterServer(
         _source(args),
         args.host,
@@ -104,12 +101,7 @@ def run(args: argparse.Namespace) -> int:
         max_games_per_call=args.max_games_per_call,
         max_message_bytes=args.max_message_mb << 20,
     )
-    process.start("router", args.host, args.metrics_port)
-    try:
-        asyncio.run(server.serve_until_signal(args.grace))
-    finally:
-        process.stop()
-    return 0
+    return process.run_server("router", args.host, args.metrics_port, server.serve_until_signal(args.grace))
 
 
 def main(argv: list[str] | None = None) -> int:

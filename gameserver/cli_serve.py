@@ -12,8 +12,6 @@ GAMEFLEET_ON_REDIS_ERROR); a flag wins over its variable.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
 import sys
 
@@ -134,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
     from .telemetry import process
 
     fleet = fleet_options(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = ShardServer(
         args.host,
         args.port,
@@ -146,12 +143,7 @@ def run(args: argparse.Namespace) -> int:
         fleet=fleet,
         replay_address=args.replay_address,
     )
-    process.start("shard", args.host, args.metrics_port)
-    try:
-        asyncio.run(server.serve_until_signal(args.grace))
-    finally:
-        process.stop()
-    return 0
+    return process.run_server("shard", args.host, args.metrics_port, server.serve_until_signal(args.grace))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from . import metrics, tracing
 from .exposition import serve_metrics
@@ -24,3 +28,15 @@ def start(role: str, host: str, metrics_port: int) -> None:
 def stop() -> None:
     """Export the spans still buffered."""
     tracing.shutdown()
+
+
+def run_server(role: str, host: str, metrics_port: int, serving: Coroutine[Any, Any, None]) -> int:
+    """A server process's life: logging and telemetry on, `serving` run to its end (a signal),
+    the spans still buffered exported; exit code 0."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    start(role, host, metrics_port)
+    try:
+        asyncio.run(serving)
+    finally:
+        stop()
+    return 0
