@@ -37,7 +37,7 @@ from gameserver.engine import GameBatch, GameConfig, Observation, generate, obse
 from gameserver.engine.config import MAX_TICK_LIMIT, RUNNING
 from gameserver.rl.agents import random_actions
 
-from .results_md import write_section
+from .results_md import save_figure, write_section
 
 # 20x20, 2 players, default densities; no truncation can happen inside a benchmark.
 BOARD = GameConfig(max_ticks=MAX_TICK_LIMIT)
@@ -583,8 +583,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     if worst is not None and worst >= DISTURBED:
         title += f"\nother processes took up to {worst:.0%} of the CPU while a figure was measured"
     figure.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 def main(

@@ -48,7 +48,7 @@ from gameserver.store import FleetStore
 
 from .engine_bench import DISTURBED, run_header
 from .matrix_bench import _process_ticks
-from .results_md import publish
+from .results_md import publish, save_figure
 from .service_bench import BOARD, Disturbance, Mode, served
 
 ROUTER_TARGET = 0.80
@@ -397,13 +397,11 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the dev extra; imported only when a plot is asked for
 
     rates = result["steps_per_s"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    left, right = figure.subplots(1, 2)
     s = result["settings"]
     for axis, names, batch in ((left, ROUTER_MODES, s["router_batch"]),
                                (right, DURABILITY_MODES, s["durability_batch"])):  # fmt: skip
@@ -424,10 +422,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         f"router and durability ({result['machine']['cpus']} CPUs); recovery of {rec['games']:,} games: "
         f"{rec['seconds']:.2f} s"
     )
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(args: Any) -> int:

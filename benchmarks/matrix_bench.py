@@ -34,7 +34,7 @@ from gameserver.pool import GamePool
 from gameserver.rl.agents import expander_actions, random_actions
 
 from .engine_bench import DISTURBED, _cpu_ticks, run_header
-from .results_md import publish
+from .results_md import publish, save_figure
 
 SECONDS, QUICK_SECONDS = 3.0, 0.3
 MAX_TICKS = 100  # episodes truncated here: a round of play is this many calls
@@ -352,8 +352,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         axes.legend(fontsize="small")
     m = result["machine"]
     figure.suptitle(f"Self-play matrix, 20x20: {m['cpu']}, {m['cpus']} CPUs")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 def main(args: Any) -> int:

@@ -30,6 +30,12 @@ def write_section(path: Path, text: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def save_figure(figure: Any, path: Path) -> None:
+    """A benchmark's plot as a PNG at `path` (a matplotlib Figure: no pyplot, no global state)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+
+
 def publish(
     result: Result,
     args: Any,

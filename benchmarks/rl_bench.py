@@ -30,7 +30,7 @@ from gameserver.rl.replay_client import ReplayClient
 from gameserver.rl.transitions import transition_spec
 
 from .engine_bench import run_header
-from .results_md import publish
+from .results_md import publish, save_figure
 
 INSERT_BATCH = 1024  # a tick of 512 two-player games
 SAMPLE_BATCH = 256
@@ -290,8 +290,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     axes.legend(fontsize="small")
     m = result["machine"]
     figure.suptitle(f"Replay buffer, {result['settings']['capacity']:,} items: {m['cpu']}, {m['cpus']} CPUs")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 def main(args: Any) -> int:

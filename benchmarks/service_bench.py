@@ -47,7 +47,7 @@ from gameserver.rl.agents import random_actions
 
 from .engine_bench import DISTURBED, _cpu_ticks, run_header
 from .matrix_bench import _child_shard_pid, _process_ticks
-from .results_md import publish
+from .results_md import publish, save_figure
 
 BOARD = GameConfig(max_ticks=500)
 FULL_TARGET = 0.40
@@ -413,14 +413,12 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the dev extra; imported only when a plot is asked for
 
     names = ["in process", "served\nfull", "served\ndelta", "served\nshared view", "served, no\nobservations"]
     rates = [result[f"{name}_steps_per_s"] for name in MODES]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 2]})
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     left.bar(names, rates, color=["#4c72b0", "#dd8452", "#55a868", "#8172b2", "#bbbbbb"])
     left.set_ylabel("game-steps per second")
     left.set_title(
@@ -437,10 +435,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     right.set_ylabel("ms")
     right.set_title("one game, round trip")
     right.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(args: Any) -> int:

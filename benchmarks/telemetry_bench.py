@@ -39,7 +39,7 @@ from gameserver.telemetry import tracing
 
 from .engine_bench import run_header
 from .otlp_sink import OtlpSink
-from .results_md import publish
+from .results_md import publish, save_figure
 
 BOARD = GameConfig(max_ticks=500)
 MODES = ("off", "metrics", "tracing 1%", "tracing 100%")
@@ -313,8 +313,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         axes.legend(fontsize="small")
     m = result["machine"]
     figure.suptitle(f"Telemetry cost vs off, same run: {m['cpu']}, {m['cpus']} CPUs")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 def main(args: Any) -> int:
