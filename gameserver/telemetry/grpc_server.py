@@ -11,7 +11,7 @@ import contextlib
 import inspect
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -123,21 +123,38 @@ class ServerTelemetry(aio.ServerInterceptor):
         return handler
 
 
+class _Outcome:
+    """Whether a call succeeded: it failed unless its handler finished (set at the end)."""
+
+    __slots__ = ("failed",)
+
+    def __init__(self) -> None:
+        self.failed = True
+
+
+@contextlib.contextmanager
+def _observed(recorder: _Recorder, context: aio.ServicerContext) -> Iterator[_Outcome]:
+    """One call's bookkeeping around its handler: the clock, the SERVER span ended with the
+    call's code, then the latency histogram and invalid-action count by that code."""
+    started = recorder.begin(context)
+    outcome = _Outcome()
+    try:
+        with recorder.span(context) as span:
+            try:
+                yield outcome
+            finally:
+                if span is not None:
+                    tracing.finish_rpc(span, _code_of(context, outcome.failed))
+    finally:
+        recorder.end(started, _code_of(context, outcome.failed))
+
+
 def _unary(recorder: _Recorder, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def call(request: Any, context: aio.ServicerContext) -> Any:
-        started = recorder.begin(context)
-        failed = True
-        try:
-            with recorder.span(context) as span:
-                try:
-                    reply = await behaviour(request, context)
-                    failed = False
-                    return reply
-                finally:
-                    if span is not None:
-                        tracing.finish_rpc(span, _code_of(context, failed))
-        finally:
-            recorder.end(started, _code_of(context, failed))
+        with _observed(recorder, context) as outcome:
+            reply = await behaviour(request, context)
+            outcome.failed = False
+            return reply
 
     return call
 
@@ -146,18 +163,9 @@ def _stream(
     recorder: _Recorder, behaviour: Callable[..., AsyncIterator[Any]]
 ) -> Callable[..., AsyncIterator[Any]]:
     async def call(requests: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
-        started = recorder.begin(context)
-        failed = True
-        try:
-            with recorder.span(context) as span:
-                try:
-                    async for reply in behaviour(requests, context):
-                        yield reply
-                    failed = False
-                finally:
-                    if span is not None:
-                        tracing.finish_rpc(span, _code_of(context, failed))
-        finally:
-            recorder.end(started, _code_of(context, failed))
+        with _observed(recorder, context) as outcome:
+            async for reply in behaviour(requests, context):
+                yield reply
+            outcome.failed = False
 
     return call
