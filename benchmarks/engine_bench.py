@@ -37,7 +37,7 @@ from gameserver.engine import GameBatch, GameConfig, Observation, generate, obse
 from gameserver.engine.config import MAX_TICK_LIMIT, RUNNING
 from gameserver.rl.agents import random_actions
 
-from .results_md import save_figure, write_section
+from .results_md import markdown_table, save_figure, write_section
 
 # 20x20, 2 players, default densities; no truncation can happen inside a benchmark.
 BOARD = GameConfig(max_ticks=MAX_TICK_LIMIT)
@@ -535,9 +535,7 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         "ended while the moves were recorded are replaced by spare ones), restored outside the clock; a "
         "maps window is one `generate` call over the batch (the peer: one map).",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---:" for _ in header) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows),
+        *markdown_table(header, rows, left=0),
         "",
         *about_peer,
         "Others' CPU: the largest share of the machine's CPU time that other processes took while one "

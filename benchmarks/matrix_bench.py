@@ -34,7 +34,7 @@ from gameserver.pool import GamePool
 from gameserver.rl.agents import expander_actions, random_actions
 
 from .engine_bench import DISTURBED, _cpu_ticks, run_header
-from .results_md import publish, save_figure
+from .results_md import markdown_table, publish, save_figure
 
 SECONDS, QUICK_SECONDS = 3.0, 0.3
 MAX_TICKS = 100  # episodes truncated here: a round of play is this many calls
@@ -321,9 +321,7 @@ def markdown(result: dict[str, Any], plot_name: str | None) -> str:
         f"{s['disturbed_from']:.0%} on its figures are understated (a parallel kernel waits for its "
         "slowest thread).",
         "",
-        "| " + " | ".join(HEADER) + " |",
-        "|---|---|" + "|".join("---:" for _ in HEADER[2:]) + "|",
-        *("| " + " | ".join(_cells(row)) + " |" for row in result["rows"]),
+        *markdown_table(HEADER, (_cells(row) for row in result["rows"]), left=2),
         "",
     ]
     if plot_name:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,16 @@ def write_section(path: Path, text: str) -> None:
         lines += ([""] if lines and lines[-1] else []) + text.rstrip("\n").splitlines()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], *, left: int = 1) -> list[str]:
+    """A markdown table's lines: the first `left` columns aligned left, the others right."""
+    alignments = ["---"] * left + ["---:"] * (len(header) - left)
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(alignments) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
 
 
 def save_figure(figure: Any, path: Path) -> None:

@@ -30,7 +30,7 @@ from gameserver.rl.replay_client import ReplayClient
 from gameserver.rl.transitions import transition_spec
 
 from .engine_bench import run_header
-from .results_md import publish, save_figure
+from .results_md import markdown_table, publish, save_figure
 
 INSERT_BATCH = 1024  # a tick of 512 two-player games
 SAMPLE_BATCH = 256
@@ -264,9 +264,7 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
             "- Baseline: the same buffer with priorities in a flat array, sampled by `np.cumsum` + "
             "`np.searchsorted` (stratified like the tree), weights normalised by the array's minimum.",
             "",
-            "| " + " | ".join(header) + " |",
-            "|---|" + "|".join("---:" for _ in header[1:]) + "|",
-            *("| " + " | ".join(row) + " |" for row in rows),
+            *markdown_table(header, rows),
             "",
             f"![replay buffer items per second]({plot_name})" if plot_name else "",
             "",

@@ -39,7 +39,7 @@ from gameserver.telemetry import tracing
 
 from .engine_bench import run_header
 from .otlp_sink import OtlpSink
-from .results_md import publish, save_figure
+from .results_md import markdown_table, publish, save_figure
 
 BOARD = GameConfig(max_ticks=500)
 MODES = ("off", "metrics", "tracing 1%", "tracing 100%")
@@ -279,9 +279,7 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
             f"`off` ranged {min(off):,.0f} to {max(off):,.0f} steps/s over the rounds, so read small wall "
             "differences as noise and the CPU columns as the cost.",
             "",
-            "| " + " | ".join(HEADERS) + " |",
-            "|---|" + "---:|" * (len(HEADERS) - 1),
-            *("| " + " | ".join(_cells(row)) + " |" for row in result["rows"]),
+            *markdown_table(HEADERS, (_cells(row) for row in result["rows"])),
             "",
             f"Target: {target['target']} {target['goal']}: {target['measured']}, "
             f"{'met' if target['met'] else 'NOT met'}.",

@@ -7,7 +7,7 @@ from argparse import Namespace
 import pytest
 from rich.console import Console
 
-from benchmarks.results_md import publish, write_section
+from benchmarks.results_md import markdown_table, publish, write_section
 
 
 def test_write_section_replaces_its_own_section_and_keeps_the_others(tmp_path):
@@ -18,6 +18,17 @@ def test_write_section_replaces_its_own_section_and_keeps_the_others(tmp_path):
     assert path.read_text() == "## A\n\nnew a\n\n## B\n\nkept b\n\n## C\n\nnew c\n"
     with pytest.raises(ValueError, match="## "):
         write_section(path, "no title\n")
+
+
+def test_markdown_table_aligns_the_first_columns_left_and_the_rest_right():
+    assert markdown_table(["mode", "steps/s"], [["off", "1"], ["log", "2"]]) == [
+        "| mode | steps/s |",
+        "|---|---:|",
+        "| off | 1 |",
+        "| log | 2 |",
+    ]
+    assert markdown_table(["a", "b", "c"], [], left=0)[1] == "|---:|---:|---:|"
+    assert markdown_table(["a", "b", "c"], [], left=2)[1] == "|---|---|---:|"
 
 
 def test_publish_writes_json_plot_and_a_section_linking_the_plot_from_the_markdown(tmp_path):
