@@ -341,7 +341,8 @@ class ShardGames:
                     entry.pool.adopt(ids, snapshot)
                     self._index_add(ids, entry.index)
 
-                await self._locked([entry], INLINE_WORK, work)  # off the loop: it writes to Redis
+                size = ids.size * scratch.config.players * scratch.config.tiles
+                await self._locked([entry], size, work, off_loop=True)  # it writes to Redis
                 taken.append(ids)
         return np.sort(np.concatenate(taken)) if taken else np.zeros(0, np.uint64)
 
@@ -367,7 +368,8 @@ class ShardGames:
                 self._index_remove(ids)
                 return ids
 
-            return await self._locked(entries, INLINE_WORK, work)
+            size = sum(e.pool.active_games * e.pool.config.players * e.pool.config.tiles for e in entries)
+            return await self._locked(entries, size, work, off_loop=True)  # it writes to Redis
 
     def _entry(self, config: GameConfig, autoreset: bool, role: PoolRole) -> PoolEntry:
         key = (config, autoreset, role)
@@ -388,9 +390,12 @@ class ShardGames:
             self._entries.append(self._by_key[key])
         return self._by_key[key]
 
-    async def _locked(self, entries: Sequence[PoolEntry], size: int, work: Callable[[], T]) -> T:
+    async def _locked(
+        self, entries: Sequence[PoolEntry], size: int, work: Callable[[], T], *, off_loop: bool = False
+    ) -> T:
         """Run `work` holding these pools' locks (taken in index order: no deadlock), on the
-        executor unless its `size` (seat-tiles) is below INLINE_WORK.
+        executor unless its `size` (seat-tiles) is below INLINE_WORK and not `off_loop` (work
+        that waits on I/O).
 
         The locks are released when the work is done, not when the caller is cancelled (a
         client that hangs up must not let the next call into a pool a worker still uses).
@@ -406,7 +411,7 @@ class ShardGames:
         except BaseException:
             _release(held)
             raise
-        if size < INLINE_WORK:
+        if size < INLINE_WORK and not off_loop:
             try:
                 return work()
             finally:
