@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .agents import random_actions
 from .client import AsyncFleetClient, GameFleetError, ObservationBuffer
 from .engine import GameConfig, Observation
-from .rl.agents import random_actions
 
 ERROR_PAUSE_S = 0.05  # after a refused call, so a failing fleet is not hammered in a tight loop
 WARM_UP_TIMEOUT_S = 120.0

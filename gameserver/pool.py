@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import codec
 from .engine import GameBatch, GameConfig, Observation, action_masks, generate, observe, step
 from .sharding import make_game_ids
+from .wire import codec
 
 FREE = 0  # `_slot_ids` value of a slot that holds no game; no id is 0 (local ids start at 1)
 
@@ -31,6 +31,8 @@ _SHOWN_IDS = 8  # offending ids named in an error message
 
 class UnknownGameError(KeyError):
     """Game ids that this pool never created or has released (the service's NOT_FOUND)."""
+
+    status_code = "NOT_FOUND"
 
     def __init__(self, ids: np.ndarray) -> None:
         self.ids = np.asarray(ids, np.uint64)
@@ -45,6 +47,8 @@ class UnknownGameError(KeyError):
 
 class PoolFullError(ValueError):
     """A create or adopt that would take the pool past `max_games` (the service's RESOURCE_EXHAUSTED)."""
+
+    status_code = "RESOURCE_EXHAUSTED"
 
 
 @dataclass

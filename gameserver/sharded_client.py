@@ -24,9 +24,9 @@ from typing import Any
 import grpc
 
 from .client import FleetClient, GameFleetError, NotFound, SharedView, Topology, Unavailable, _reader
-from .service import fanout
-from .service.limits import MAX_GAMES_PER_CALL, channel_options
-from .service.shard import SERVICE
+from .router import plan as fanout
+from .wire.limits import MAX_GAMES_PER_CALL, channel_options
+from .wire.services import SERVICE
 
 FANOUT_THREADS = 8  # sub-calls of one call spanning shards in flight at once
 

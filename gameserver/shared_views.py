@@ -32,8 +32,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 
-from . import codec
 from .engine import GameConfig, Observation
+from .wire import codec
 
 PREFIX = "gamefleet-view-"
 _NAME = re.compile(re.escape(PREFIX) + r"[A-Za-z0-9_-]{1,64}")

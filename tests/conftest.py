@@ -17,7 +17,7 @@ import pytest
 from redis_fixture import RedisServer
 
 from gameserver.client import FleetClient
-from gameserver.service.server import ShardServer, warm_up
+from gameserver.shard.server import ShardServer, warm_up
 
 ROOT = Path(__file__).resolve().parents[1]
 

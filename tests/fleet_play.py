@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gameserver.agents import expander_actions, random_actions
 from gameserver.client import FleetClient, GameFleetError
 from gameserver.engine import GameConfig
+from gameserver.fleet.recovery import recover
+from gameserver.fleet.store import FleetStore
 from gameserver.pool import GamePool
-from gameserver.recovery import recover
-from gameserver.rl.agents import expander_actions, random_actions
 from gameserver.sharding import HashRing, placement_hash
-from gameserver.store import FleetStore
 
 CONFIG = GameConfig(height=8, width=8, max_ticks=5000)
 _FIELDS = ("codes", "armies", "land", "army", "tick")

@@ -10,8 +10,8 @@ import threading
 
 from conftest import ROOT
 
-from gameserver.service.router_server import READY_PREFIX, RouterServer
-from gameserver.service.topology import TopologySource
+from gameserver.router.server import READY_PREFIX, RouterServer
+from gameserver.router.topology import TopologySource
 
 
 class RouterProcess:

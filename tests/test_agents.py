@@ -2,9 +2,9 @@
 
 import numpy as np
 
+from gameserver.agents import expander_actions, random_actions
 from gameserver.engine import GameBatch, GameConfig, action_masks, generate, observe, step
 from gameserver.engine.config import PASS
-from gameserver.rl.agents import expander_actions, random_actions
 
 
 def _fresh(games: int, config: GameConfig | None = None) -> tuple[GameBatch, np.ndarray]:

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from redis_fixture import RedisServer
 
+from gameserver.agents import random_actions
 from gameserver.engine import GameConfig
+from gameserver.fleet.store import FleetStore
 from gameserver.pool import GamePool
-from gameserver.rl.agents import random_actions
 from gameserver.rl.checkpoints import (
     Checkpoint,
     CheckpointManager,
@@ -15,7 +16,6 @@ from gameserver.rl.checkpoints import (
     load_checkpoints,
     resume,
 )
-from gameserver.store import FleetStore
 
 CONFIG = GameConfig(8, 8, max_ticks=40)  # short episodes: autoresets happen between checkpoints
 

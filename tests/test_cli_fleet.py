@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gameserver.cli import build_parser
-from gameserver.cli_serve import fleet_options
+from gameserver.cli.serve import fleet_options
 
 OPERATOR_ENV = {
     "GAMEFLEET_REDIS_URL": "redis://redis.ns.svc:6379/0",

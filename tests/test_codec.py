@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gameserver import codec
 from gameserver.engine import GameBatch, GameConfig, action_masks, generate, observe, step
 from gameserver.engine.actions import from_generals_bots
+from gameserver.wire import codec
 
 SMALL = GameConfig(height=6, width=7, players=2, max_ticks=200)
 FFA = GameConfig(height=8, width=8, players=4, max_ticks=300)

@@ -27,13 +27,13 @@ import pytest
 import yaml
 from conftest import ROOT
 
+from gameserver.agents import random_actions
 from gameserver.client import FleetClient, InvalidArgument
 from gameserver.engine import GameConfig
 from gameserver.local_fleet import LocalFleet
-from gameserver.rl.agents import random_actions
-from gameserver.rl.replay import ReplayBuffer, field_spec
-from gameserver.rl.replay_client import ReplayClient
-from gameserver.rl.replay_service import ReplayServer
+from gameserver.replay.buffer import ReplayBuffer, field_spec
+from gameserver.replay.client import ReplayClient
+from gameserver.replay.service import ReplayServer
 from gameserver.telemetry.exposition import AUTO, serve_metrics
 
 DASHBOARDS = sorted((ROOT / "charts" / "gamefleet" / "dashboards").glob("*.json"))

@@ -118,10 +118,10 @@ def test_the_build_context_is_only_what_the_build_copies() -> None:
     files = context()
     allowed = ("pyproject.toml", "README.md", "gameserver/", "operator/gamefleet_operator/")
     assert [f for f in files if not f.startswith(allowed)] == []
-    assert "gameserver/cli.py" in files and "operator/gamefleet_operator/handlers.py" in files
+    assert "gameserver/cli/main.py" in files and "operator/gamefleet_operator/handlers.py" in files
     caches = [
         ".venv/bin/python",
-        "gameserver/__pycache__/cli.cpython-311.pyc",
+        "gameserver/__pycache__/pool.cpython-311.pyc",
         "gameserver/engine/__pycache__/kernels.step-120.py311.nbi",
         "gameserver/engine/__pycache__/kernels.step-120.py311.1.nbc",
         "operator/gamefleet_operator/__pycache__/crd.cpython-311.pyc",
@@ -154,13 +154,15 @@ def test_the_context_alone_builds_the_complete_package(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("gamefleet-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for module in (
-        "gameserver/cli.py",
-        "gameserver/service/generated/batch_pb2.py",
+        "gameserver/cli/main.py",
+        "gameserver/wire/generated/batch_pb2.py",
+        "gameserver/wire/generated/moves_pb2.py",
+        "gameserver/bench/engine.py",
         "gamefleet_operator/handlers.py",
     ):
         assert module in names, module
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "gamefleet = gameserver.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "gamefleet = gameserver.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_one_image_reference_everywhere() -> None:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from test_recovery import CONFIG, KEY, actions_for, assert_same_games, durable, play
 
+from gameserver.fleet.recovery import recover
+from gameserver.fleet.store import FleetStore, LogAppender, StoreUnavailableError
 from gameserver.pool import GamePool
-from gameserver.recovery import recover
-from gameserver.service.errors import as_service_error
-from gameserver.store import FleetStore, LogAppender, StoreUnavailableError
+from gameserver.wire.errors import as_service_error
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ from generals.core.action import compute_valid_move_mask
 from generals.core.observation import Observation as GeneralsObservation
 from gymnasium.utils.env_checker import check_env
 
+from gameserver.agents import expander_actions
 from gameserver.engine import GameConfig
 from gameserver.engine.actions import from_generals_bots
 from gameserver.envs import ENV_ID, GeneralsEnv, GeneralsParallelEnv, GeneralsVectorEnv, LocalBackend
-from gameserver.planes import CHANNELS
+from gameserver.envs.planes import CHANNELS
 from gameserver.pool import UnknownGameError
-from gameserver.rl.agents import expander_actions
 
 with warnings.catch_warnings():  # pettingzoo.test imports PettingZoo's own deprecated env modules
     warnings.simplefilter("ignore", DeprecationWarning)

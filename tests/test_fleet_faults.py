@@ -19,7 +19,7 @@ from fleet_play import Trainer, keys_on, recovered_equal_reference, wait_for
 
 from gameserver.client import FleetClient, GameFleetError, Unavailable
 from gameserver.local_fleet import LocalFleet
-from gameserver.service.membership import DURABILITY_HEALTH
+from gameserver.wire.services import DURABILITY_HEALTH
 
 FAST_SHARD = ("--heartbeat", "0.2", "--dead-after", "1.2")
 FAST_ROUTER = ("--alive-within", "1.2", "--refresh", "0.2", "--shard-timeout", "5")

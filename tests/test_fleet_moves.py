@@ -15,12 +15,12 @@ from gamefleet_operator.registry import StoreRegistry, shard_state
 from redis_fixture import RedisServer
 
 from gameserver.client import FleetClient, NotFound, Unavailable
+from gameserver.fleet.store import FleetStore
 from gameserver.local_fleet import LocalFleet
-from gameserver.service import migration
-from gameserver.service.server import FleetOptions
-from gameserver.service.shard import LIVENESS_SERVICE
+from gameserver.shard.server import FleetOptions
 from gameserver.sharding import HashRing
-from gameserver.store import FleetStore
+from gameserver.wire.generated import moves_pb2 as mpb
+from gameserver.wire.services import LIVENESS_SERVICE, MOVES_SERVICE
 
 
 def shard(redis_server: RedisServer, fleet: str, name: str, **options: object) -> BackgroundShard:
@@ -107,19 +107,18 @@ def test_a_joining_shard_takes_a_game_on_its_first_call_only(redis_server):
             b.stop()
 
 
-def test_migration_calls_refuse_bad_input_and_change_nothing(redis_server):
+def test_move_calls_refuse_bad_input_and_change_nothing(redis_server):
     a = shard(redis_server, "bad", "pod-a")
     try:
         before = a.state()
         for method, request in [
-            ("HandOver", b"not json"),
-            ("HandOver", b'{"key_hashes": [-1]}'),
-            ("HandOver", b'{"key_hashes": "x"}'),
-            ("Adopt", b'{"key_hashes": [1]}'),
-            ("Adopt", b"[1, 2]"),
+            ("HandOver", b"\xff\xff"),  # not a protobuf message
+            ("HandOver", b"\x08\xff"),  # a truncated key hash
+            ("Adopt", mpb.AdoptRequest(key_hashes=[1]).SerializeToString()),  # no owner
+            ("Adopt", b"\x12\x05\x01"),  # key hashes cut short
         ]:
             with grpc.insecure_channel(a.address) as channel:
-                call = channel.unary_unary(f"/{migration.SERVICE}/{method}")
+                call = channel.unary_unary(f"/{MOVES_SERVICE.full_name}/{method}")
                 with pytest.raises(grpc.RpcError) as error:
                     call(request, timeout=5)
             assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, request)

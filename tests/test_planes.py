@@ -4,9 +4,9 @@ import numpy as np
 from generals.core.action import Action
 from peer_adapter import PEER_AGENTS, peer_game
 
+from gameserver.agents import random_actions
 from gameserver.engine import GameBatch, GameConfig, generate, observe, step
-from gameserver.planes import CHANNELS, generals_planes
-from gameserver.rl.agents import random_actions
+from gameserver.envs.planes import CHANNELS, generals_planes
 
 
 def test_planes_match_generals_bots_as_tensor_while_playing():

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gameserver import codec
 from gameserver.engine import GameBatch, GameConfig, generate, observe
 from gameserver.pool import GamePool, IdSource, PoolFullError, UnknownGameError, derive_seeds
 from gameserver.sharding import key_hashes, placement_hash
+from gameserver.wire import codec
 
 CONFIG = GameConfig(height=6, width=7, players=2, max_ticks=40)
 

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from redis_fixture import RedisServer
 
-from gameserver.durability import Durability, DurablePool
+from gameserver.agents import expander_actions, random_actions
 from gameserver.engine import GameConfig
+from gameserver.fleet.durability import Durability, DurablePool
+from gameserver.fleet.recovery import recover, recover_shard
+from gameserver.fleet.store import FleetStore, StoreUnavailableError
 from gameserver.pool import GamePool
-from gameserver.recovery import recover, recover_shard
-from gameserver.rl.agents import expander_actions, random_actions
 from gameserver.sharding import HashRing
-from gameserver.store import FleetStore, StoreUnavailableError
 
 CONFIG = GameConfig(height=8, width=8, max_ticks=60)
 KEY = 0x5EED

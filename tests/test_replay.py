@@ -6,9 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from gameserver.rl.rate_limiter import RateLimiter, RateLimitTimeout
-from gameserver.rl.replay import ReplayBuffer, field_spec
-from gameserver.rl.sumtree import SumTree
+from gameserver.replay.buffer import ReplayBuffer, field_spec
+from gameserver.replay.rate_limiter import RateLimiter, RateLimitTimeout
+from gameserver.replay.sumtree import SumTree
 
 SPEC = {"obs": field_spec(np.uint8, (3,)), "action": field_spec(np.int32), "reward": field_spec(np.float32)}
 

@@ -9,10 +9,10 @@ import pytest
 from gameserver.cli import main
 from gameserver.engine import GameConfig
 from gameserver.engine.config import RUNNING, TERMINATED
-from gameserver.rl.replay import ReplayBuffer
-from gameserver.rl.replay_service import ReplayServer
-from gameserver.rl.replays import import_replay, replay_game
-from gameserver.rl.transitions import transition_spec
+from gameserver.replay.buffer import ReplayBuffer
+from gameserver.replay.service import ReplayServer
+from gameserver.replay.transitions import transition_spec
+from gameserver.rl.replay_files import import_replay, replay_game
 
 ARGS = ["selfplay", "--games", "8", "--size", "6", "--max-ticks", "100", "--agents", "expander",
         "--seconds", "60", "--max-steps", "200"]  # fmt: skip

@@ -9,18 +9,19 @@ import grpc
 import numpy as np
 import pytest
 
+from gameserver.agents import random_actions
 from gameserver.engine import GameConfig
 from gameserver.pool import GamePool
-from gameserver.rl.agents import random_actions
-from gameserver.rl.rate_limiter import RateLimiter
-from gameserver.rl.replay import ReplayBuffer, field_spec
-from gameserver.rl.replay_client import ReplayClient, TransitionPusher
-from gameserver.rl.replay_service import SERVICE, ReplayServer
-from gameserver.rl.transitions import capture, make_transitions, transition_spec
-from gameserver.selfplay import run_selfplay
-from gameserver.service.errors import GameFleetError, InvalidArgument
-from gameserver.service.generated import replay_pb2 as rpb
-from gameserver.service.messages import write_tensor
+from gameserver.replay.buffer import ReplayBuffer, field_spec
+from gameserver.replay.client import ReplayClient, TransitionPusher
+from gameserver.replay.rate_limiter import RateLimiter
+from gameserver.replay.service import ReplayServer
+from gameserver.replay.transitions import capture, make_transitions, transition_spec
+from gameserver.rl.selfplay import run_selfplay
+from gameserver.wire.errors import GameFleetError, InvalidArgument
+from gameserver.wire.generated import replay_pb2 as rpb
+from gameserver.wire.messages import write_tensor
+from gameserver.wire.services import REPLAY_SERVICE
 
 SPEC = {"obs": field_spec(np.uint16, (4,)), "action": field_spec(np.int32), "actor": field_spec(np.uint8)}
 
@@ -180,7 +181,7 @@ def test_bad_input_is_invalid_argument_and_changes_nothing(served, case):
     request = make()
     payload = request if isinstance(request, bytes) else request.SerializeToString()
     with grpc.insecure_channel(address) as channel:
-        call = channel.unary_unary(f"/{SERVICE.full_name}/{method}")
+        call = channel.unary_unary(f"/{REPLAY_SERVICE.full_name}/{method}")
         with pytest.raises(grpc.RpcError) as refused:
             call(payload, timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from gameserver.agents import expander_actions, random_actions
 from gameserver.engine import GameBatch, GameConfig, generate, observe, step
 from gameserver.engine.config import CITY, GENERAL, MOUNTAIN, RUNNING
-from gameserver.rl.agents import expander_actions, random_actions
-from gameserver.rl.replays import dumps, export_replay, import_replay, replay_game
+from gameserver.rl.replay_files import dumps, export_replay, import_replay, replay_game
 
 
 def play_to_the_end(config: GameConfig, seed: int) -> tuple[GameBatch, GameBatch, np.ndarray]:

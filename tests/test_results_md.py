@@ -7,7 +7,7 @@ from argparse import Namespace
 import pytest
 from rich.console import Console
 
-from benchmarks.results_md import markdown_table, publish, write_section
+from gameserver.bench.results_md import markdown_table, publish, write_section
 
 
 def test_write_section_replaces_its_own_section_and_keeps_the_others(tmp_path):

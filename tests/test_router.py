@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 from router_helpers import BackgroundRouter, RouterProcess
 
+from gameserver.agents import random_actions
 from gameserver.client import FleetClient, GameFleetError, NotFound
 from gameserver.engine import GameConfig
 from gameserver.local_fleet import LocalFleet
-from gameserver.rl.agents import random_actions
-from gameserver.service.generated import batch_pb2 as pb
-from gameserver.service.messages import write_tensor
-from gameserver.service.shard import SERVICE
-from gameserver.service.topology import StaticSource
+from gameserver.router.topology import StaticSource
 from gameserver.sharded_client import ShardedClient
 from gameserver.sharding import HashRing, placement_hash
+from gameserver.wire.generated import batch_pb2 as pb
+from gameserver.wire.messages import write_tensor
+from gameserver.wire.services import SERVICE
 
 SHORT = GameConfig(height=10, width=12, max_ticks=12)  # episodes truncate within the tests
 STEP_FIELDS = ("rewards", "terminated", "truncated", "status", "reset")

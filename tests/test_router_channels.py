@@ -9,11 +9,11 @@ import numpy as np
 
 from gameserver.client import FleetClient
 from gameserver.engine import GameConfig
-from gameserver.service import channels
-from gameserver.service.channels import ShardChannels
-from gameserver.service.generated import batch_pb2 as pb
-from gameserver.service.limits import MAX_MESSAGE_BYTES
-from gameserver.service.messages import write_tensor
+from gameserver.router import channels
+from gameserver.router.channels import ShardChannels
+from gameserver.wire.generated import batch_pb2 as pb
+from gameserver.wire.limits import MAX_MESSAGE_BYTES
+from gameserver.wire.messages import write_tensor
 
 GAMES = 64  # full 20x20 views of 2 players: ~150 KB, over the threshold set below
 

@@ -14,8 +14,8 @@ from redis_fixture import RedisServer
 from router_helpers import BackgroundRouter, RouterProcess
 
 from gameserver.client import FleetClient
-from gameserver.service.topology import DnsSource, RegistrySource, split_host_port, watch
-from gameserver.store import FleetStore
+from gameserver.fleet.store import FleetStore
+from gameserver.router.topology import DnsSource, RegistrySource, split_host_port, watch
 
 SERVICE_HOST = "f-shards.ns.svc"
 
@@ -91,7 +91,7 @@ def test_the_ring_is_rebuilt_only_when_the_membership_changes(caplog):
         await asyncio.sleep(0.05)
         task.cancel()
 
-    with caplog.at_level(logging.INFO, logger="gameserver.service.topology"):
+    with caplog.at_level(logging.INFO, logger="gameserver.router.topology"):
         asyncio.run(run())
     assert applied == [["a:1", "b:1"], ["a:1", "c:1"], []]
     assert "DNS down" in caplog.text and "keeping ['a:1', 'b:1']" in caplog.text

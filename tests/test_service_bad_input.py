@@ -12,9 +12,9 @@ import pytest
 
 from gameserver.client import InvalidArgument, NotFound
 from gameserver.engine import GameConfig
-from gameserver.service.generated import batch_pb2 as pb
-from gameserver.service.messages import config_to_proto, write_tensor
-from gameserver.service.shard import SERVICE
+from gameserver.wire.generated import batch_pb2 as pb
+from gameserver.wire.messages import config_to_proto, write_tensor
+from gameserver.wire.services import SERVICE
 
 CONFIG = GameConfig(height=8, width=8)
 LIMIT = 4096  # the shard fixture's max_games_per_call

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gameserver import codec
-from gameserver.service.deltas import DeltaViews
+from gameserver.shard.deltas import DeltaViews
+from gameserver.wire import codec
 
 PLAYERS, TILES = 2, 30
 

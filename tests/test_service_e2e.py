@@ -7,12 +7,12 @@ import asyncio
 import numpy as np
 import pytest
 
+from gameserver.agents import expander_actions, random_actions
 from gameserver.client import AsyncFleetClient, NotFound, ObservationBuffer, Topology
 from gameserver.engine import GameConfig, Observation
 from gameserver.pool import GamePool, IdSource
-from gameserver.rl.agents import expander_actions, random_actions
-from gameserver.service.generated import batch_pb2 as pb
 from gameserver.sharding import placement_hash
+from gameserver.wire.generated import batch_pb2 as pb
 
 SHORT = GameConfig(height=10, width=12, max_ticks=40)  # episodes end (truncation) within the tests
 FIELDS = ("codes", "armies", "land", "army", "tick")

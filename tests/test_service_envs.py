@@ -9,9 +9,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from pettingzoo.test import parallel_api_test
 
-from gameserver.client import NotFound, RemoteBackend
+from gameserver.client import NotFound
 from gameserver.engine import GameConfig
-from gameserver.envs import GeneralsEnv, GeneralsParallelEnv, GeneralsVectorEnv, LocalBackend
+from gameserver.envs import GeneralsEnv, GeneralsParallelEnv, GeneralsVectorEnv, LocalBackend, RemoteBackend
 
 CONFIG = GameConfig(height=10, width=10, max_ticks=25)
 

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gameserver.client import FleetClient, Unavailable
 from gameserver.engine import GameConfig
-from gameserver.service.games import INLINE_WORK
+from gameserver.shard.games import INLINE_WORK
 
 GAMES = INLINE_WORK // (2 * 8 * 8)  # enough 8x8 games to step on a worker thread, off the event loop
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING

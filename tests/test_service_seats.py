@@ -16,7 +16,7 @@ from test_service_e2e import SHORT, moves, twin_pool
 from gameserver.client import Aborted, AsyncFleetClient, FleetClient, GameFleetError, NotFound, StepResult
 from gameserver.engine import GameConfig
 from gameserver.pool import GamePool
-from gameserver.service.generated import batch_pb2 as pb
+from gameserver.wire.generated import batch_pb2 as pb
 
 SMALL = GameConfig(height=8, width=8)
 Code = grpc.StatusCode

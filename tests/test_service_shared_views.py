@@ -10,14 +10,14 @@ import grpc
 import numpy as np
 import pytest
 
-from gameserver import codec
 from gameserver.client import AsyncFleetClient, FailedPrecondition, SharedView
 from gameserver.engine import GameConfig
-from gameserver.service import fanout
-from gameserver.service.generated import batch_pb2 as pb
-from gameserver.service.messages import write_tensor
+from gameserver.router import plan as fanout
 from gameserver.sharding import HashRing
 from gameserver.shared_views import PREFIX, SharedViewCache
+from gameserver.wire import codec
+from gameserver.wire.generated import batch_pb2 as pb
+from gameserver.wire.messages import write_tensor
 
 CONFIG = GameConfig(height=9, width=7, max_ticks=6)
 FIELDS = ("codes", "armies", "land", "army", "tick")

@@ -8,11 +8,11 @@ import contextlib
 import numpy as np
 import pytest
 
-from gameserver import codec
 from gameserver.engine import GameConfig, Observation
-from gameserver.service import codegen, wire
-from gameserver.service.generated import batch_pb2 as pb
-from gameserver.service.messages import config_to_proto, write_tensor
+from gameserver.wire import codec, codegen
+from gameserver.wire import replies as wire
+from gameserver.wire.generated import batch_pb2 as pb
+from gameserver.wire.messages import config_to_proto, write_tensor
 
 CONFIG = GameConfig(height=6, width=7, players=3)
 

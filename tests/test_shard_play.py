@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from conftest import BackgroundShard, ServeProcess
 
+from gameserver.agents import play_seats, random_actions
 from gameserver.cli import main
 from gameserver.client import FleetClient
 from gameserver.engine import GameConfig
 from gameserver.engine.config import PASS
 from gameserver.pool import GamePool
-from gameserver.rl.agents import play_seats, random_actions
-from gameserver.rl.replay import ReplayBuffer
-from gameserver.rl.replay_client import ReplayClient
-from gameserver.rl.replay_service import ReplayServer
-from gameserver.rl.transitions import transition_spec
-from gameserver.service.errors import (
+from gameserver.replay.buffer import ReplayBuffer
+from gameserver.replay.client import ReplayClient
+from gameserver.replay.service import ReplayServer
+from gameserver.replay.transitions import transition_spec
+from gameserver.wire.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,

@@ -10,12 +10,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gameserver import codec
-from gameserver.durability import Durability, DurablePool
 from gameserver.engine import GameBatch, GameConfig
+from gameserver.fleet.durability import Durability, DurablePool
+from gameserver.fleet.records import decode_records, encode_records
+from gameserver.fleet.store import FleetStore
 from gameserver.pool import GamePool, IdSource
-from gameserver.records import decode_records, encode_records
-from gameserver.store import FleetStore
+from gameserver.wire import codec
 
 CONFIG = GameConfig(height=10, width=12, players=3, max_ticks=50)
 

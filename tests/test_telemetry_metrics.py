@@ -19,13 +19,13 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from redis_fixture import RedisServer
 
 from gameserver.client import FleetClient, InvalidArgument
-from gameserver.durability import Durability, DurablePool
 from gameserver.engine import GameConfig
-from gameserver.service.generated import batch_pb2 as pb
-from gameserver.store import FleetStore
+from gameserver.fleet.durability import Durability, DurablePool
+from gameserver.fleet.store import FleetStore
 from gameserver.telemetry import collectors, grpc_server, metrics
 from gameserver.telemetry.exposition import AUTO, READY_PREFIX, add_metrics_argument, serve_metrics
 from gameserver.telemetry.histograms import ArrayHistogram, exponential_buckets
+from gameserver.wire.generated import batch_pb2 as pb
 
 SHORT = GameConfig(max_ticks=4)
 

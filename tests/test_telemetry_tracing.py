@@ -17,14 +17,14 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRati
 from opentelemetry.trace import SpanKind
 from router_helpers import BackgroundRouter
 
-from benchmarks.otlp_sink import OtlpSink
+from gameserver.bench.otlp_sink import OtlpSink
 from gameserver.client import FleetClient, InvalidArgument
 from gameserver.engine import GameConfig
 from gameserver.local_fleet import LocalFleet
-from gameserver.service.generated import batch_pb2 as pb
-from gameserver.service.messages import write_tensor
-from gameserver.service.topology import StaticSource
+from gameserver.router.topology import StaticSource
 from gameserver.telemetry import tracing
+from gameserver.wire.generated import batch_pb2 as pb
+from gameserver.wire.messages import write_tensor
 
 CONFIG = GameConfig(max_ticks=50)
 STEP = "gamefleet.v1.BatchGameService/SubmitBatchActions"

@@ -10,7 +10,7 @@ import pytest
 from gameserver.client import FleetClient, Unavailable
 from gameserver.engine import GameConfig
 from gameserver.local_fleet import FleetStartError, LocalFleet
-from gameserver.selfplay import run_selfplay
+from gameserver.rl.selfplay import run_selfplay
 
 
 def test_gamefleet_up_plays_and_reports(tmp_path):

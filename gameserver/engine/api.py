@@ -11,14 +11,7 @@ import numpy as np
 
 from .buffers import Observation, StepResult
 from .config import PASS, TERMINATED, TRUNCATED
-from .kernels import (
-    mask_parallel,
-    mask_serial,
-    observe_parallel,
-    observe_serial,
-    step_parallel,
-    step_serial,
-)
+from .kernels import mask_parallel, mask_serial, observe_parallel, observe_serial, step_parallel, step_serial
 from .mapgen import generate_parallel, generate_serial
 from .state import GameBatch
 

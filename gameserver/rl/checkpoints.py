@@ -23,9 +23,9 @@ from typing import Protocol
 import numpy as np
 import redis
 
-from ..codec import decode_snapshot
+from ..fleet.store import FleetStore, StoreUnavailableError
 from ..pool import GamePool
-from ..store import FleetStore, StoreUnavailableError
+from ..wire.codec import decode_snapshot
 
 FORMAT = 1
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..engine import GameBatch, GameConfig, generate
 from ..engine.config import PASS
 from ..pool import derive_seeds
-from .replays import export_replay
+from .replay_files import export_replay
 
 
 class EpisodeRecorder:

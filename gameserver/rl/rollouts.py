@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
+from ..agents import check_agents, play_seats
 from ..client import FleetClient, ObservationBuffer
 from ..engine import GameConfig, Observation
 from ..engine.config import PASS
 from ..pool import GamePool, derive_seeds
-from ..selfplay import SelfPlayReport
-from .agents import check_agents, play_seats
+from ..replay.client import TransitionPusher
+from ..replay.transitions import Planes, StepOutcome
 from .recorder import EpisodeRecorder
-from .replay_client import TransitionPusher
-from .replays import dumps
-from .transitions import Planes, StepOutcome
+from .replay_files import dumps
+from .selfplay import SelfPlayReport
 
 
 class PoolGames:

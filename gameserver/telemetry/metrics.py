@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
-from ..service.generated import batch_pb2 as pb
+from ..wire.generated import batch_pb2 as pb
 from .histograms import ArrayHistogram, exponential_buckets
 
 MAX_SEATS = 8

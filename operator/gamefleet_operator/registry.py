@@ -24,7 +24,7 @@ from .autoscale import ShardLoad, ShardState
 from .spec import Fleet
 
 if TYPE_CHECKING:
-    from gameserver.store import FleetStore
+    from gameserver.fleet.store import FleetStore
 
 HEARTBEAT_ALIVE_SECONDS = 30.0  # a shard silent this long is not counted (FleetStore's dead_after_s)
 
@@ -103,7 +103,7 @@ class StoreRegistries:
         self._cache: dict[tuple[str, str], StoreRegistry] = {}
 
     def __call__(self, fleet: Fleet, password: str | None) -> ShardRegistry:
-        from gameserver.store import FleetStore  # redis and numpy load only in the operator process
+        from gameserver.fleet.store import FleetStore  # redis and numpy load only in the operator process
 
         url = redis_url(fleet, password)
         key = (fleet.fleet_id, url)

@@ -24,7 +24,7 @@ from gamefleet_operator.autoscale import ShardLoad, ShardState
 from gamefleet_operator.registry import RegistryUnavailable
 from gamefleet_operator.spec import Fleet
 
-from gameserver.cli_delete_fleet import USER_AGENT as DELETE_FLEET_AGENT
+from gameserver.cli.delete_fleet import USER_AGENT as DELETE_FLEET_AGENT
 
 GF = "gamefleet.dev/v1/gamefleets"
 FLEETS_URL = "/apis/gamefleet.dev/v1/namespaces/default/gamefleets"

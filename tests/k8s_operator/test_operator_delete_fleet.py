@@ -12,7 +12,7 @@ from chart.helm import FULLNAME, find, rendered
 from gamefleet_operator import API_VERSION, KIND
 
 from gameserver.cli import main
-from gameserver.cli_delete_fleet import USER_AGENT
+from gameserver.cli.delete_fleet import USER_AGENT
 
 from .harness import FLEETS_URL, Cluster, operator_calls, role_rules, wait_for
 

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis_fixture import RedisServer
 
-from gameserver.store import FleetStore
+from gameserver.fleet.store import FleetStore
 
 from .harness import FLEETS_URL, GF, Cluster, Emulator, FakeRegistries, free_port, wait_for
 

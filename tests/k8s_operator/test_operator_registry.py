@@ -20,7 +20,7 @@ from gamefleet_operator.registry import (
 )
 from gamefleet_operator.spec import Fleet
 
-from gameserver.store import FleetStore
+from gameserver.fleet.store import FleetStore
 
 from .harness import free_port
 

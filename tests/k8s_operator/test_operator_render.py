@@ -122,7 +122,7 @@ def test_shards_are_a_stateful_set_with_stable_names() -> None:
 def test_probes_use_grpc_health_checking(kind: str) -> None:
     """Readiness on the default service (NOT_SERVING while a shard drains); liveness on the one the
     servers keep SERVING while they run, so a draining shard is not restarted."""
-    from gameserver.service.shard import LIVENESS_SERVICE
+    from gameserver.wire.services import LIVENESS_SERVICE
 
     pod = container(by_kind(render(fleet()), kind))
     for probe in ("startupProbe", "readinessProbe"):

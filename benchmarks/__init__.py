@@ -1,1 +1,0 @@
-"""Benchmark suite: run through `gamefleet bench` (results as JSON, tables, plots)."""

@@ -1,0 +1,131 @@
+"""`gamefleet bench TARGET`: the benchmarks of gameserver.bench (JSON, markdown tables, PNG plots).
+
+The bench modules load inside `run` (numba, grpc, the peer, matplotlib), so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+FULL_BATCHES = (1, 64, 1024, 16384)
+QUICK_BATCHES = (1, 64, 1024)
+FULL_SECONDS = 4.0
+QUICK_SECONDS = 0.2
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"seconds must be > 0, got {text!r}")
+    return seconds
+
+
+def _run_bench_engine(args: argparse.Namespace) -> int:
+    from ..bench import engine as bench
+
+    settings = bench.Settings(
+        batches=tuple(args.batches or (QUICK_BATCHES if args.quick else FULL_BATCHES)),
+        seconds=args.seconds or (QUICK_SECONDS if args.quick else FULL_SECONDS),
+        peer=not args.no_peer,
+        quick=args.quick,
+    )
+    return bench.main(settings, args.command_line, args.out, args.plot, args.markdown)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser("bench", help="benchmarks (results as JSON, tables and plots)")
+    targets = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
+    engine = targets.add_parser(
+        "engine",
+        help="engine steps/s and maps/s vs generals-bots 2.5.0 (20x20, 2 players, random moves)",
+    )
+    engine.add_argument(
+        "--batches",
+        type=_batch_sizes,
+        help=f"comma-separated batch sizes (default {','.join(map(str, FULL_BATCHES))}; "
+        f"--quick: {','.join(map(str, QUICK_BATCHES))})",
+    )
+    engine.add_argument(
+        "--seconds",
+        type=_positive_seconds,
+        help=f"timed seconds per measurement (default {FULL_SECONDS:g}; --quick: {QUICK_SECONDS:g})",
+    )
+    engine.add_argument(
+        "--quick", action="store_true", help="a ~10 s smoke run: short windows, small batches"
+    )
+    engine.add_argument("--no-peer", action="store_true", help="skip generals-bots (no ratios)")
+    engine.add_argument("--out", type=Path, default=Path("benchmarks/out/engine.json"), help="JSON results")
+    engine.add_argument("--plot", type=Path, help="write a PNG plot (needs matplotlib: the dev extra)")
+    engine.add_argument("--markdown", type=Path, help="write the results as markdown (benchmarks/RESULTS.md)")
+    engine.set_defaults(run=_run_bench_engine)
+    replay = targets.add_parser("replay", help="replay buffer items/s at 1M items: sum tree vs numpy")
+    replay.add_argument("--capacity", type=int, help="items (default 1,000,000; --quick: 50,000)")
+    replay.add_argument("--size", type=int, default=20, help="board side of the stored transitions")
+    matrix = targets.add_parser("matrix", help="games/s, actions/s, latency, memory: games x agents matrix")
+    matrix.add_argument("--cells", help="GAMESxAGENTS,... (default 1x2,10x2,100x4,1000x2,10000x2)")
+    service = targets.add_parser(
+        "service", help="served steps/s vs in-process (full, delta, shared view) and one-game round trips"
+    )
+    service.add_argument(
+        "--batch", type=_positive_int, help="games per step call (default 4096; --quick: 256)"
+    )
+    service.add_argument("--rounds", type=_positive_int, help="rounds over every mode (default 3)")
+    service.add_argument(
+        "--latency-calls", type=_positive_int, help="one-game calls timed, unary and streamed (default 10000)"
+    )
+    fleet = targets.add_parser(
+        "fleet",
+        help="router vs direct steps/s, log/snapshot durability vs off, recovery time (needs redis-server)",
+    )
+    fleet.add_argument("--blocks", type=_positive_int, help="A B B A blocks per ratio (default 10)")
+    fleet.add_argument(
+        "--recovery-games", type=_positive_int, help="games recovered from Redis (default 10000)"
+    )
+    telemetry = targets.add_parser("telemetry", help="steps/s and latency with metrics and tracing off/on")
+    telemetry.add_argument(
+        "--batch", type=_positive_int, help="games per step call (default 1024; --quick: 64)"
+    )
+    for name, target, module in (
+        ("replay", replay, "replay"),
+        ("matrix", matrix, "matrix"),
+        ("service", service, "service"),
+        ("fleet", fleet, "fleet"),
+        ("telemetry", telemetry, "telemetry"),
+    ):
+        target.add_argument("--seconds", type=_positive_seconds, help="timed seconds per figure")
+        target.add_argument("--quick", action="store_true", help="a smoke run: small sizes, short windows")
+        if target not in (service, fleet, telemetry):
+            target.add_argument("--no-service", action="store_true", help="skip the figures through gRPC")
+        target.add_argument(
+            "--out", type=Path, default=Path(f"benchmarks/out/{name}.json"), help="JSON results"
+        )
+        target.add_argument("--plot", type=Path, help="write a PNG plot (needs matplotlib: the dev extra)")
+        target.add_argument("--markdown", type=Path, help="write this benchmark's section of RESULTS.md")
+        target.set_defaults(
+            run=lambda args, module=module: importlib.import_module(f"gameserver.bench.{module}").main(args)
+        )

@@ -1,0 +1,346 @@
+"""A shard's membership of a fleet with Redis: the registry, the ring it implies, and the games
+that move when the ring changes.
+
+Names: a shard is known by its advertised address (`--advertise`, $GAMEFLEET_ADDRESS). That
+one string is its registry entry, the owner in its games' records, its log stream and its
+ring member, so the ring a router builds from the registry names the shards the records name.
+The operator's drain requests name the pod (`--shard-name`, $GAMEFLEET_SHARD).
+
+The ring: the SERVING shards that heartbeat within `dead_after_s`, sorted, exactly what the
+router's RegistrySource lists, so shards and routers agree on every key's owner once they
+have read the same registry.
+
+Games move only through Redis (each game's record + its owner's log, durability.py); the
+shard-to-shard calls (moves.py) only say when. A move is always: the holder records the
+games and drops them, then the new owner recovers them from Redis. Who moves what:
+- failover: a shard silent for `dead_after_s` leaves orphans. Every survivor recovers the
+  keys the ring now gives it (recovery.keys_assigned), one survivor at a time per dead shard
+  (a lease in Redis), so no key is taken twice.
+- drain (the operator's drain hash, or SIGTERM): the shard heartbeats DRAINING (routers drop it
+  from their rings; its readiness is NOT_SERVING), refuses new games, and pushes each key's
+  games to the key's owner on the ring without it (hand off, then Adopt on the owner). It
+  reports DRAINING with its remaining load; load 0 = drained.
+- lazily, when a shard joins (scale-up, a shard back): nothing moves at the join. A game
+  moves on the first call that reaches its owner on the new ring: that shard does not hold
+  the game, finds its record in Redis, asks the holder to hand it over (HandOver) and
+  recovers it, then serves the call. Games nobody calls stay where they are.
+- restart: a shard that comes back under the same address first recovers the games its
+  previous process still owns (before it logs anything, so nothing of theirs is trimmed).
+
+A call for games this shard does not hold (`locate`): NOT_FOUND only when Redis has no record
+of them (never created, or closed). Otherwise the games come here if the ring names this
+shard, and the answer is UNAVAILABLE (retryable: nothing changed) naming where they belong if
+it does not, so a caller with an outdated ring refreshes it and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import HealthServicer
+
+from ..pool import GamePool, IdSource, UnknownGameError
+from ..sharding import HashRing, key_hashes
+from ..wire.errors import FailedPrecondition, NotFound, Unavailable
+from ..wire.services import DURABILITY_HEALTH, SERVICE
+from . import moves
+from .durability import Durability
+from .recovery import keys_assigned, recover
+from .store import FleetStore, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+_STATUS = {True: health_pb2.HealthCheckResponse.SERVING, False: health_pb2.HealthCheckResponse.NOT_SERVING}
+CLAIM_TTL_S = 60.0  # a recovery holds its lease at most this long (a crashed holder's lapses)
+_SHOWN = 8
+
+
+class HeldGames(Protocol):
+    """What a member needs of the games its shard holds (the shard's ShardGames)."""
+
+    @property
+    def active_games(self) -> int: ...
+
+    @property
+    def live_ids(self) -> np.ndarray: ...
+
+    async def adopt(self, recovered: Sequence[GamePool]) -> np.ndarray: ...
+
+    async def hand_off(self, key_hashes: np.ndarray) -> np.ndarray: ...
+
+
+class FleetMember:
+    """One shard's part in the fleet; `join` before serving, `leave` on SIGTERM."""
+
+    def __init__(
+        self,
+        store: FleetStore,
+        durability: Durability,
+        games: HeldGames,
+        *,
+        pod: str,
+        dead_after_s: float,
+        health: HealthServicer,
+    ) -> None:
+        self.store = store
+        self.durability = durability
+        self.games = games
+        self.name = durability.shard
+        self.pod = pod
+        self.dead_after_s = dead_after_s
+        self.tick_s = durability.heartbeat_s
+        self.ring: HashRing | None = None
+        self.alive: set[str] = set()
+        self.draining = False
+        self._health = health
+        self._durable = True  # last reported: nothing acknowledged is missing from Redis
+        self._drain: asyncio.Task | None = None
+        self._leaving = False
+        self._locate_lock = asyncio.Lock()
+        self._loop: asyncio.Task | None = None
+
+    @property
+    def moves_games(self) -> bool:
+        """Games can move only through records: not in durability mode off."""
+        return self.durability.mode != "off"
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return moves.handler(self._hand_over, self._adopt)
+
+    async def join(self) -> None:
+        """Take back this address's games from Redis (waiting for Redis if need be), read the
+        registry, then watch it."""
+        while self.moves_games:
+            try:
+                async with self._claim(self.name):
+                    mine = await asyncio.to_thread(self.store.key_hashes_of, self.name)
+                    if mine:
+                        count = await self._recover(self.name, mine)
+                        log.info("shard %s: recovered %d games of its previous process", self.name, count)
+                break
+            except (StoreUnavailableError, Unavailable) as error:
+                log.warning("shard %s: waiting for Redis to recover its games: %s", self.name, error)
+                await asyncio.sleep(self.tick_s)
+        with contextlib.suppress(StoreUnavailableError):
+            await self._refresh()
+        await self._health.set(DURABILITY_HEALTH, _STATUS[True])
+        self._loop = asyncio.create_task(self._run())
+
+    async def _set_serving(self, serving: bool) -> None:
+        """Readiness: NOT_SERVING while draining."""
+        for service in ("", SERVICE.full_name):
+            await self._health.set(service, _STATUS[serving])
+
+    async def _report_durability(self) -> None:
+        """Say when acknowledged changes are not all in Redis (degrade mode), and when they are again."""
+        durable = not self.durability.degraded
+        if durable != self._durable:
+            self._durable = durable
+            await self._health.set(DURABILITY_HEALTH, _STATUS[durable])
+            if durable:
+                log.warning("shard %s: durable again: every acknowledged change is in Redis", self.name)
+            else:
+                log.warning(
+                    "shard %s: DEGRADED: serving without Redis; %d calls acknowledged without a log entry",
+                    self.name, self.durability.unlogged_steps,
+                )  # fmt: skip
+
+    async def leave(self, timeout_s: float) -> None:
+        """SIGTERM: drain within `timeout_s` (what is left stays in Redis for the survivors)."""
+        self._leaving = True
+        if not self.moves_games:  # nothing can move: go at once (clients see the shard go)
+            self.draining = True
+            self.durability.state = "DRAINING"
+        elif self._drain is None:
+            self._drain = asyncio.create_task(self._drain_games())
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self._drain), timeout_s)
+        for task in (self._drain, self._loop):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    # The watch ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                await self._tick()
+            except StoreUnavailableError as error:
+                log.debug("shard %s: registry unreachable: %s", self.name, error)
+            except Exception:  # a bug here must not end the watch
+                log.exception("shard %s: fleet watch failed", self.name)
+
+    async def _tick(self) -> None:
+        await self._report_durability()
+        await self._refresh()
+        requested = await asyncio.to_thread(self.store.drain_requested, self.pod)
+        if requested and not self.draining:
+            log.info("shard %s: drain requested by the operator", self.name)
+            self._drain = asyncio.create_task(self._drain_games())
+        elif not requested and self.draining and not self._leaving:
+            log.info("shard %s: drain cancelled, serving again", self.name)
+            self._drain.cancel()
+            self._drain = None
+            self.draining = False
+            self.durability.state = "SERVING"
+            await self._set_serving(True)
+        if not self.draining and self.moves_games:
+            owners = await asyncio.to_thread(self.store.owners)
+            for dead in [o for o in owners if o not in self.alive and o != self.name]:
+                await self._take_over(dead)
+
+    async def _refresh(self) -> None:
+        shards = await asyncio.to_thread(self.store.list_shards, self.dead_after_s)
+        self.alive = {s.address for s in shards}
+        serving = [s.address for s in shards if s.state == "SERVING"]
+        if self.ring is None or list(self.ring.shards) != serving:
+            self.ring = HashRing(serving) if serving else None
+
+    async def _take_over(self, dead: str) -> None:
+        """Failover: recover the dead shard's keys that the ring gives this shard."""
+        ring = self.ring
+        if ring is None or self.name not in ring.shards:
+            return
+        try:
+            async with self._claim(dead, wait_s=0):
+                mine = await asyncio.to_thread(keys_assigned, self.store, dead, ring, self.name)
+                if mine:
+                    count = await self._recover(dead, mine)
+                    log.warning("shard %s: took over %d games of dead shard %s", self.name, count, dead)
+        except Unavailable:
+            return  # another survivor holds the lease: next tick
+
+    # Moving games -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _claim(self, owner: str, wait_s: float = 10.0) -> AsyncIterator[None]:
+        """The lease on moving `owner`'s games out of Redis (one shard at a time)."""
+        name, deadline = f"recover:{owner}", time.monotonic() + wait_s
+        while not await asyncio.to_thread(self.store.claim, name, self.name, CLAIM_TTL_S):
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"another shard is moving the games of {owner} now: retry")
+            await asyncio.sleep(0.05)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(StoreUnavailableError):
+                await asyncio.to_thread(self.store.release_claim, name, self.name)
+
+    async def _recover(self, owner: str, keys: list[int]) -> int:
+        """Rebuild `owner`'s games of these keys from Redis and take them in (hold its lease)."""
+        scratch: list[GamePool] = []
+
+        def into(config: object, autoreset: bool) -> GamePool:
+            scratch.append(GamePool(config, 1, autoreset=autoreset, id_source=IdSource()))
+            return scratch[-1]
+
+        await asyncio.to_thread(recover, self.store, into, key_hashes=keys, owner=owner)
+        ids = await self.games.adopt(scratch)
+        if owner != self.name:  # our own keys stay ours: the adopt just recorded them again
+            await asyncio.to_thread(self.store.forget_key_hashes, owner, keys)
+        return int(ids.size)
+
+    async def _hand_over(self, keys: np.ndarray) -> int:
+        """HandOver: another shard owns these keys now; record their games and drop them."""
+        if not self.moves_games:
+            raise FailedPrecondition(f"shard {self.name} runs durability off: its games cannot move")
+        return int((await self.games.hand_off(keys)).size)
+
+    async def _adopt(self, owner: str, keys: np.ndarray) -> int:
+        """Adopt: a draining shard handed these keys' games to this one."""
+        if self.draining or not self.moves_games:
+            raise Unavailable(f"shard {self.name} does not take games now (draining or durability off)")
+        async with self._claim(owner):
+            return await self._recover(owner, [int(k) for k in keys.tolist()])
+
+    async def _drain_games(self) -> None:
+        """DRAINING until every game is on another shard (or, durability off, closed)."""
+        self.draining = True
+        self.durability.state = "DRAINING"
+        await self._set_serving(False)
+        while self.games.active_games:
+            targets = None
+            if self.moves_games:
+                with contextlib.suppress(StoreUnavailableError):
+                    await self._refresh()
+                ring = self.ring
+                others = [s for s in ring.shards if s != self.name] if ring is not None else []
+                targets = HashRing(others) if others else None
+            if targets is None and self._leaving and self.moves_games:
+                log.warning(
+                    "shard %s: no other shard serves: its %d games stay recorded in Redis for whoever "
+                    "takes them (its own restart, or a survivor once it is gone)",
+                    self.name, self.games.active_games,
+                )  # fmt: skip
+                return
+            if targets is not None:
+                keys = np.unique(key_hashes(self.games.live_ids))
+                owners = targets.shard_index_of_hashes(keys)
+                for index in np.unique(owners).tolist():
+                    await self._push(targets.shards[index], keys[owners == index])
+            if self.games.active_games:
+                await asyncio.sleep(self.tick_s)
+        log.info("shard %s: drained", self.name)
+
+    async def _push(self, target: str, keys: np.ndarray) -> None:
+        try:
+            moved = await self.games.hand_off(keys)
+        except StoreUnavailableError as error:
+            log.warning("shard %s: drain waits for Redis: %s", self.name, error)
+            return
+        if not moved.size:
+            return
+        try:
+            await moves.adopt(target, self.name, keys.tolist())
+            log.info("shard %s: handed %d games to %s", self.name, moved.size, target)
+        except grpc.RpcError as error:  # take them back from Redis; the next round tries again
+            log.warning("shard %s: %s did not adopt: %s", self.name, target, error.details())
+            async with self._claim(self.name):
+                await self._recover(self.name, keys.tolist())
+
+    async def locate(self, missing: np.ndarray) -> None:
+        """Bring here the games of a call that this shard does not hold, if the ring names it
+        their owner; raise NotFound for games Redis has no record of, Unavailable otherwise."""
+        if not self.moves_games:
+            raise NotFound(UnknownGameError(missing).message)
+        async with self._locate_lock:
+            owners = np.array(await asyncio.to_thread(self.store.owners_of_games, missing), dtype=object)
+            unknown = missing[owners == None]  # noqa: E711 (elementwise)
+            if unknown.size:
+                raise NotFound(UnknownGameError(unknown).message)
+            if self.draining:
+                raise Unavailable(
+                    f"shard {self.name} is draining; its games are moving to other shards: retry"
+                )
+            ring = self.ring
+            keys = key_hashes(missing)
+            placed = np.array(ring.shards)[ring.shard_index_of_hashes(keys)] if ring is not None else None
+            if placed is None or np.any(placed != self.name):
+                where = sorted(set(placed[placed != self.name].tolist())) if placed is not None else []
+                raise Unavailable(
+                    f"games {missing[:_SHOWN].tolist()} are not this shard's ({self.name}) on the fleet's "
+                    f"ring (they belong to {where or 'no serving shard'}): retry with a fresh topology"
+                )
+            for owner in sorted(set(owners.tolist())):
+                mine = np.unique(keys[owners == owner]).tolist()
+                async with self._claim(owner):
+                    if owner != self.name and owner in self.alive:
+                        try:
+                            await moves.hand_over(owner, mine)
+                        except grpc.RpcError as error:
+                            raise Unavailable(
+                                f"shard {owner} holds games {missing[:_SHOWN].tolist()} and did not hand "
+                                f"them over: {error.code().name}: {error.details()}: retry"
+                            ) from None
+                    count = await self._recover(owner, mine)
+                log.info("shard %s: %d games of %s moved here on first use", self.name, count, owner)

@@ -1,0 +1,141 @@
+"""A router process: the fleet service in a grpc.aio server, with health checking and reflection.
+
+Health is SERVING once the topology lists at least one shard (NOT_SERVING while it lists
+none), so a load balancer sends trainers only to routers that can place games. The ring
+is rebuilt whenever the topology source reports a new membership; a request always uses
+the ring it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..sharding import DEFAULT_VIRTUAL_NODES, HashRing
+from ..telemetry import collectors, metrics
+from ..telemetry.grpc_server import interceptors
+from ..wire.limits import MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, channel_options
+from ..wire.services import LIVENESS_SERVICE, SERVICE
+from .channels import ShardChannels
+from .servicer import RouterServicer
+from .topology import TopologySource, watch
+
+log = logging.getLogger(__name__)
+READY_PREFIX = "gamefleet router serving on "
+SHARD_TIMEOUT_S = 30.0
+REFRESH_S = 5.0
+
+
+class RouterServer:
+    """A router on host:port (port 0 picks a free one; `address` tells which after `start`)."""
+
+    def __init__(
+        self,
+        source: TopologySource,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        shard_timeout_s: float = SHARD_TIMEOUT_S,
+        refresh_s: float = REFRESH_S,
+        virtual_nodes: int = DEFAULT_VIRTUAL_NODES,
+        max_games_per_call: int = MAX_GAMES_PER_CALL,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.source = source
+        self.host, self.port = host, port
+        self.refresh_s = refresh_s
+        self.virtual_nodes = virtual_nodes
+        self.max_message_bytes = max_message_bytes
+        self.channels = ShardChannels(max_message_bytes)
+        collectors.watch_channels(self.channels)
+        self.servicer = RouterServicer(
+            self.channels, shard_timeout_s=shard_timeout_s, max_games_per_call=max_games_per_call
+        )
+        self.health = health.aio.HealthServicer()
+        self._server: aio.Server | None = None
+        self._watch: asyncio.Task | None = None
+        self._first_topology = asyncio.Event()
+        self._refreshing = asyncio.Lock()
+        self.servicer.refresh = self.refresh
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self, topology_wait_s: float = 10.0) -> None:
+        """Serve; the first topology poll is awaited (up to `topology_wait_s`) so a router started
+        over live shards reports SERVING at once."""
+        server = aio.server(options=channel_options(self.max_message_bytes), interceptors=interceptors())
+        self.port = server.add_insecure_port(self.address)
+        server.add_generic_rpc_handlers((self.servicer.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+        await self._set_health(False)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self._watch = asyncio.create_task(watch(self.source, self.refresh_s, self._apply))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_topology.wait(), topology_wait_s)
+        await server.start()
+        self._server = server
+
+    async def refresh(self) -> None:
+        """Poll the topology now (a call found the ring stale); calls failing together share one poll."""
+        if self._refreshing.locked():
+            async with self._refreshing:
+                return
+        async with self._refreshing:
+            try:
+                members = sorted(set(await self.source.members()))
+            except Exception as error:
+                log.warning("topology refresh from %s failed: %s", self.source.describe(), error)
+                return
+            ring = self.servicer.ring
+            if members and (ring is None or list(ring.shards) != members):
+                await self._apply(members)
+
+    async def _apply(self, shards: list[str]) -> None:
+        self.servicer.ring = HashRing(shards, self.virtual_nodes) if shards else None
+        self.channels.keep(shards)
+        await self._set_health(bool(shards))
+        self._first_topology.set()
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE.full_name):
+            await self.health.set(service, status)
+        metrics.serving("router", serving)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """NOT_SERVING, refuse new calls, let in-flight ones finish within `grace`, close the channels."""
+        if self._server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        metrics.serving("router", False)
+        await self._server.stop(grace)
+        self._server = None
+        self._watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watch
+        await self.channels.close()
+
+    async def serve_until_signal(self, grace: float = 5.0) -> None:
+        """Start, print the address, run until SIGINT/SIGTERM, then stop gracefully."""
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        ring = self.servicer.ring
+        shards = f"{len(ring.shards)} shards" if ring else "no shards yet"
+        print(f"{READY_PREFIX}{self.address} over {shards} ({self.source.describe()})", flush=True)
+        await stop.wait()
+        await self.stop(grace)

@@ -1,1 +1,0 @@
-"""gRPC servicers: the shard (BatchGameService over GamePools) and the router."""

@@ -1,1 +1,0 @@
-"""Generated from proto/ by gameserver.service.codegen; do not edit."""

@@ -1,0 +1,219 @@
+"""A shard process: the BatchGameService in a grpc.aio server, with health checking and reflection.
+
+Start-up compiles (or loads) every kernel a call can reach before the port reports
+SERVING, so the first trainer step does not pay for numba. Shutdown reports NOT_SERVING
+first (load balancers stop sending), then stops accepting calls and lets in-flight ones
+finish within the grace period.
+
+With FleetOptions (a Redis), the shard's pools are durable (durability.py), it heartbeats in
+the fleet's registry and takes part in failover, drain and lazy moves (membership.py); on
+SIGTERM it drains (hands its games to the other shards through Redis) before it stops, and
+leaves the registry on a clean exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..engine import GameConfig
+from ..fleet.durability import Durability, Mode, OnRedisError
+from ..fleet.membership import FleetMember
+from ..fleet.store import FleetStore
+from ..pool import GamePool
+from ..replay.sink import TransitionSink
+from ..shared_views import SharedViewCache
+from ..telemetry import collectors, metrics
+from ..telemetry.grpc_server import interceptors
+from ..wire.limits import MAX_GAMES, MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, WORKERS, channel_options
+from ..wire.services import LIVENESS_SERVICE, SERVICE
+from .deltas import DeltaViews
+from .games import ShardGames
+from .seats import SeatTable
+from .servicer import BatchGameServicer
+
+
+def warm_up() -> str:
+    """Run every kernel once, serial and parallel sizes; returns numba's threading layer."""
+    config = GameConfig()
+    for games in (1, 64):
+        pool = GamePool(config, capacity=games, autoreset=True)
+        ids = pool.create(games)
+        passes = np.full((games, config.players), -1, np.int32)
+        pool.step(ids, passes)
+        passes.flags.writeable = False  # a request's actions are a read-only view: its own specialisation
+        step = pool.step(ids, passes)
+        pool.masks(ids)
+        DeltaViews(config.players, config.tiles).encode(ids, step.observation.codes, step.observation.armies)
+    return numba.threading_layer()
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    """How a shard joins a fleet that has a Redis (`gamefleet serve --redis ...`)."""
+
+    redis_url: str
+    fleet: str  # the fleet's name in Redis (the operator's GAMEFLEET_FLEET_ID)
+    durability: Mode = "off"
+    snapshot_every: int = 100
+    on_redis_error: OnRedisError = "fail"
+    key_ttl_s: int = 86400
+    advertise: str | None = None  # the address others reach it at (default: the bound host:port)
+    shard_name: str | None = None  # the pod name drain requests use (default: the advertised address)
+    dead_after_s: float = 10.0  # heartbeat silence after which its games are recovered elsewhere
+    heartbeat_s: float = 1.0
+    drain_timeout_s: float = 60.0  # SIGTERM: how long handing games over may take
+
+
+def _advertised(host: str, port: int) -> str:
+    return f"{socket.gethostname() if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+
+class ShardServer:
+    """One shard on host:port (port 0 picks a free one; `address` tells which after `start`)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        seed: int = 0,
+        max_games_per_call: int = MAX_GAMES_PER_CALL,
+        max_games: int = MAX_GAMES,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        workers: int = WORKERS,
+        fleet: FleetOptions | None = None,
+        replay_address: str | None = None,
+    ) -> None:
+        self.host, self.port = host, port
+        self.fleet = fleet
+        # games created with push_transitions send their steps to this ReplayService
+        self.transitions = TransitionSink(replay_address) if replay_address else None
+        self.seed = seed
+        self.max_games_per_call = max_games_per_call
+        self.max_games = max_games
+        self.max_message_bytes = max_message_bytes
+        self.workers = workers
+        self.health = health.aio.HealthServicer()
+        self.games: ShardGames | None = None
+        self.seats: SeatTable | None = None  # the open-seat games (seat play)
+        self.durability: Durability | None = None  # with FleetOptions
+        self.member: FleetMember | None = None
+        self._server: aio.Server | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._shared_views: SharedViewCache | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        layer = await asyncio.to_thread(warm_up)
+        # The ~100k objects numba and grpc leave behind go to the permanent generation: a full
+        # collection then takes milliseconds instead of ~100 ms, a stall every call in flight feels.
+        gc.freeze()
+        # numba's workqueue layer must not run parallel kernels from two threads at once.
+        workers = 1 if layer == "workqueue" else self.workers
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="engine")
+        server = aio.server(options=channel_options(self.max_message_bytes), interceptors=interceptors())
+        self.port = server.add_insecure_port(self.address)
+        store = None
+        if self.fleet is not None:
+            f = self.fleet
+            store = FleetStore(f.redis_url, f.fleet, f.key_ttl_s)
+            self.durability = Durability(
+                store,
+                f.advertise or _advertised(self.host, self.port),
+                f.durability,
+                snapshot_every=f.snapshot_every,
+                on_redis_error=f.on_redis_error,
+                heartbeat_s=f.heartbeat_s,
+                capacity=self.max_games,
+            )
+        self.games = ShardGames(
+            self._executor,
+            seed=self.seed,
+            max_games=self.max_games,
+            durability=self.durability,
+            transitions=self.transitions,
+        )
+        collectors.watch_games(self.games)
+        if self.durability is not None:
+            collectors.watch_durability(self.durability)
+        name = self.address if self.durability is None else self.durability.shard
+        servicer = BatchGameServicer(
+            self.games,
+            name=name,
+            max_games_per_call=self.max_games_per_call,
+            max_message_bytes=self.max_message_bytes,
+        )
+        self.seats = servicer.seats
+        self._shared_views = servicer.shared_views
+        server.add_generic_rpc_handlers((servicer.handler(),))
+        if self.durability is not None:
+            self.member = FleetMember(
+                store,
+                self.durability,
+                self.games,
+                pod=self.fleet.shard_name or self.durability.shard,
+                dead_after_s=self.fleet.dead_after_s,
+                health=self.health,
+            )
+            servicer.member = self.member
+            server.add_generic_rpc_handlers((self.member.handler(),))
+            await self.member.join()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+        await server.start()
+        self._server = server
+        for service in ("", SERVICE.full_name, LIVENESS_SERVICE):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        metrics.serving("shard", True)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """NOT_SERVING, refuse new calls, give in-flight calls `grace` seconds, then stop the workers."""
+        if self._server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        metrics.serving("shard", False)
+        await self._server.stop(grace)
+        self._server = None
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        self._shared_views.close()
+        if self.durability is not None:  # record what changed, leave the registry
+            await asyncio.to_thread(self.durability.close, True)
+        if self.transitions is not None:  # after the last step: send what is queued
+            await asyncio.to_thread(self.transitions.close)
+
+    async def leave(self) -> None:
+        """SIGTERM in a fleet: drain (games to the other shards through Redis), then stop."""
+        if self.member is not None:
+            await self.member.leave(self.fleet.drain_timeout_s)
+
+    async def serve_until_signal(self, grace: float = 5.0) -> None:
+        """Start, print the address, run until SIGINT/SIGTERM, then stop gracefully."""
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        fleet = ""
+        if self.durability is not None:
+            fleet = (
+                f" in fleet {self.fleet.fleet} as {self.durability.shard} (durability {self.durability.mode})"
+            )
+        print(f"gamefleet shard serving on {self.address}{fleet}", flush=True)
+        await stop.wait()
+        await self.leave()
+        await self.stop(grace)

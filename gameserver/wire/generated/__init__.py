@@ -1,0 +1,1 @@
+"""Generated from proto/ by gameserver.wire.codegen; do not edit."""

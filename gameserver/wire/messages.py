@@ -1,0 +1,98 @@
+"""Small request messages <-> numpy and engine values, validated with the field named.
+
+Requests are parsed by the generated protobuf classes: they are small (ids and actions,
+a few bytes per game), so the one copy protobuf makes of their tensors costs nothing that
+matters. The bulk replies are framed by hand instead (see wire.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from google.protobuf.message import DecodeError, Message
+
+from ..engine import GameConfig
+from . import codec
+from .errors import InvalidArgument, ResourceExhausted
+from .generated import batch_pb2 as pb
+
+_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(GameConfig))
+
+
+def parse_request(message: type[Message], raw: bytes) -> Message:
+    """A request's bytes as its message; undecodable bytes are InvalidArgument (gRPC's own
+    deserializer would answer INTERNAL)."""
+    try:
+        return message.FromString(raw)
+    except (DecodeError, RuntimeError) as error:  # upb raises DecodeError; nesting too deep: RuntimeError
+        raise InvalidArgument(f"request is not a valid {message.DESCRIPTOR.full_name}: {error}") from None
+
+
+def read_tensor(tensor: pb.Tensor, field: str) -> np.ndarray:
+    """A request tensor as a numpy view; a malformed one is InvalidArgument naming the field."""
+    try:
+        return codec.decode_array(tensor.data, tensor.dtype, tensor.shape)
+    except ValueError as error:
+        raise InvalidArgument(f"{field}: {error}") from None
+
+
+def read_ids(message: object, field: str, limit: int) -> np.ndarray:
+    """The uint64 game ids of a request: present, 1-D, non-empty and at most `limit` of them."""
+    if not message.HasField(field):
+        raise InvalidArgument(f"{field} is missing: a uint64 tensor of game ids is required")
+    tensor = getattr(message, field)
+    count = math.prod(tensor.shape)
+    if count > limit:  # checked before the bytes, so a huge batch is named as such
+        raise ResourceExhausted(f"{field}: {count} games in one call, the limit is {limit}")
+    ids = read_tensor(tensor, field)
+    if ids.dtype != np.uint64 or ids.ndim != 1:
+        raise InvalidArgument(f"{field} must be a 1-D uint64 tensor, got {ids.dtype} {list(ids.shape)}")
+    if ids.size == 0:
+        raise InvalidArgument(f"{field} is empty: name at least one game")
+    return ids
+
+
+def read_seeds(message: object, field: str, games: int) -> np.ndarray | None:
+    """Optional map seeds: None when unset, else one non-negative integer per game."""
+    if not message.HasField(field):
+        return None
+    seeds = read_tensor(getattr(message, field), field)
+    if seeds.shape != (games,) or not np.issubdtype(seeds.dtype, np.integer):
+        raise InvalidArgument(
+            f"{field} must be integers of shape [{games}], got {seeds.dtype} {list(seeds.shape)}"
+        )
+    if seeds.dtype.kind == "i" and seeds.size and seeds.min() < 0:
+        raise InvalidArgument(f"{field} must be non-negative")
+    return seeds.astype(np.uint64, copy=False)
+
+
+def write_tensor(tensor: pb.Tensor, array: object) -> None:
+    """Fill a request tensor from an array (the protobuf field takes one copy of the bytes)."""
+    data, dtype, shape = codec.encode_array(array)
+    tensor.data = bytes(data)
+    tensor.dtype = dtype
+    tensor.shape[:] = shape
+
+
+def config_from_proto(message: pb.GameConfig) -> GameConfig:
+    """The engine config a request asks for; unset fields take the engine defaults.
+
+    Densities travel as float32: they are read back as the shortest decimal that float32
+    holds (0.2, not 0.20000000298), so the same config from any client names the same pool.
+    """
+    values = {}
+    for name in _CONFIG_FIELDS:
+        if message.HasField(name):
+            value = getattr(message, name)
+            values[name] = float(str(np.float32(value))) if isinstance(value, float) else int(value)
+    try:
+        return GameConfig(**values)
+    except ValueError as error:
+        raise InvalidArgument(f"config: {error}") from None
+
+
+def config_to_proto(config: GameConfig) -> pb.GameConfig:
+    """Every field set; min_general_distance stays unset when the engine derives it."""
+    return pb.GameConfig(**{k: v for k, v in dataclasses.asdict(config).items() if v is not None})
