@@ -7,7 +7,7 @@
 
 Every array a call returns is a read-only view of the reply's bytes (`np.frombuffer`, no
 copy; under 64 KB, of protobuf's copy of its field): it stays valid as long as you hold it.
-Bulk replies are parsed by `gameserver.service.wire`; refused calls raise `GameFleetError`
+Bulk replies are parsed by `gameserver.wire.replies`; refused calls raise `GameFleetError`
 subclasses carrying the gRPC status (InvalidArgument, NotFound, ResourceExhausted, ...).
 
 Delta observations (`delta=True`) carry only the tiles that changed since the shard last
@@ -69,7 +69,7 @@ from .wire.errors import (
 from .wire.generated import batch_pb2 as pb
 from .wire.limits import channel_options
 from .wire.messages import config_to_proto, write_tensor
-from .wire.replies import Created, Observations, StepResult
+from .wire.replies import Created, Observations, StepReply
 from .wire.services import SERVICE
 
 __all__ = [
@@ -87,7 +87,7 @@ __all__ = [
     "PermissionDenied",
     "ResourceExhausted",
     "SharedView",
-    "StepResult",
+    "StepReply",
     "Topology",
     "Unavailable",
     "Unimplemented",
@@ -310,7 +310,7 @@ class FleetClient:
         delta: bool = False,
         observe: bool = True,
         view: SharedView | None = None,
-    ) -> StepResult:
+    ) -> StepReply:
         """One tick with every seat's move: int [games, players] flat moves or [games, players, 5].
         With `view`, the shard writes the planes into that shared view (same host only)."""
         request = _step_request(ids, actions, masks, delta, observe, view)
@@ -330,7 +330,7 @@ class FleetClient:
         *,
         masks: bool = False,
         observe: bool = True,
-    ) -> StepResult:
+    ) -> StepReply:
         """One move per game for the seat named with its token; returns when every game has stepped."""
         return self._call(
             "SubmitBatchActions", _seat_step_request(ids, actions, seats, tokens, masks, observe)
@@ -382,7 +382,7 @@ class StepStream:
 
     def __init__(self, method: Any) -> None:
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._replies: Iterator[StepResult] = method(iter(self._requests.get, self._END))
+        self._replies: Iterator[StepReply] = method(iter(self._requests.get, self._END))
 
     def __enter__(self) -> StepStream:
         return self
@@ -399,7 +399,7 @@ class StepStream:
         delta: bool = False,
         observe: bool = True,
         view: SharedView | None = None,
-    ) -> StepResult:
+    ) -> StepReply:
         request = _step_request(ids, actions, masks, delta, observe, view)
         read = _reader("StreamSteps", request, view if observe else None)
         self._requests.put(request)
@@ -474,7 +474,7 @@ class AsyncFleetClient:
         delta: bool = False,
         observe: bool = True,
         view: SharedView | None = None,
-    ) -> StepResult:
+    ) -> StepReply:
         request = _step_request(ids, actions, masks, delta, observe, view)
         return await self._call("SubmitBatchActions", request, view if observe else None)
 
@@ -491,7 +491,7 @@ class AsyncFleetClient:
         *,
         masks: bool = False,
         observe: bool = True,
-    ) -> StepResult:
+    ) -> StepReply:
         return await self._call(
             "SubmitBatchActions", _seat_step_request(ids, actions, seats, tokens, masks, observe)
         )
@@ -548,7 +548,7 @@ class AsyncStepStream:
         delta: bool = False,
         observe: bool = True,
         view: SharedView | None = None,
-    ) -> StepResult:
+    ) -> StepReply:
         request = _step_request(ids, actions, masks, delta, observe, view)
         read = _reader("StreamSteps", request, view if observe else None)
         try:

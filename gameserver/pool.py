@@ -6,6 +6,11 @@ reported as unknown instead of silently addressing whatever game now holds its s
 Live ids are kept in one sorted array, which turns id -> slot into one `np.searchsorted`
 plus an equality check: no Python loop over games anywhere on the step path.
 
+Validation happens once per call: `select(ids)` checks the ids (well-formed, distinct, live)
+and resolves them to slots; every method takes either raw ids or that Selection, and hands the
+engine checked slots. A Selection is valid until the pool releases a game (its `version`), so a
+trainer sending the same ids call after call is resolved once and then recognised.
+
 Not thread-safe: one caller at a time per pool (the kernels release the GIL, so a server
 overlaps different pools, not calls on one pool).
 """
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .engine import GameBatch, GameConfig, Observation, action_masks, generate, observe, step
+from .engine.checks import check_actions
 from .sharding import make_game_ids
 from .wire import codec
 
@@ -49,6 +55,23 @@ class PoolFullError(ValueError):
     """A create or adopt that would take the pool past `max_games` (the service's RESOURCE_EXHAUSTED)."""
 
     status_code = "RESOURCE_EXHAUSTED"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Game ids of one pool resolved to their slots: well-formed, distinct and live when made.
+
+    Valid while the pool's `version` is unchanged (only releasing games changes what a live id's
+    slot holds); the pool re-resolves a stale one. Its `ids` array is never modified.
+    """
+
+    ids: np.ndarray  # uint64[B], in the caller's order
+    slots: np.ndarray  # int64[B], contiguous
+    version: int
+
+    @property
+    def size(self) -> int:
+        return self.ids.size
 
 
 @dataclass
@@ -179,6 +202,8 @@ class GamePool:
         self._slot_ids = np.full(capacity, FREE, np.uint64)  # game id held by each slot
         self._index_ids = np.zeros(0, np.uint64)  # live ids, ascending
         self._index_slots = np.zeros(0, np.int64)  # slot of _index_ids[i]
+        self._version = 0  # bumped whenever a game is released (Selections made before go stale)
+        self._last: Selection | None = None  # the last selection made: a trainer resends its ids
 
     @property
     def capacity(self) -> int:
@@ -210,6 +235,31 @@ class GamePool:
         if not found.all():
             raise UnknownGameError(id_array[~found])
         return slots
+
+    def select(self, ids: object) -> Selection:
+        """Check these ids once (well-formed, distinct, live) and resolve them to their slots.
+
+        A Selection of this pool that is still current passes as it is; the same ids as the last
+        selection (a trainer's batch, call after call) give back that selection.
+        """
+        if isinstance(ids, Selection):
+            if ids.version == self._version:
+                return ids
+            ids = ids.ids
+        last = self._last
+        if (
+            last is not None
+            and last.version == self._version
+            and isinstance(ids, np.ndarray)
+            and ids.dtype == np.uint64
+            and np.array_equal(ids, last.ids)
+        ):
+            return last
+        id_array = _id_array(ids)
+        _check_distinct(id_array)
+        id_array = id_array.copy() if id_array is ids else id_array  # the caller may reuse its array
+        self._last = Selection(id_array, np.ascontiguousarray(self.slots_of(id_array)), self._version)
+        return self._last
 
     def create(self, n: int, seeds: object = None, key_hash: int = 0) -> np.ndarray:
         """Start `n` new games (seeded maps) in free slots, growing if needed; returns their ids.
@@ -245,40 +295,48 @@ class GamePool:
 
     def snapshot(self, ids: object) -> bytes:
         """The exact state of these games (codec snapshot format), for `adopt` or the store."""
-        return codec.encode_snapshot(self.batch, self._slots_checked(ids))
+        return codec.encode_snapshot(self.batch, self.select(ids).slots)
 
     def reset(self, ids: object, seeds: object = None) -> None:
         """Regenerate these games' maps in place (same ids, same arrays, a new episode).
 
         Without seeds, each map's seed is `derive_seeds(its current map seed, id)`.
         """
-        id_array = _id_array(ids)
-        slots = self._slots_checked(id_array)
-        generate(
-            self.batch, slots, derive_seeds(self.batch.seed[slots], id_array) if seeds is None else seeds
-        )
+        chosen = self.select(ids)
+        slots = chosen.slots
+        seeds = derive_seeds(self.batch.seed[slots], chosen.ids) if seeds is None else seeds
+        generate(self.batch, slots, seeds, checked=True)
 
     def release(self, ids: object) -> None:
         """End these games and free their slots; their ids are never handed out again."""
-        slots = self._slots_checked(ids)
+        slots = self.select(ids).slots
+        self._version += 1
         self._slot_ids[slots] = FREE
         keep = self._slot_ids[self._index_slots] != FREE
         self._index_ids = self._index_ids[keep]
         self._index_slots = self._index_slots[keep]
 
     def step(
-        self, ids: object, actions: object, observe: bool = True, out: Observation | None = None
+        self,
+        ids: object,
+        actions: object,
+        observe: bool = True,
+        out: Observation | None = None,
+        *,
+        checked: bool = False,
     ) -> PoolStep:
         """Play one tick of these games: actions int[B, players] of flat moves (-1 = pass).
 
         With `observe`, post-step views are written by the fused step+observe kernel into
         `out` (e.g. views of a wire buffer from `codec.allocate_observation`) or a new buffer.
+        `checked`: the actions are already range-checked int32 (a server decoded them).
         """
-        slots = self._slots_checked(ids)
+        slots = self.select(ids).slots
+        moves = actions if checked else check_actions(self.batch, actions, slots.size)
         if observe and out is None:
             out = Observation.allocate(self.config, slots.size)
         out = out if observe else None
-        result = step(self.batch, slots, actions, out)
+        result = step(self.batch, slots, moves, out, checked=True)
         reset = (result.terminated | result.truncated) if self.autoreset else np.zeros(slots.size, np.bool_)
         final = None
         if reset.any():
@@ -289,22 +347,17 @@ class GamePool:
 
     def observe(self, ids: object, out: Observation | None = None) -> Observation:
         """Every player's fog-of-war view of these games."""
-        return observe(self.batch, self._slots_checked(ids), out)
+        return observe(self.batch, self.select(ids).slots, out, checked=True)
 
     def masks(self, ids: object) -> np.ndarray:
         """Legal moves, bit-packed uint8[B, players, mask bytes] (see engine.action_masks)."""
-        return action_masks(self.batch, self._slots_checked(ids))
+        return action_masks(self.batch, self.select(ids).slots, checked=True)
 
     def _lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._index_ids.size == 0:
             return np.zeros(ids.size, np.int64), np.zeros(ids.size, np.bool_)
         pos = np.minimum(np.searchsorted(self._index_ids, ids), self._index_ids.size - 1)
         return self._index_slots[pos], self._index_ids[pos] == ids
-
-    def _slots_checked(self, ids: object) -> np.ndarray:
-        id_array = _id_array(ids)
-        _check_distinct(id_array)
-        return self.slots_of(id_array)
 
     def _free_slots(self, n: int) -> np.ndarray:
         """The n lowest free slots, doubling the storage (capped at max_games) when too few."""
@@ -335,9 +388,9 @@ class GamePool:
 
     def _autoreset(self, slots: np.ndarray, rows: np.ndarray, out: Observation | None) -> None:
         """Regenerate finished games; with `out`, overwrite their rows with the new first views."""
-        generate(self.batch, slots, derive_seeds(self.batch.seed[slots], self._slot_ids[slots]))
+        generate(self.batch, slots, derive_seeds(self.batch.seed[slots], self._slot_ids[slots]), checked=True)
         if out is not None:
-            fresh = observe(self.batch, slots)
+            fresh = observe(self.batch, slots, checked=True)
             for name in ("codes", "armies", "land", "army", "tick"):
                 getattr(out, name)[rows] = getattr(fresh, name)
 

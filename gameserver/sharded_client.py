@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 
 from .client import FleetClient, GameFleetError, NotFound, SharedView, Topology, Unavailable, _reader
-from .router import plan as fanout
+from .router import fanout
 from .wire.limits import MAX_GAMES_PER_CALL, channel_options
 from .wire.services import SERVICE
 

@@ -1,6 +1,6 @@
 """Recovery from Redis: a killed shard's games come back at exactly their last logged tick.
 
-Every test plays the same calls on a DurablePool and on a plain reference GamePool, "kills"
+Every test plays the same calls on a durable pool (Durability.wrap) and on a plain reference GamePool, "kills"
 the durable one (its writer stops without flushing), recovers its games from a real
 redis-server into a fresh pool and compares every array of every game bit for bit.
 """
@@ -15,7 +15,7 @@ from redis_fixture import RedisServer
 
 from gameserver.agents import expander_actions, random_actions
 from gameserver.engine import GameConfig
-from gameserver.fleet.durability import Durability, DurablePool
+from gameserver.fleet.durability import Durability, PoolRecorder
 from gameserver.fleet.recovery import recover, recover_shard
 from gameserver.fleet.store import FleetStore, StoreUnavailableError
 from gameserver.pool import GamePool
@@ -89,11 +89,11 @@ def issue_ids_like(reference: GamePool, pool: GamePool) -> None:
 
 def durable(
     store: FleetStore, shard: str = "shard-a", mode: str = "log", **options
-) -> tuple[Durability, DurablePool]:
+) -> tuple[Durability, PoolRecorder]:
     """A pool whose snapshot rounds come every `snapshot_every` steps, however fast (no interval)."""
     pool_options = {k: options.pop(k) for k in ("autoreset", "seed") if k in options}
     durability = Durability(store, shard, mode, heartbeat_s=0.05, snapshot_interval_s=0, **options)
-    return durability, DurablePool(CONFIG, 8, durability=durability, **pool_options)
+    return durability, durability.wrap(GamePool(CONFIG, 8, **pool_options))
 
 
 @pytest.mark.parametrize("autoreset", [False, True], ids=["no-autoreset", "autoreset"])
@@ -302,7 +302,7 @@ def test_recovering_ten_thousand_games_timing(store):
     is about what one default snapshot interval (0.5 s) leaves to replay."""
     config = GameConfig()
     durability = Durability(store, "big", "log", snapshot_every=1000)
-    pool = DurablePool(config, 10_000, 10_000, autoreset=True, durability=durability)
+    pool = durability.wrap(GamePool(config, 10_000, 10_000, autoreset=True))
     ids = pool.create(10_000, key_hash=KEY)
     for t in range(STEPS_TO_REPLAY):
         pool.step(
@@ -343,7 +343,7 @@ def test_snapshot_mode_counts_failed_writes_while_redis_is_down_then_catches_up(
 
 def test_rounds_wait_for_the_snapshot_interval(store):
     durability = Durability(store, "shard-a", "log", snapshot_every=1, snapshot_interval_s=60)
-    pool = DurablePool(CONFIG, 8, durability=durability)
+    pool = durability.wrap(GamePool(CONFIG, 8))
     ids = pool.create(4, key_hash=KEY)
     for t in range(30):
         pool.step(ids, actions_for(pool, ids, t))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_service_e2e import SHORT, moves, twin_pool
 
-from gameserver.client import Aborted, AsyncFleetClient, FleetClient, GameFleetError, NotFound, StepResult
+from gameserver.client import Aborted, AsyncFleetClient, FleetClient, GameFleetError, NotFound, StepReply
 from gameserver.engine import GameConfig
 from gameserver.pool import GamePool
 from gameserver.wire.generated import batch_pb2 as pb
@@ -52,7 +52,7 @@ def server_pool(shard, ids: np.ndarray) -> GamePool:
     return shard.server.games.route(ids).groups[0][0].pool
 
 
-def assert_seat_rows(result: StepResult, seats: np.ndarray, local, masks: np.ndarray | None = None) -> None:
+def assert_seat_rows(result: StepReply, seats: np.ndarray, local, masks: np.ndarray | None = None) -> None:
     """A seat call's reply is its seat's rows of the self-play step (every player's counts)."""
     rows = np.arange(seats.size)
     np.testing.assert_array_equal(result.rewards[:, 0], local.rewards[rows, seats])

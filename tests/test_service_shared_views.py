@@ -12,7 +12,7 @@ import pytest
 
 from gameserver.client import AsyncFleetClient, FailedPrecondition, SharedView
 from gameserver.engine import GameConfig
-from gameserver.router import plan as fanout
+from gameserver.router import fanout
 from gameserver.sharding import HashRing
 from gameserver.shared_views import PREFIX, SharedViewCache
 from gameserver.wire import codec

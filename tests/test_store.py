@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from gameserver.engine import GameBatch, GameConfig
-from gameserver.fleet.durability import Durability, DurablePool
+from gameserver.fleet.durability import Durability
 from gameserver.fleet.records import decode_records, encode_records
 from gameserver.fleet.store import FleetStore
 from gameserver.pool import GamePool, IdSource
@@ -101,7 +101,7 @@ def test_log_entries_read_back_in_order_after_a_position(store):
 
 def test_every_key_has_a_ttl(store):
     durability = Durability(store, "shard-a", "log", snapshot_every=2, heartbeat_s=0.05)
-    pool = DurablePool(CONFIG, 8, durability=durability)
+    pool = durability.wrap(GamePool(CONFIG, 8))
     ids = pool.create(6, key_hash=7)
     for _ in range(5):
         pool.step(ids, np.full((6, CONFIG.players), -1))
@@ -135,7 +135,7 @@ def test_registry_lists_live_shards_and_forgets_silent_ones(store):
 
 def test_a_shard_heartbeats_its_load_until_it_closes(store):
     durability = Durability(store, "10.0.0.3:50051", "off", heartbeat_s=0.05, capacity=64)
-    pool = DurablePool(CONFIG, 8, durability=durability)
+    pool = durability.wrap(GamePool(CONFIG, 8))
     pool.create(5)
     time.sleep(0.2)
     [shard] = store.list_shards(alive_within_s=5)

@@ -20,8 +20,9 @@ from redis_fixture import RedisServer
 
 from gameserver.client import FleetClient, InvalidArgument
 from gameserver.engine import GameConfig
-from gameserver.fleet.durability import Durability, DurablePool
+from gameserver.fleet.durability import Durability
 from gameserver.fleet.store import FleetStore
+from gameserver.pool import GamePool
 from gameserver.telemetry import collectors, grpc_server, metrics
 from gameserver.telemetry.exposition import AUTO, READY_PREFIX, add_metrics_argument, serve_metrics
 from gameserver.telemetry.histograms import ArrayHistogram, exponential_buckets
@@ -231,7 +232,7 @@ def test_redis_lag_is_read_from_durability_at_scrape(tmp_path) -> None:
     with RedisServer(tmp_path) as redis_server:
         store = FleetStore(redis_server.url, "lag", ttl_s=600, timeout_s=2)
         durability = Durability(store, "lag-shard", "log", snapshot_every=10_000, snapshot_interval_s=60)
-        pool = DurablePool(SHORT, 8, durability=durability)
+        pool = durability.wrap(GamePool(SHORT, 8))
         collectors.watch_durability(durability)
         ids = pool.create(4)
         pool.flush()  # every game recorded: nothing trails

@@ -15,8 +15,8 @@ shared machine falls on both sides alike; the figure reported is the median bloc
 spread (quartiles) and the CPU share other processes took (this process, the fleets'
 processes and redis-server excluded). Only the step call is timed (with deltas, plus
 applying them into the client's buffer), moves come from the random legal-move agent
-outside the clock, games autoreset. Recovery is timed in this process: a DurablePool (mode
-log) plays the games, is "killed" (its writer stops without flushing), and `recover` rebuilds
+outside the clock, games autoreset. Recovery is timed in this process: a pool behind its
+log-mode recorder plays the games, is "killed" (its writer stops without flushing), and `recover` rebuilds
 them into a fresh pool; the rebuilt games are checked bit for bit against the originals.
 """
 
@@ -40,7 +40,7 @@ from rich.table import Table
 
 from ..agents import random_actions
 from ..client import FleetClient
-from ..fleet.durability import Durability, DurablePool
+from ..fleet.durability import Durability
 from ..fleet.recovery import recover
 from ..fleet.store import FleetStore
 from ..local_fleet import LocalFleet
@@ -192,7 +192,7 @@ def recovery(url: str, settings: Settings, disturbance: Disturbance) -> dict[str
     store = FleetStore(url, "bench-recovery", ttl_s=600)
     durability = Durability(store, "bench-shard", "log", snapshot_every=100, snapshot_interval_s=0)
     games = settings.recovery_games
-    pool = DurablePool(BOARD, games, games, autoreset=True, durability=durability, seed=3)
+    pool = durability.wrap(GamePool(BOARD, games, games, autoreset=True, seed=3))
     ids = pool.create(games, key_hash=7)
     for tick in range(settings.recovery_ticks):
         obs = pool.observe(ids)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .buffers import Observation, StepResult
-from .config import PASS, TERMINATED, TRUNCATED
+from .buffers import EngineStep, Observation
+from .checks import check_actions, check_slots, integer_array, mask_bytes
+from .config import TERMINATED, TRUNCATED
 from .kernels import mask_parallel, mask_serial, observe_parallel, observe_serial, step_parallel, step_serial
 from .mapgen import generate_parallel, generate_serial
 from .state import GameBatch
@@ -32,48 +33,6 @@ def chunks(games: int) -> int:
     return min(games, nb.get_num_threads() * 4)
 
 
-def _integer_array(name: str, values: object, ndim: int) -> np.ndarray:
-    array = np.asarray(values)
-    if array.ndim != ndim:
-        raise ValueError(f"{name} must be a {ndim}-D array, got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
-    return array
-
-
-def check_slots(batch: GameBatch, slots: object) -> np.ndarray:
-    """Slots as a contiguous int64 array, each in range and each at most once."""
-    s = _integer_array("slots", slots, 1)
-    if s.size == 0:
-        return s.astype(np.int64)
-    low, high = s.min(), s.max()
-    if low < 0 or high >= batch.capacity:
-        bad = s[(s < 0) | (s >= batch.capacity)]
-        raise ValueError(f"slots out of range [0, {batch.capacity}): {bad[:8].tolist()}")
-    s = np.ascontiguousarray(s, np.int64)
-    # Pools usually pass ascending slots: one pass proves uniqueness; otherwise sort.
-    if s.size > 1 and not np.all(s[1:] > s[:-1]):
-        ordered = np.sort(s)
-        dup = ordered[1:][ordered[1:] == ordered[:-1]]
-        if dup.size:
-            raise ValueError(f"slots must be distinct in one call; repeated: {np.unique(dup)[:8].tolist()}")
-    return s
-
-
-def check_actions(batch: GameBatch, actions: object, games: int) -> np.ndarray:
-    a = _integer_array("actions", actions, 2)
-    players = batch.config.players
-    if a.shape != (games, players):
-        raise ValueError(f"actions must have shape (games, players) = ({games}, {players}), got {a.shape}")
-    limit = batch.config.num_actions
-    if a.size and (a.min() < PASS or a.max() >= limit):
-        bad = np.argwhere((a < PASS) | (a >= limit))[0]
-        raise ValueError(
-            f"action out of range [-1, {limit}) for game index {bad[0]}, player {bad[1]}: {a[tuple(bad)]}"
-        )
-    return np.ascontiguousarray(a, np.int32)
-
-
 def _check_output(batch: GameBatch, out: Observation, games: int) -> None:
     p, t = batch.config.players, batch.config.tiles
     expected = {
@@ -92,10 +51,11 @@ def _check_output(batch: GameBatch, out: Observation, games: int) -> None:
             )
 
 
-def generate(batch: GameBatch, slots: object, seeds: object) -> None:
-    """(Re)generate the maps of `slots` from `seeds` in place; the games start at tick 0."""
-    s = check_slots(batch, slots)
-    sd = _integer_array("seeds", seeds, 1)
+def generate(batch: GameBatch, slots: object, seeds: object, *, checked: bool = False) -> None:
+    """(Re)generate the maps of `slots` from `seeds` in place; the games start at tick 0.
+    (`checked`: the slots are, as in `step`; seeds are always checked.)"""
+    s = slots if checked else check_slots(batch, slots)
+    sd = integer_array("seeds", seeds, 1)
     if sd.shape != s.shape:
         raise ValueError(f"seeds must have one entry per slot ({s.size}), got {sd.shape}")
     if sd.size and sd.min() < 0:
@@ -135,10 +95,25 @@ def generate(batch: GameBatch, slots: object, seeds: object) -> None:
         array[s] = getattr(fresh, name)
 
 
-def step(batch: GameBatch, slots: object, actions: object, out: Observation | None = None) -> StepResult:
-    """Advance each game in `slots` by one tick; with `out`, also write post-step observations."""
-    s = check_slots(batch, slots)
-    a = check_actions(batch, actions, s.size)
+def step(
+    batch: GameBatch,
+    slots: object,
+    actions: object,
+    out: Observation | None = None,
+    *,
+    checked: bool = False,
+) -> EngineStep:
+    """Advance each game in `slots` by one tick; with `out`, also write post-step observations.
+
+    `checked`: the caller has validated `slots` (`check_slots`) and `actions` (`check_actions`)
+    at its own edge (a pool resolving ids, a server decoding a request), so they are not
+    checked again here.
+    """
+    if checked:
+        s, a = slots, actions
+    else:
+        s = check_slots(batch, slots)
+        a = check_actions(batch, actions, s.size)
     if out is not None:
         _check_output(batch, out, s.size)
     cfg = batch.config
@@ -170,12 +145,14 @@ def step(batch: GameBatch, slots: object, actions: object, out: Observation | No
         chunks(s.size),
     )
     status = batch.status[s]
-    return StepResult(rewards=rewards, terminated=status == TERMINATED, truncated=status == TRUNCATED)
+    return EngineStep(rewards=rewards, terminated=status == TERMINATED, truncated=status == TRUNCATED)
 
 
-def observe(batch: GameBatch, slots: object, out: Observation | None = None) -> Observation:
-    """Every player's fog-of-war view of the games in `slots`."""
-    s = check_slots(batch, slots)
+def observe(
+    batch: GameBatch, slots: object, out: Observation | None = None, *, checked: bool = False
+) -> Observation:
+    """Every player's fog-of-war view of the games in `slots` (`checked`: as in `step`)."""
+    s = slots if checked else check_slots(batch, slots)
     if out is None:
         out = Observation.allocate(batch.config, s.size)
     else:
@@ -200,14 +177,9 @@ def observe(batch: GameBatch, slots: object, out: Observation | None = None) -> 
     return out
 
 
-def mask_bytes(tiles: int) -> int:
-    """Bytes of one player's bit-packed move mask (4 direction bits per tile)."""
-    return (tiles * 4 + 7) // 8
-
-
-def action_masks(batch: GameBatch, slots: object) -> np.ndarray:
+def action_masks(batch: GameBatch, slots: object, *, checked: bool = False) -> np.ndarray:
     """Legal moves, bit-packed: uint8[B, P, mask_bytes], bit t*4+d (little bit order)."""
-    s = check_slots(batch, slots)
+    s = slots if checked else check_slots(batch, slots)
     cfg = batch.config
     out = np.zeros((s.size, cfg.players, mask_bytes(cfg.tiles)), np.uint8)
     kernel = mask_serial if s.size < SERIAL_BELOW else mask_parallel

@@ -47,8 +47,10 @@ class Observation:
 
 
 @dataclass
-class StepResult:
-    """Per-game outcome of one step: rewards float32[B, P], terminated/truncated bool[B]."""
+class EngineStep:
+    """What the engine reports for one step of B slots: rewards float32[B, P], terminated/truncated
+    bool[B]. (A pool adds autoreset and views: pool.PoolStep; a shard request: shard.games.ShardStep;
+    the client reads wire.replies.StepReply.)"""
 
     rewards: np.ndarray
     terminated: np.ndarray

@@ -8,7 +8,7 @@ serial form for small batches, where waking the thread pool costs more than the 
 import numba as nb
 import numpy as np
 
-from .observe import mask_game, observe_game, observe_scratch
+from .fog import mask_game, observe_game, observe_scratch
 from .rules import step_game
 
 

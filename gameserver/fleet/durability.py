@@ -1,5 +1,8 @@
 """Durability: a shard's GamePools made to outlive the shard, through a FleetStore.
 
+A strategy per mode wraps a pool's calls (`Durability.wrap(pool)`: PoolRecorder for off,
+SnapshotRecorder, LogRecorder); the pool itself knows nothing of Redis.
+
 Modes:
   off       nothing leaves the process (no Redis needed).
   snapshot  a writer thread records each pool's changed games every `snapshot_every` steps, at
@@ -34,8 +37,8 @@ from typing import Literal, TypeVar
 import numpy as np
 
 from ..engine import GameBatch, GameConfig, Observation
-from ..engine.api import check_actions
-from ..pool import GamePool, IdSource, PoolStep
+from ..engine.checks import check_actions
+from ..pool import GamePool, IdSource, PoolStep, Selection
 from ..wire import codec
 from .records import EntryId, encode_records
 from .store import ORIGIN, FleetStore, LogAppender, StoreUnavailableError
@@ -59,7 +62,7 @@ class _Capture:
     capture, so once written the pool's records cover its log entries up to `position`.
     """
 
-    pool: DurablePool
+    pool: SnapshotRecorder
     ids: np.ndarray
     batch: GameBatch
     position: EntryId
@@ -135,7 +138,7 @@ class Durability:
         self.state = "SERVING"  # reported to the registry; DRAINING while games move away
         self.unlogged_steps = 0
         self.failed_writes = 0
-        self._pools: list[DurablePool] = []
+        self._recorders: list[PoolRecorder] = []
         self._lock = threading.Lock()  # pools' capture bookkeeping, the log position, counters
         self._last_id: EntryId = ORIGIN
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -147,18 +150,22 @@ class Durability:
             self._thread = threading.Thread(target=self._run, name=f"durability-{shard}", daemon=True)
             self._thread.start()
 
+    def wrap(self, pool: GamePool) -> PoolRecorder:
+        """The strategy of this durability's mode around `pool`: change its games through it."""
+        return _RECORDERS[self.mode](pool, self)
+
     @property
     def degraded(self) -> bool:
         """Some acknowledged change is not durable yet (it will be once Redis answers)."""
         if self.mode == "log":
-            return any(p._resync for p in self._pools)
-        return self.mode == "snapshot" and any(p._full_next for p in self._pools)
+            return any(p._resync for p in self._recorders)
+        return self.mode == "snapshot" and any(p._full_next for p in self._recorders)
 
     def close(self, flush: bool = True) -> None:
         """Stop the writer. With `flush` (clean shutdown), record every changed game first and
         leave the registry; without, drop queued writes as a killed process would."""
         if flush:
-            for pool in self._pools:
+            for pool in self._recorders:
                 try:
                     pool.flush()
                 except StoreUnavailableError as error:
@@ -168,7 +175,7 @@ class Durability:
             self._queue.put(_STOP)
             self._thread.join()
             self._thread = None
-        for pool in self._pools:
+        for pool in self._recorders:
             pool._close_log()
         if flush and self.store is not None:
             try:
@@ -180,7 +187,7 @@ class Durability:
         """How far the records in Redis trail the play (read by the telemetry at scrape time)."""
         now = time.monotonic()
         with self._lock:
-            last, pools = self._last_id, list(self._pools)
+            last, pools = self._last_id, list(self._recorders)
         behind = [p for p in pools if p._dirty or p._pending or p._full_next or p._resync]
         logged = [p._covered for p in behind if self.mode == "log" and p._covered != ORIGIN]
         return DurabilityLag(
@@ -288,7 +295,7 @@ class Durability:
             return  # their close entries still stand in for the records not yet deleted
         with self._lock:
             floor = self._last_id
-            for pool in self._pools:
+            for pool in self._recorders:
                 if pool._dirty or pool._pending or pool._resync or pool._full_next:
                     floor = min(floor, pool._covered)
         try:
@@ -298,7 +305,7 @@ class Durability:
 
     def _tick(self) -> None:
         """Heartbeat, TTL refresh, and a check that Redis still holds this shard's data."""
-        ids = [p.ids for p in self._pools]
+        ids = [p.ids for p in self._recorders]
         live = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
         try:
             if self.mode != "off":
@@ -313,7 +320,7 @@ class Durability:
         created = self.store.mark_alive(self.shard)
         if created and self._marked:
             log.warning("shard %s: Redis lost this shard's data; rewriting every record", self.shard)
-            for pool in self._pools:
+            for pool in self._recorders:
                 if self.mode == "log":
                     pool._resync = True
                 else:
@@ -321,88 +328,321 @@ class Durability:
         self._marked = True
 
 
-class DurablePool(GamePool):
-    """A GamePool whose changes reach the store as its Durability's mode says.
+class PoolRecorder:
+    """Mode off, and the base of the other strategies: a GamePool's calls passed straight through.
 
-    Same contract as GamePool (one caller at a time; bad input changes nothing and logs
-    nothing), plus StoreUnavailableError from the mutating calls under on_redis_error="fail".
+    A recorder wraps one pool (composition: the pool knows nothing of Redis) and offers the
+    pool's interface, so it stands in for the pool wherever games change: writes go through the
+    strategy, reads straight to the pool. Same contract as GamePool (one caller at a time; bad
+    input changes nothing and logs nothing), plus StoreUnavailableError from the writes under
+    on_redis_error="fail" in the modes that record.
     """
 
-    def __init__(
-        self,
-        config: GameConfig,
-        capacity: int = 1024,
-        max_games: int = 1 << 20,
-        *,
-        seed: int = 0,
-        autoreset: bool = False,
-        id_source: IdSource | None = None,
-        durability: Durability,
-    ) -> None:
-        super().__init__(config, capacity, max_games, seed=seed, autoreset=autoreset, id_source=id_source)
+    mode: Mode = "off"
+    defer_confirmation = False  # LogRecorder: a server confirms a step's entry after its reply is built
+
+    def __init__(self, pool: GamePool, durability: Durability | None = None) -> None:
+        self.pool = pool
         self.durability = durability
-        self._appender: LogAppender | None = None  # this pool's connection for its log entries
+        # What Durability reads of every recorder (lag, trimming, degraded): nothing pending here.
         self._dirty: list[np.ndarray] = []  # ids changed since the last covering capture
-        self._ticks = 0  # steps since the last round
-        self._last_round = time.monotonic()
-        self._ended: list[np.ndarray] = []  # games whose episode ended, not yet captured
-        self._last_ended = self._last_round  # when they were last captured
-        self._checked: np.ndarray | None = None  # the last ids found live and distinct
         self._pending = 0  # covering captures queued, not yet written
         self._covered: EntryId = ORIGIN  # its log entries up to here are covered by records
         self._full_next = False  # a covering write failed: the next round takes every game
         self._resync = False  # its log has a gap: rewrite every record before logging again
+        self._last_round = time.monotonic()
+        if durability is not None:  # without one (no Redis at all), nothing reads this recorder
+            with durability._lock:
+                durability._recorders.append(self)
+
+    # Reads: the pool's own -------------------------------------------------------------------
+
+    @property
+    def config(self) -> GameConfig:
+        return self.pool.config
+
+    @property
+    def batch(self) -> GameBatch:
+        return self.pool.batch
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.pool.ids
+
+    @property
+    def autoreset(self) -> bool:
+        return self.pool.autoreset
+
+    @property
+    def id_source(self) -> IdSource:
+        return self.pool.id_source
+
+    @property
+    def active_games(self) -> int:
+        return self.pool.active_games
+
+    def select(self, ids: object) -> Selection:
+        return self.pool.select(ids)
+
+    def slots_of(self, ids: object) -> np.ndarray:
+        return self.pool.slots_of(ids)
+
+    def contains(self, ids: object) -> np.ndarray:
+        return self.pool.contains(ids)
+
+    def observe(self, ids: object, out: Observation | None = None) -> Observation:
+        return self.pool.observe(ids, out)
+
+    def masks(self, ids: object) -> np.ndarray:
+        return self.pool.masks(ids)
+
+    # Writes ------------------------------------------------------------------------------------
+
+    def create(self, n: int, seeds: object = None, key_hash: int = 0) -> np.ndarray:
+        return self.pool.create(n, seeds, key_hash)
+
+    def adopt(self, ids: object, snapshot: codec.Snapshot) -> None:
+        self.pool.adopt(ids, snapshot)
+
+    def step(
+        self,
+        ids: object,
+        actions: object,
+        observe: bool = True,
+        out: Observation | None = None,
+        *,
+        checked: bool = False,
+    ) -> PoolStep:
+        return self.pool.step(ids, actions, observe, out, checked=checked)
+
+    def reset(self, ids: object, seeds: object = None) -> None:
+        self.pool.reset(ids, seeds)
+
+    def release(self, ids: object) -> None:
+        self.pool.release(ids)
+
+    def hand_off(self, ids: object) -> None:
+        raise ValueError("games can move only through Redis: durability mode snapshot or log")
+
+    def flush(self) -> None:
+        """Record every changed game now and wait (before a drain or a clean shutdown)."""
+
+    def confirm(self) -> None:
+        """Wait for the log entry of a step whose confirmation was deferred (mode log only)."""
+
+    def _close_log(self) -> None:
+        """Drop this pool's log connection (mode log only)."""
+
+
+class SnapshotRecorder(PoolRecorder):
+    """Mode snapshot: changed games are recorded in rounds by the writer thread, off the step path."""
+
+    mode: Mode = "snapshot"
+
+    def __init__(self, pool: GamePool, durability: Durability) -> None:
+        super().__init__(pool, durability)
+        self._ticks = 0  # steps since the last round
+        self._ended: list[np.ndarray] = []  # games whose episode ended, not yet captured
+        self._last_ended = self._last_round  # when they were last captured
+
+    def create(self, n: int, seeds: object = None, key_hash: int = 0) -> np.ndarray:
+        self.confirm()
+        ids = self.pool.create(n, seeds, key_hash)
+        self._created(ids)
+        return ids
+
+    def _created(self, ids: np.ndarray) -> None:
+        self._mark(ids.copy())  # the caller owns `ids`
+
+    def adopt(self, ids: object, snapshot: codec.Snapshot) -> None:
+        """Take in games (recovery, migration) and record them here before returning, so their
+        records name this shard from then on."""
+        self.confirm()
+        self.pool.adopt(ids, snapshot)
+        self._admit("adopt", np.array(ids, np.uint64))
+
+    def step(
+        self,
+        ids: object,
+        actions: object,
+        observe: bool = True,
+        out: Observation | None = None,
+        *,
+        checked: bool = False,
+    ) -> PoolStep:
+        self.confirm()
+        chosen = self.pool.select(ids)
+        result = self.pool.step(chosen, actions, observe, out, checked=checked)
+        self._mark(chosen.ids)
+        self._stepped(chosen.ids, result)
+        return result
+
+    def _stepped(self, ids: np.ndarray, result: PoolStep) -> None:
+        """After a step (its entry confirmed): episode ends and snapshot rounds."""
+        ended = result.terminated | result.truncated
+        if ended.any():
+            self._ended.append(ids[ended])
+        self._ticks += 1
+        if not self._resync:  # until then, a position might miss an entry whose reply was lost
+            self._record_due()
+
+    def reset(self, ids: object, seeds: object = None) -> None:
+        self.confirm()
+        chosen = self.pool.select(ids)
+        seed_array = None if seeds is None else _checked_seeds(seeds, chosen.size)
+        self._mark(chosen.ids)
+        self._logged("reset", chosen.ids, seed_array, lambda: self.pool.reset(chosen, seed_array))
+
+    def release(self, ids: object) -> None:
+        self.confirm()
+        chosen = self.pool.select(ids)
+        self._logged("close", chosen.ids, None, lambda: self.pool.release(chosen))
+        self.durability._queue.put(_Forget(chosen.ids))
+
+    def hand_off(self, ids: object) -> None:
+        """Drop games another shard has taken over (a drain): here only. Their records and log are
+        the new owner's now, so nothing is logged or deleted. Flush before the new owner
+        recovers them, and call this right after, so no capture of them is left to write."""
+        self.confirm()
+        self.pool.release(ids)
+
+    def flush(self) -> None:
+        self.confirm()
+        self._round(wait=True)
+
+    def _logged(self, kind: str, ids: np.ndarray, data: np.ndarray | None, apply: Callable[[], T]) -> T:
+        """Apply a call (mode log: with its entry in the log; see LogRecorder)."""
+        return apply()
+
+    def _position(self) -> EntryId:
+        """The log position a capture taken now is consistent with."""
+        return ORIGIN
+
+    def _admit(self, kind: str, ids: np.ndarray, seeds: np.ndarray | None = None) -> None:
+        """Record new games before the call returns; under "fail", undo the call if Redis fails."""
+        try:
+            if self._resync:
+                self._resynchronise()  # records every game, these included
+                return
+            self._capture(ids, covering=False, position=self._entry(kind, ids, seeds), wait=True)
+        except StoreUnavailableError as error:
+            if self.durability.on_redis_error == "fail":
+                self.pool.release(ids)
+                raise
+            self._gap()
+            self.durability._lost(error)
+
+    def _entry(self, kind: str, ids: np.ndarray, data: np.ndarray | None) -> EntryId:
+        """The log position new games are recorded at (mode log: their entry's)."""
+        return ORIGIN
+
+    def _gap(self) -> None:
+        """Redis missed a change: the next round records every game."""
+        self._full_next = True
+
+    def _resynchronise(self) -> None:
+        """Mode log only: rewrite every record after a gap in the log."""
+
+    # Records ----------------------------------------------------------------------------------
+
+    def _mark(self, ids: np.ndarray) -> None:
+        """Remember changed games (before logging them: see Durability._trim). A trainer steps
+        the same ids call after call, so a repeat of the last array is not stored again. The
+        arrays kept are never modified (a Selection's ids, or a copy)."""
+        if self._dirty and (self._dirty[-1] is ids or np.array_equal(self._dirty[-1], ids)):
+            return
+        self._dirty.append(ids)
+        if len(self._dirty) >= _COMPACT_DIRTY:
+            self._dirty = [np.unique(np.concatenate(self._dirty))]
+
+    def _record_due(self) -> None:
+        """After a step: a round when due, else the games whose episode ended when due."""
+        d, now = self.durability, time.monotonic()
+        if self._ticks >= d.snapshot_every and now - self._last_round >= d.snapshot_interval_s:
+            self._round()
+        elif self._ended and now - self._last_ended >= d.snapshot_interval_s / 10:
+            ended = np.concatenate(self._ended)
+            self._ended, self._last_ended = [], now
+            self._capture(ended[self.pool.contains(ended)], covering=False)
+
+    def _round(self, wait: bool = False) -> None:
+        """A covering capture of the games changed since the last one (all of them after a failed
+        write). Skipped while the previous one is still being written: the changes keep. With
+        `wait`, it also waits for the captures queued before it."""
+        with self.durability._lock:
+            busy = self._pending > 0
+        if busy and not wait:
+            return
+        self._ticks, self._last_round = 0, time.monotonic()
+        self._ended = []  # dirty too: this round takes them
+        if self._full_next:
+            ids = self.pool.ids
+        else:
+            ids = np.unique(np.concatenate(self._dirty)) if self._dirty else np.zeros(0, np.uint64)
+            ids = ids[self.pool.contains(ids)]
+        if ids.size or wait:
+            self._capture(ids, covering=True, wait=wait)
+
+    def _capture(
+        self, ids: np.ndarray, *, covering: bool, position: EntryId | None = None, wait: bool = False
+    ) -> None:
+        """Copy these games' rows (a memcpy on the caller's thread) and queue them for the writer."""
+        d = self.durability
+        slots = self.pool.slots_of(ids)
+        rows = GameBatch(self.config, **{name: a[slots] for name, a in self.pool.batch.arrays().items()})
+        job = _Capture(self, ids, rows, self._position() if position is None else position, covering)
+        job.done = threading.Event() if wait else None
+        if covering:
+            with d._lock:
+                self._dirty = []
+                self._full_next = False
+                self._pending += 1
+        d._queue.put(job)
+        if wait:
+            if not job.done.wait(d.sync_timeout_s):
+                raise StoreUnavailableError(f"recording games timed out after {d.sync_timeout_s} s")
+            if job.error is not None:
+                raise job.error
+
+
+class LogRecorder(SnapshotRecorder):
+    """Mode log: snapshot, plus one XADD per batch call, in Redis before the call is acknowledged."""
+
+    mode: Mode = "log"
+
+    def __init__(self, pool: GamePool, durability: Durability) -> None:
+        super().__init__(pool, durability)
+        self._appender: LogAppender | None = None  # this pool's connection for its log entries
         self._next_try = 0.0  # monotonic time of the next attempt to resynchronise
         # A server sets this: a step returns before its log entry is confirmed, and the server
         # calls `confirm` once its reply is built (the round trip hidden behind that work too).
         self.defer_confirmation = False
         self._unconfirmed: tuple[np.ndarray, PoolStep] | None = None  # a step awaiting `confirm`
         self._awaiting = False  # set by _logged for `step`: its entry is sent, not yet confirmed
-        with durability._lock:
-            durability._pools.append(self)
 
-    @property
-    def _mode(self) -> Mode:
-        return self.durability.mode
-
-    def create(self, n: int, seeds: object = None, key_hash: int = 0) -> np.ndarray:
-        self.confirm()
-        ids = super().create(n, seeds, key_hash)
-        if self._mode == "log":
-            self._admit("create", ids, self.batch.seed[self.slots_of(ids)])
-        elif self._mode == "snapshot":
-            self._mark(ids)
-        return ids
-
-    def adopt(self, ids: object, snapshot: codec.Snapshot) -> None:
-        """Take in games (recovery, migration) and record them here before returning, so their
-        records name this shard from then on."""
-        self.confirm()
-        super().adopt(ids, snapshot)
-        if self._mode != "off":
-            self._admit("adopt", np.asarray(ids, np.uint64))
+    def _created(self, ids: np.ndarray) -> None:
+        self._admit("create", ids, self.pool.batch.seed[self.pool.slots_of(ids)])
 
     def step(
-        self, ids: object, actions: object, observe: bool = True, out: Observation | None = None
+        self,
+        ids: object,
+        actions: object,
+        observe: bool = True,
+        out: Observation | None = None,
+        *,
+        checked: bool = False,
     ) -> PoolStep:
-        if self._mode == "off":
-            return super().step(ids, actions, observe, out)
         self.confirm()
-        if self._mode == "log":
-            id_array = self._checked_ids(ids)
-            moves = check_actions(self.batch, actions, id_array.size)
-            self._mark(id_array)
-            result = self._logged(
-                "step", id_array, moves, lambda: GamePool.step(self, id_array, moves, observe, out)
-            )
-            if self._awaiting:
-                self._unconfirmed = (id_array, result)
-                return result
-        else:
-            result = super().step(ids, actions, observe, out)
-            id_array = np.asarray(ids).astype(np.uint64, copy=False)
-            self._mark(id_array)
-        self._stepped(id_array, result)
+        chosen = self.pool.select(ids)
+        moves = actions if checked else check_actions(self.pool.batch, actions, chosen.size)
+        self._mark(chosen.ids)
+        result = self._logged(
+            "step", chosen.ids, moves, lambda: self.pool.step(chosen, moves, observe, out, checked=True)
+        )
+        if self._awaiting:
+            self._unconfirmed = (chosen.ids, result)
+            return result
+        self._stepped(chosen.ids, result)
         return result
 
     def confirm(self) -> None:
@@ -411,59 +651,21 @@ class DurablePool(GamePool):
         Redis failed under on_redis_error="fail"."""
         if self._unconfirmed is None:
             return
-        id_array, result = self._unconfirmed
+        ids, result = self._unconfirmed
         self._unconfirmed = None
         self._awaiting = False
         if self._receive(applied=True):
-            self._stepped(id_array, result)
-
-    def _stepped(self, id_array: np.ndarray, result: PoolStep) -> None:
-        """After a step (its entry confirmed): episode ends and snapshot rounds."""
-        ended = result.terminated | result.truncated
-        if ended.any():
-            self._ended.append(id_array[ended])
-        self._ticks += 1
-        if not self._resync:  # until then, a position might miss an entry whose reply was lost
-            self._record_due()
-
-    def reset(self, ids: object, seeds: object = None) -> None:
-        if self._mode == "off":
-            return super().reset(ids, seeds)
-        self.confirm()
-        id_array = self._checked_ids(ids)
-        seed_array = None if seeds is None else _checked_seeds(seeds, id_array.size)
-        self._mark(id_array)
-        self._logged("reset", id_array, seed_array, lambda: GamePool.reset(self, id_array, seed_array))
-
-    def release(self, ids: object) -> None:
-        if self._mode == "off":
-            return super().release(ids)
-        self.confirm()
-        id_array = self._checked_ids(ids)
-        self._checked = None
-        self._logged("close", id_array, None, lambda: GamePool.release(self, id_array))
-        self.durability._queue.put(_Forget(id_array))
-
-    def hand_off(self, ids: object) -> None:
-        """Drop games another shard has taken over (a drain): here only. Their records and log are
-        the new owner's now, so nothing is logged or deleted. Flush before the new owner
-        recovers them, and call this right after, so no capture of them is left to write."""
-        self.confirm()
-        GamePool.release(self, self._checked_ids(ids))
-        self._checked = None
+            self._stepped(ids, result)
 
     def flush(self) -> None:
-        """Record every changed game now and wait (before a drain or a clean shutdown)."""
         self.confirm()
-        if self._mode == "log" and self._resync:
+        if self._resync:
             self._resynchronise()
-        elif self._mode != "off":
+        else:
             self._round(wait=True)
 
-    # Logging --------------------------------------------------------------------------------
-
     def _logged(self, kind: str, ids: np.ndarray, data: np.ndarray | None, apply: Callable[[], T]) -> T:
-        """Apply a call whose log entry is in Redis before this returns (mode `log`).
+        """Apply a call whose log entry is in Redis before this returns.
 
         A step's entry is sent, the step applied while it travels, and the entry confirmed before
         this returns (the round trip hidden behind the kernel). Under "fail" other calls wait for
@@ -471,8 +673,6 @@ class DurablePool(GamePool):
         after it ran raises StoreUnavailableError with `applied` set (in memory, not acknowledged).
         Under "degrade" every call overlaps: a failure only counts, the call stands.
         """
-        if self._mode != "log":
-            return apply()
         overlap = kind == "step" or self.durability.on_redis_error == "degrade"
         sent = self._send(kind, ids, data)
         if sent and not overlap:
@@ -521,11 +721,17 @@ class DurablePool(GamePool):
 
     def _unavailable(self, error: StoreUnavailableError) -> None:
         """The log now has a gap (or, under "fail", maybe an entry for a refused call)."""
-        self._resync = True
-        self._next_try = time.monotonic() + self.durability.retry_s
+        self._gap()
         self.durability._lost(error)
 
-    def _append(self, kind: str, ids: np.ndarray, data: np.ndarray | None = None) -> EntryId:
+    def _gap(self) -> None:
+        self._resync = True
+        self._next_try = time.monotonic() + self.durability.retry_s
+
+    def _position(self) -> EntryId:
+        return self.durability._position()
+
+    def _entry(self, kind: str, ids: np.ndarray, data: np.ndarray | None) -> EntryId:
         entry = self._log().append(kind, ids, data)
         self.durability._advance(entry)
         return entry
@@ -542,108 +748,16 @@ class DurablePool(GamePool):
 
     def _resynchronise(self) -> None:
         """Rewrite every game's record at a new log position; the gap before it stops mattering."""
-        position = self._append("mark", np.zeros(0, np.uint64))
-        self._capture(self.ids, covering=True, position=position, wait=True)
+        position = self._entry("mark", np.zeros(0, np.uint64), None)
+        self._capture(self.pool.ids, covering=True, position=position, wait=True)
         self._resync = False
 
-    def _admit(self, kind: str, ids: np.ndarray, seeds: np.ndarray | None = None) -> None:
-        """Record new games before the call returns; under "fail", undo the call if Redis fails."""
-        try:
-            if self._resync:
-                self._resynchronise()  # records every game, these included
-                return
-            position = self._append(kind, ids, seeds) if self._mode == "log" else ORIGIN
-            self._capture(ids, covering=False, position=position, wait=True)
-        except StoreUnavailableError as error:
-            if self.durability.on_redis_error == "fail":
-                super().release(ids)
-                self._checked = None
-                raise
-            if self._mode == "log":
-                self._resync = True
-                self._next_try = time.monotonic() + self.durability.retry_s
-            else:
-                self._full_next = True
-            self.durability._lost(error)
 
-    # Records ----------------------------------------------------------------------------------
-
-    def _checked_ids(self, ids: object) -> np.ndarray:
-        """GamePool's id rules (well-formed, live, distinct), checked before anything is logged.
-
-        A trainer sends the same ids call after call: an array equal to the last one that passed
-        passes again until a release (the only call that makes a live id unknown).
-        """
-        same_type = isinstance(ids, np.ndarray) and ids.dtype == np.uint64
-        if same_type and self._checked is not None and np.array_equal(self._checked, ids):
-            return self._checked
-        id_array = np.asarray(ids)
-        self.slots_of(id_array)
-        id_array = id_array.astype(np.uint64)
-        ascending = id_array.size < 2 or np.all(id_array[1:] > id_array[:-1])
-        if not ascending and np.unique(id_array).size != id_array.size:
-            raise ValueError("game ids must be distinct in one call")
-        self._checked = id_array
-        return id_array
-
-    def _mark(self, ids: np.ndarray) -> None:
-        """Remember changed games (before logging them: see Durability._trim). A trainer steps
-        the same ids call after call, so a repeat of the last array is not stored again."""
-        if self._dirty and (self._dirty[-1] is ids or np.array_equal(self._dirty[-1], ids)):
-            return
-        self._dirty.append(ids if ids is self._checked else ids.copy())  # _checked is never modified
-        if len(self._dirty) >= _COMPACT_DIRTY:
-            self._dirty = [np.unique(np.concatenate(self._dirty))]
-
-    def _record_due(self) -> None:
-        """After a step: a round when due, else the games whose episode ended when due."""
-        d, now = self.durability, time.monotonic()
-        if self._ticks >= d.snapshot_every and now - self._last_round >= d.snapshot_interval_s:
-            self._round()
-        elif self._ended and now - self._last_ended >= d.snapshot_interval_s / 10:
-            ended = np.concatenate(self._ended)
-            self._ended, self._last_ended = [], now
-            self._capture(ended[self.contains(ended)], covering=False)
-
-    def _round(self, wait: bool = False) -> None:
-        """A covering capture of the games changed since the last one (all of them after a failed
-        write). Skipped while the previous one is still being written: the changes keep. With
-        `wait`, it also waits for the captures queued before it."""
-        with self.durability._lock:
-            busy = self._pending > 0
-        if busy and not wait:
-            return
-        self._ticks, self._last_round = 0, time.monotonic()
-        self._ended = []  # dirty too: this round takes them
-        if self._full_next:
-            ids = self.ids
-        else:
-            ids = np.unique(np.concatenate(self._dirty)) if self._dirty else np.zeros(0, np.uint64)
-            ids = ids[self.contains(ids)]
-        if ids.size or wait:
-            self._capture(ids, covering=True, wait=wait)
-
-    def _capture(
-        self, ids: np.ndarray, *, covering: bool, position: EntryId | None = None, wait: bool = False
-    ) -> None:
-        """Copy these games' rows (a memcpy on the caller's thread) and queue them for the writer."""
-        d = self.durability
-        slots = self.slots_of(ids)
-        rows = GameBatch(self.config, **{name: a[slots] for name, a in self.batch.arrays().items()})
-        if position is None:
-            position = d._position() if self._mode == "log" else ORIGIN
-        job = _Capture(self, ids, rows, position, covering, threading.Event() if wait else None)
-        if covering:
-            with d._lock:
-                self._dirty = []
-                self._full_next = False
-                self._pending += 1
-        d._queue.put(job)
-        if wait:
-            if not job.done.wait(d.sync_timeout_s):
-                raise StoreUnavailableError(f"recording games timed out after {d.sync_timeout_s} s")
-            if job.error is not None:
-                raise job.error
+_RECORDERS: dict[str, type[PoolRecorder]] = {
+    "off": PoolRecorder,
+    "snapshot": SnapshotRecorder,
+    "log": LogRecorder,
+}
 
 
 def _checked_seeds(seeds: object, games: int) -> np.ndarray:

@@ -10,6 +10,7 @@ adopted by the target with their ids, so a target never holds a half-replayed ga
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -20,7 +21,16 @@ from ..wire import codec
 from .records import EntryId, StoredGames
 from .store import FleetStore, LogEntry
 
-Target = GamePool | Callable[[GameConfig, bool], GamePool]  # a pool, or the pool for (config, autoreset)
+
+class Adopter(Protocol):
+    """Where recovered games go: a GamePool, or a recorder around one (which records them)."""
+
+    autoreset: bool
+
+    def adopt(self, ids: object, snapshot: codec.Snapshot) -> None: ...
+
+
+Target = Adopter | Callable[[GameConfig, bool], Adopter]  # a pool, or the pool for (config, autoreset)
 
 
 def recover(
@@ -34,7 +44,8 @@ def recover(
     """Restore the recorded games of these key hashes (or these ids), optionally only those
     `owner` held, at their last logged tick; returns their ids, ascending.
 
-    Adopting into a DurablePool records the games under its shard before this returns.
+    Adopting through a recorder (Durability.wrap) records the games under its shard before this
+    returns.
     """
     stored = store.load_games(key_hashes=key_hashes, game_ids=game_ids)
     replay = _Replay(stored, owner)
@@ -138,7 +149,7 @@ class _Replay:
             ids = pool.ids
             if not ids.size:
                 continue  # all closed before the shard died
-            target = into if isinstance(into, GamePool) else into(pool.config, pool.autoreset)
+            target = into(pool.config, pool.autoreset) if callable(into) else into
             if target.autoreset != pool.autoreset:
                 raise ValueError(
                     f"games recorded with autoreset={pool.autoreset} cannot go to a pool with "

@@ -1,15 +1,12 @@
-"""FleetStore: the Redis side of durability and the shard registry, and nothing else.
+"""FleetStore: the Redis side of durability (game records, the action log) on top of the
+fleet's registry (registry.py: connection, key naming, shard registry, errors), and nothing else.
 
-Keys (all under `gamefleet:<fleet>:`, all expiring `ttl_s` after their last write):
+Keys (all under `gamefleet:<fleet>:`, all expiring `ttl_s` after their last write), besides
+registry.py's:
   snap:<key hash>   HASH game id -> game record (records.py: owner, log position, snapshot)
   log:<shard>       STREAM one entry per batch call of that shard (step, reset, close, ...)
   keys:<shard>      SET key hashes that shard has recorded games for (what to recover)
   owners            SET shards that have recorded games (finds dead shards' games)
-  shards            HASH shard address -> JSON load report
-  heartbeats        ZSET shard address -> Redis server time of its last heartbeat
-  alive:<shard>     STRING set by a running shard: its absence means Redis lost the shard's data
-  drain             HASH pod name -> unix time the operator asked that shard to drain
-  claim:<name>      STRING holder of a short lease (one shard at a time recovers a dead shard)
 
 Games are grouped by placement key hash because a key is the unit of placement: when the
 ring moves a key, all its games move, and one HGETALL fetches them. A record names its
@@ -21,51 +18,34 @@ and replay would then play it twice. A failure is a StoreUnavailableError instea
 
 from __future__ import annotations
 
-import json
-import select
-import socket
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import NoReturn
 
 import numpy as np
 import redis
-from redis.backoff import NoBackoff
 from redis.client import Pipeline
-from redis.retry import Retry
 
 from .records import EntryId, StoredGames, decode_records, record_owner
+from .registry import FleetRegistry, ShardInfo, StoreUnavailableError
+
+__all__ = [
+    "ORIGIN",
+    "FleetStore",
+    "LogAppender",
+    "LogEntry",
+    "ShardInfo",
+    "StoreUnavailableError",
+    "format_entry_id",
+    "parse_entry_id",
+]
 
 ORIGIN: EntryId = (0, 0)  # before every entry
 _READ_BATCH = 512  # stream entries per XRANGE
 # Entry kinds: step, reset, close, create, adopt, mark (a position only). Their data's dtype:
 # Step actions fit int16: the largest board has 64 * 64 * 8 = 2**15 flat moves (and -1, pass).
 _DATA_DTYPES = {"step": np.dtype("<i2"), "reset": np.dtype("<u8"), "create": np.dtype("<u8")}
-T = TypeVar("T")
-_RELEASE_CLAIM = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-)
-
-
-class StoreUnavailableError(ConnectionError):
-    """Redis could not be reached or refused a write (the service answers UNAVAILABLE).
-
-    `applied`: the call it failed had already taken effect in memory (a step runs while its log
-    entry travels): it is not acknowledged, and the records catch up once Redis answers.
-    """
-
-    applied = False
-    status_code = "UNAVAILABLE"
-
-    @property
-    def status_details(self) -> str:
-        if self.applied:  # Redis failed while the step ran: done here, not durable, not acknowledged
-            return (
-                "durability store unavailable: the step was applied but its log entry was not "
-                f"confirmed, so it is not acknowledged; read the games before retrying: {self}"
-            )
-        return f"durability store unavailable, the call changed nothing (on-redis-error=fail): {self}"
 
 
 @dataclass(frozen=True)
@@ -78,15 +58,6 @@ class LogEntry:
     data: np.ndarray | None
 
 
-@dataclass(frozen=True)
-class ShardInfo:
-    address: str
-    load: int  # active games
-    capacity: int
-    state: str  # SERVING or DRAINING
-    heartbeat: float  # Redis server time (s) of the last heartbeat
-
-
 def parse_entry_id(raw: bytes | str) -> EntryId:
     ms, _, seq = (raw.decode() if isinstance(raw, bytes) else raw).partition("-")
     return int(ms), int(seq or 0)
@@ -94,15 +65,6 @@ def parse_entry_id(raw: bytes | str) -> EntryId:
 
 def format_entry_id(entry: EntryId) -> str:
     return f"{entry[0]}-{entry[1]}"
-
-
-def _resp(*args: bytes | str | memoryview) -> bytes:
-    """One command in the Redis protocol (RESP), as a single buffer: one send per call."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode() if isinstance(arg, str) else arg
-        parts += [b"$%d\r\n" % len(data), data, b"\r\n"]
-    return b"".join(parts)
 
 
 def _runs(ids: np.ndarray) -> np.ndarray:
@@ -125,62 +87,12 @@ def _raw(array: np.ndarray, dtype: str | np.dtype) -> memoryview:
     return memoryview(np.ascontiguousarray(array, dtype)).cast("B")
 
 
-def _client(target: str | redis.Redis, timeout_s: float) -> redis.Redis:
-    if isinstance(target, str):
-        return redis.Redis.from_url(
-            target,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
-    kwargs = target.get_connection_kwargs()
-    retry = kwargs.get("retry")  # without one, a connection retries only for retry_on_error/_timeout
-    retries = retry.get_retries() if retry is not None else int(bool(kwargs.get("retry_on_error")))
-    if retries or kwargs.get("retry_on_timeout"):
-        raise ValueError(
-            "pass a redis client built with retry=Retry(NoBackoff(), 0) (or a URL): "
-            "a retried XADD could log one step twice"
-        )
-    if kwargs.get("decode_responses"):
-        raise ValueError("the redis client must return bytes (decode_responses=False)")
-    return target
-
-
-class FleetStore:
-    """One fleet's keys in Redis. Thread-safe (a pool of connections); every call may raise
-    StoreUnavailableError."""
-
-    def __init__(self, redis_target: str | redis.Redis, fleet: str, ttl_s: int, *, timeout_s: float = 2.0):
-        if not fleet or ":" in fleet:
-            raise ValueError(f"fleet must be a non-empty name without ':', got {fleet!r}")
-        if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or ttl_s < 1:
-            raise ValueError(f"ttl_s must be a positive int, got {ttl_s!r}")
-        self.fleet = fleet
-        self.ttl_s = ttl_s
-        self.prefix = f"gamefleet:{fleet}:"
-        self.redis = _client(redis_target, timeout_s)
-
-    def key(self, *parts: object) -> str:
-        return self.prefix + ":".join(str(p) for p in parts)
+class FleetStore(FleetRegistry):
+    """One fleet's keys in Redis: the registry's, plus game records and action logs. Thread-safe
+    (a pool of connections); every call may raise StoreUnavailableError."""
 
     def _snap_key(self, key_hash: int) -> str:
         return self.key("snap", f"{key_hash:08x}")
-
-    def _call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except redis.RedisError as error:
-            raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
-
-    def _pipeline(self, fill: Callable[[Pipeline], object]) -> list:
-        """Run the commands `fill` queues in one round trip."""
-
-        def run() -> list:
-            pipe = self.redis.pipeline(transaction=False)
-            fill(pipe)
-            return pipe.execute()
-
-        return self._call(run)
 
     # Action log ---------------------------------------------------------------------------
 
@@ -222,35 +134,23 @@ class FleetStore:
         if not ids.size:
             return
         key_hashes = ids >> np.uint64(32)
+        unique = np.unique(key_hashes).tolist()
         fields = [str(i).encode() for i in ids.tolist()]
-        commands = []
-        for key_hash in np.unique(key_hashes).tolist():
+        commands: list[tuple] = []
+        for key_hash in unique:
             key = self._snap_key(key_hash)
-            pairs = [
-                a
-                for r in np.flatnonzero(key_hashes == key_hash).tolist()
-                for a in (fields[r], records[r].data)
-            ]
-            commands += [_resp("HSET", key, *pairs), _resp("EXPIRE", key, str(self.ttl_s))]
-        commands.append(_resp("SADD", self.key("keys", owner), *map(str, np.unique(key_hashes).tolist())))
-        commands.append(_resp("SADD", self.key("owners"), owner))
-        commands += [
-            _resp("EXPIRE", key, str(self.ttl_s)) for key in (self.key("keys", owner), self.key("owners"))
-        ]
-        self._raw(commands)
-
-    def _raw(self, commands: list[bytes]) -> list:
-        """Send pre-built commands on a pooled connection and read their replies (raw I/O: see
-        _RawConnection)."""
+            rows = np.flatnonzero(key_hashes == key_hash).tolist()
+            commands.append(("HSET", key, *[a for r in rows for a in (fields[r], records[r].data)]))
+            commands.append(("EXPIRE", key, self.ttl_s))
+        commands.append(("SADD", self.key("keys", owner), *unique))
+        commands.append(("SADD", self.key("owners"), owner))
+        commands += [("EXPIRE", key, self.ttl_s) for key in (self.key("keys", owner), self.key("owners"))]
         pool = self.redis.connection_pool
+        connection = self._call(pool.get_connection)
         try:
-            connection = pool.get_connection()
-        except redis.RedisError as error:
-            raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
-        raw = _RawConnection(connection)
-        try:
-            raw.send(commands)
-            return raw.receive(len(commands))
+            link = _Link(connection)
+            link.send(commands)
+            link.receive(len(commands))
         finally:
             pool.release(connection)
 
@@ -321,9 +221,6 @@ class FleetStore:
         if left == 0:
             self._call(self.redis.srem, self.key("owners"), shard)
 
-    def owners(self) -> list[str]:
-        return sorted(o.decode() for o in self._call(self.redis.smembers, self.key("owners")))
-
     def touch(self, shard: str, key_hashes: Sequence[int]) -> None:
         """Refresh the TTLs of a live shard's keys, so an idle game's record does not expire."""
 
@@ -335,171 +232,48 @@ class FleetStore:
 
         self._pipeline(fill)
 
-    # Shard registry ------------------------------------------------------------------------
 
-    def heartbeat(
-        self, address: str, load: int, capacity: int, state: str = "SERVING", *, dead_after_s: float = 30.0
-    ) -> None:
-        """Report a shard alive with its load; forget shards silent for `dead_after_s`."""
-        if state not in ("SERVING", "DRAINING"):
-            raise ValueError(f"state must be SERVING or DRAINING, got {state!r}")
-        now = self._now()
-        info = json.dumps({"load": int(load), "capacity": int(capacity), "state": state})
-        shards, beats = self.key("shards"), self.key("heartbeats")
-        dead = self._call(self.redis.zrangebyscore, beats, "-inf", now - dead_after_s)
-
-        def fill(pipe: Pipeline) -> None:
-            if dead:
-                pipe.zrem(beats, *dead)
-                pipe.hdel(shards, *dead)
-            pipe.hset(shards, address, info)
-            pipe.zadd(beats, {address: now})
-            pipe.expire(shards, self.ttl_s)
-            pipe.expire(beats, self.ttl_s)
-
-        self._pipeline(fill)
-
-    def list_shards(self, alive_within_s: float) -> list[ShardInfo]:
-        """Shards that heartbeat within the last `alive_within_s` seconds (Redis time), by address."""
-        now = self._now()
-        beats = self._call(
-            self.redis.zrangebyscore, self.key("heartbeats"), now - alive_within_s, "+inf", withscores=True
-        )
-        if not beats:
-            return []
-        infos = self._call(self.redis.hmget, self.key("shards"), [a for a, _ in beats])
-        shards = []
-        for (address, when), raw in zip(beats, infos, strict=True):
-            if raw is not None:
-                info = json.loads(raw)
-                shards.append(
-                    ShardInfo(address.decode(), info["load"], info["capacity"], info["state"], when)
-                )
-        return sorted(shards, key=lambda s: s.address)
-
-    def remove_shard(self, address: str) -> None:
-        """A clean shutdown: leave the registry at once instead of by expiry."""
-        self._pipeline(
-            lambda p: [p.zrem(self.key("heartbeats"), address), p.hdel(self.key("shards"), address)]
-        )
-
-    def mark_alive(self, shard: str) -> bool:
-        """Set (and refresh) the shard's marker key; True when it was missing: the first call,
-        or Redis lost the shard's data (restarted empty, flushed, expired)."""
-        key = self.key("alive", shard)
-        created, _ = self._pipeline(
-            lambda p: [p.set(key, 1, nx=True, ex=self.ttl_s), p.expire(key, self.ttl_s)]
-        )
-        return bool(created)
-
-    def orphaned_shards(self, alive_within_s: float) -> list[str]:
-        """Shards with recorded games that no longer heartbeat: their games await recovery."""
-        alive = {s.address for s in self.list_shards(alive_within_s)}
-        return [owner for owner in self.owners() if owner not in alive]
-
-    def drain_requested(self, pod: str) -> bool:
-        """Whether the operator asked this shard (by pod name) to drain (operator/README.md)."""
-        return bool(self._call(self.redis.hexists, self.key("drain"), pod))
-
-    def claim(self, name: str, holder: str, ttl_s: float) -> bool:
-        """Take the lease `name` for `ttl_s` seconds unless someone else holds it."""
-        key = self.key("claim", name)
-        taken = self._call(self.redis.set, key, holder, nx=True, px=max(1, int(ttl_s * 1000)))
-        return bool(taken) or self._call(self.redis.get, key) == holder.encode()
-
-    def release_claim(self, name: str, holder: str) -> None:
-        """Give the lease back if `holder` still holds it (else it expired and another took it)."""
-        self._call(self.redis.eval, _RELEASE_CLAIM, 1, self.key("claim", name), holder)
-
-    def purge(self) -> int:
-        """Delete every key of the fleet; returns how many (the fleet is gone for good)."""
-
-        def unlink_all() -> int:
-            keys = list(self.redis.scan_iter(match=f"{self.prefix}*", count=1000))
-            return self.redis.unlink(*keys) if keys else 0
-
-        return self._call(unlink_all)
-
-    def _now(self) -> float:
-        seconds, micros = self._call(self.redis.time)
-        return seconds + micros / 1e6
-
-
-class _RawConnection:
-    """A redis-py connection (it connects: TLS, AUTH, HELLO, SELECT) on whose socket we do our own
-    I/O: one send of pre-built RESP, and a short parse of the replies. On the paths that run for
-    every step or every snapshot round, redis-py's command machinery costs more than the round
-    trip itself. Any error drops the connection, so a half-read reply never lingers."""
+class _Link:
+    """A redis-py Connection driven directly, for the two bulk paths (put_games, LogAppender):
+    redis-py packs the commands and parses the replies; the packed pieces go out joined, in one
+    send. redis-py would send them piece by piece (one per memoryview, else ~6 KB each): a step's
+    entry then takes about twice as long, and a pipeline 2-3x as long for a snapshot round
+    (`python -m gameserver.bench.store`). A command is never retried; any error drops the
+    connection, so no reply of it lingers for the next command, and raises StoreUnavailableError."""
 
     def __init__(self, connection: redis.connection.AbstractConnection) -> None:
         self.connection = connection
 
-    def send(self, requests: list[bytes]) -> None:
+    def send(self, commands: list[tuple]) -> None:
+        """Send `commands` (each a tuple of arguments), reconnecting first if Redis hung up."""
+        connection = self.connection
         try:
-            sock = self._socket()
-            for request in requests:
-                sock.sendall(request)
+            connection.connect()  # a no-op while connected
+            try:  # readable before a request: Redis hung up (or restarted) since the last one
+                stale = connection.can_read()
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                stale = True
+            if stale:
+                connection.disconnect()
+                connection.connect()
+            connection.send_packed_command([b"".join(connection.pack_commands(commands))])
         except (OSError, redis.RedisError) as error:
             self._drop(error)
 
     def receive(self, replies: int) -> list:
+        """The next `replies` replies; an error reply raises (StoreUnavailableError)."""
         try:
-            sock, data = self.connection._sock, b""
-            while (parsed := _parse_replies(data, replies)) is None:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError("connection closed by Redis")
-                data += chunk
-            return parsed
+            return [self.connection.read_response() for _ in range(replies)]
         except (OSError, redis.RedisError) as error:
             self._drop(error)
-
-    def _socket(self) -> socket.socket:
-        """The connected socket. Readable before a request means Redis hung up (or restarted)
-        since the last one: reconnect rather than fail the request."""
-        connection = self.connection
-        if connection._sock is not None:
-            poll = select.poll()  # not select(): a server's descriptors can pass FD_SETSIZE
-            poll.register(connection._sock, select.POLLIN)
-            if poll.poll(0):
-                connection.disconnect()
-        if connection._sock is None:
-            connection.connect()
-        return connection._sock
 
     def _drop(self, error: Exception) -> NoReturn:
         self.connection.disconnect()
         raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
 
 
-def _parse_replies(data: bytes, count: int) -> list | None:
-    """`count` replies (simple string, integer, bulk string or null) from the start of `data`;
-    None while incomplete. An error reply raises ResponseError."""
-    replies, at = [], 0
-    while len(replies) < count:
-        end = data.find(b"\r\n", at)
-        if end < 0:
-            return None
-        kind, line = data[at : at + 1], data[at + 1 : end]
-        at = end + 2
-        if kind == b"$" and int(line) >= 0:
-            if len(data) < at + int(line) + 2:
-                return None
-            replies.append(data[at : at + int(line)])
-            at += int(line) + 2
-        elif kind in (b"$", b"_"):
-            replies.append(None)
-        elif kind == b":":
-            replies.append(int(line))
-        elif kind == b"+":
-            replies.append(line)
-        else:
-            raise redis.ResponseError(line.decode(errors="replace"))
-    return replies
-
-
 class LogAppender:
-    """XADDs to one shard's log from the step path, on a connection of its own (raw I/O).
+    """XADDs to one shard's log from the step path, on a connection of its own (see _Link).
 
     `send` and `receive` are apart so a caller can overlap the round trip with the work it
     logs. Every XADD travels with an EXPIRE (the TTL refresh). Ids go as runs of consecutive
@@ -510,8 +284,8 @@ class LogAppender:
 
     def __init__(self, store: FleetStore, shard: str) -> None:
         self._key = store.key("log", shard)
-        self._expire = _resp("EXPIRE", self._key, str(store.ttl_s))
-        self._raw = _RawConnection(store.redis.connection_pool.make_connection())
+        self._expire = ("EXPIRE", self._key, store.ttl_s)
+        self._raw = _Link(store.redis.connection_pool.make_connection())  # a bare connection of its own
         self._ids: np.ndarray | None = None  # the last ids array sent, and its encoding:
         self._ids_field: tuple[str, memoryview] = ("ids", memoryview(b""))  # a trainer resends it
 
@@ -525,7 +299,7 @@ class LogAppender:
         fields = ["k", kind, *self._ids_field]
         if data is not None:
             fields += ["d", _raw(data, _DATA_DTYPES.get(kind, data.dtype))]
-        self._raw.send([_resp("XADD", self._key, "*", *fields) + self._expire])
+        self._raw.send([("XADD", self._key, "*", *fields), self._expire])
 
     def receive(self) -> EntryId:
         """The id of the entry sent last (once Redis has it, the call it logs is durable)."""

@@ -23,7 +23,7 @@ from ..wire.limits import channel_options
 from ..wire.messages import read_tensor, write_tensor
 from ..wire.replay import info_from_proto, read_fields, write_fields
 from .buffer import SampleBatch
-from .transitions import CapturedPlanes, Planes, StepOutcome, capture, make_transitions, transition_spec
+from .transitions import CapturedPlanes, Planes, StepFlags, capture, make_transitions, transition_spec
 
 _END = object()
 
@@ -134,13 +134,13 @@ class TransitionPusher:
         ids: np.ndarray,
         before: CapturedPlanes,
         actions: np.ndarray,
-        step: StepOutcome,
+        step: StepFlags,
         after: Planes,
         final: Planes | None,
     ) -> None:
         """Queue one step's transitions (blocks while `max_pending` batches wait to be sent).
 
-        `step` is the step's PoolStep or client StepResult; `after` the views after it and
+        `step` is the step's PoolStep or client StepReply; `after` the views after it and
         `final` the finished episodes' last views (`final_observation(s)` of either).
         """
         self._raise_failure()

@@ -20,7 +20,7 @@ import numpy as np
 from ..engine import GameConfig
 from ..wire.errors import FailedPrecondition, GameFleetError, Unavailable
 from .client import TransitionPusher
-from .transitions import CapturedPlanes, Planes, StepOutcome
+from .transitions import CapturedPlanes, Planes, StepFlags
 
 log = logging.getLogger(__name__)
 RECONNECT_AFTER_S = 1.0
@@ -58,7 +58,7 @@ class TransitionSink:
         ids: np.ndarray,
         before: CapturedPlanes,
         actions: np.ndarray,
-        step: StepOutcome,
+        step: StepFlags,
         after: Planes,
         final: Planes | None,
     ) -> None:

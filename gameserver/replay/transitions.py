@@ -25,8 +25,8 @@ class Planes(Protocol):
     armies: np.ndarray
 
 
-class StepOutcome(Protocol):
-    """What a step reports per game (PoolStep and the client's StepResult both do)."""
+class StepFlags(Protocol):
+    """What a step reports per game (PoolStep and the client's StepReply both do)."""
 
     rewards: np.ndarray
     terminated: np.ndarray
@@ -64,7 +64,7 @@ def make_transitions(
     ids: np.ndarray,
     before: Planes,
     actions: np.ndarray,
-    step: StepOutcome,
+    step: StepFlags,
     after: Planes,
     final: Planes | None,
     seats: np.ndarray | None = None,

@@ -21,7 +21,7 @@ from ..engine import GameConfig, Observation
 from ..engine.config import PASS
 from ..pool import GamePool, derive_seeds
 from ..replay.client import TransitionPusher
-from ..replay.transitions import Planes, StepOutcome
+from ..replay.transitions import Planes, StepFlags
 from .recorder import EpisodeRecorder
 from .replay_files import dumps
 from .selfplay import SelfPlayReport
@@ -38,7 +38,7 @@ class PoolGames:
         self.ids = self.pool.create(games, seeds)
         self.view: Observation = self.pool.observe(self.ids)
 
-    def step(self, actions: np.ndarray) -> tuple[StepOutcome, Planes | None]:
+    def step(self, actions: np.ndarray) -> tuple[StepFlags, Planes | None]:
         outcome = self.pool.step(self.ids, actions)
         self.view = outcome.observation
         return outcome, outcome.final_observation
@@ -73,7 +73,7 @@ class FleetGames:
         self._buffer = ObservationBuffer(created.config, games)
         self.view: Observation = self._buffer.apply(created.observations)
 
-    def step(self, actions: np.ndarray) -> tuple[StepOutcome, Planes | None]:
+    def step(self, actions: np.ndarray) -> tuple[StepFlags, Planes | None]:
         result = self.client.step(self.ids, actions, delta=True)
         self.view = self._buffer.apply(result.observations)
         return result, result.final_observations

@@ -1,2 +1,2 @@
 """The fleet service: the same BatchGameService in front of many shards. A pure fan-out plan
-(plan.py: split a request by shard with numpy), channels to shards, topology sources, the server."""
+(fanout.py: split a request by shard with numpy), channels to shards, topology sources, the server."""

@@ -31,7 +31,7 @@ from ..wire.errors import NotFound, Unavailable, abort
 from ..wire.generated import batch_pb2 as pb
 from ..wire.messages import parse_request
 from ..wire.services import SERVICE
-from . import plan as fanout
+from . import fanout
 from .channels import ShardChannels
 
 log = logging.getLogger(__name__)

@@ -5,10 +5,13 @@ request's ids are grouped by pool with one searchsorted over a shard-wide index 
 over the few pools, never over games). Engine work runs on a thread pool (the kernels
 release the GIL), so calls on different pools step in parallel while an asyncio.Lock per
 pool keeps each GamePool to one caller. Every call checks all of its input, under the
-locks, before it changes any game.
+locks, before it changes any game: each group's ids are resolved to slots once there
+(`GamePool.select`, where no close can make them stale), and everything inside takes that
+Selection; actions arrive range-checked from the servicer.
 
-With a Durability (durability.py), the pools are DurablePools: their changes reach Redis as
-its mode says, and games move in and out whole (`adopt`, `hand_off`) for failover and drain.
+Every change goes through the pool's recorder (fleet/durability.py: off, snapshot or log, the
+strategy of the shard's durability mode), which reaches Redis as its mode says; games move in
+and out whole (`adopt`, `hand_off`) for failover and drain.
 
 Results are handed to a `finish` callback that runs in the worker, still under the locks:
 the observation planes are views of per-pool scratch buffers that the next call reuses,
@@ -29,8 +32,8 @@ import numpy as np
 
 from ..engine import GameConfig, Observation
 from ..engine.config import RUNNING
-from ..fleet.durability import Durability, DurablePool
-from ..pool import GamePool, IdSource, UnknownGameError
+from ..fleet.durability import Durability, PoolRecorder
+from ..pool import GamePool, IdSource, Selection, UnknownGameError
 from ..replay.sink import TransitionSink
 from ..telemetry import metrics, tracing
 from ..wire import codec
@@ -42,7 +45,6 @@ from .roles import PLAIN, PoolRole, step_with_role
 
 T = TypeVar("T")
 _FIELDS = ("codes", "armies", "land", "army", "tick")
-_SHOWN = 8  # offending ids named in an error
 # Calls on fewer tiles (games x players x tiles) run on the event loop: their kernels take
 # microseconds, less than the hand-off to a worker thread and back, which would dominate a
 # one-game round trip. 40 games of 20x20 for 2 players; one 64x64 game of 8 is over.
@@ -63,8 +65,8 @@ class Views:
 
 
 @dataclass
-class Stepped:
-    """One step of a request's games, in request order (see wire.StepResult for the fields)."""
+class ShardStep:
+    """One step of a request's games, in request order (see wire.replies.StepReply for the fields)."""
 
     rewards: np.ndarray
     terminated: np.ndarray
@@ -76,16 +78,18 @@ class Stepped:
 
 
 class PoolEntry:
-    """A GamePool and what the shard keeps beside it: its lock, delta views, scratch planes and
-    the shard's role in its games (seats it plays, transitions it pushes: shard_play.py)."""
+    """A GamePool and what the shard keeps beside it: the recorder its changes go through, its lock,
+    delta views, scratch planes and the shard's role in its games (seats it plays, transitions it
+    pushes: roles.py)."""
 
-    def __init__(self, index: int, pool: GamePool, role: PoolRole = PLAIN) -> None:
+    def __init__(self, index: int, recorder: PoolRecorder, role: PoolRole = PLAIN) -> None:
         self.index = index
-        self.pool = pool
+        self.recorder = recorder
+        self.pool = recorder.pool  # reads
         self.role = role
         self.lock = asyncio.Lock()
-        self.deltas = DeltaViews(pool.config.players, pool.config.tiles)
-        self._scratch = Observation.allocate(pool.config, 0)
+        self.deltas = DeltaViews(self.pool.config.players, self.pool.config.tiles)
+        self._scratch = Observation.allocate(self.pool.config, 0)
 
     def out(self, games: int) -> Observation:
         """Views of the first `games` rows of reusable planes (grown by doubling, never shrunk)."""
@@ -95,18 +99,24 @@ class PoolEntry:
         return Observation(s.codes[:games], s.armies[:games], s.land[:games], s.army[:games], s.tick[:games])
 
     def observe(
-        self, ids: np.ndarray, masks: bool, delta: bool, out: Observation | None = None, *, fresh: bool = True
+        self,
+        chosen: Selection,
+        masks: bool,
+        delta: bool,
+        out: Observation | None = None,
+        *,
+        fresh: bool = True,
     ) -> Views:
         """Views of these games: planes, masks, delta. The planes are written into `out` (scratch
         when None) unless `fresh` is False: then `out` already holds them (a step wrote them)."""
         if out is None or fresh:
-            out = self.pool.observe(ids, self.out(ids.size) if out is None else out)
+            out = self.pool.observe(chosen, self.out(chosen.size) if out is None else out)
         if delta:
-            change = self.deltas.encode(ids, out.codes, out.armies)
+            change = self.deltas.encode(chosen.ids, out.codes, out.armies)
         else:
-            self.deltas.record(ids, out.codes, out.armies)
+            self.deltas.record(chosen.ids, out.codes, out.armies)
             change = None
-        return Views(out, self.pool.masks(ids) if masks else None, change)
+        return Views(out, self.pool.masks(chosen) if masks else None, change)
 
 
 @dataclass
@@ -132,6 +142,14 @@ class Route:
         """(pool, its ids, their rows) per group; with `rows_of`, that array's rows instead of ids."""
         source = self.ids if rows_of is None else rows_of
         return [(entry, source if rows is None else source[rows], rows) for entry, rows in self.groups]
+
+    def select(self) -> list[tuple[PoolEntry, Selection, np.ndarray | None]]:
+        """Under the locks, before any change: every group's ids resolved to slots, once (raises
+        NotFound if a close that ran since routing took some of them)."""
+        try:
+            return [(entry, entry.pool.select(ids), rows) for entry, ids, rows in self.parts()]
+        except UnknownGameError as error:
+            raise NotFound(error.message) from None
 
 
 class ShardGames:
@@ -172,12 +190,8 @@ class ShardGames:
         return [entry.pool for entry in self._entries]
 
     def route(self, ids: np.ndarray) -> Route:
-        """Group ids by pool: distinct, all live, all of one config (one reply shape)."""
-        if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
-            ordered = np.sort(ids)
-            repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
-            if repeated.size:
-                raise InvalidArgument(f"game_ids must be distinct; repeated: {repeated[:_SHOWN].tolist()}")
+        """Group ids by pool: all live, all of one config (one reply shape). Which pool holds an id
+        is all this decides: the pools resolve ids to slots (and refuse repeats) under their locks."""
         live, pools = self._index
         pos = np.minimum(np.searchsorted(live, ids), max(live.size - 1, 0))
         found = live[pos] == ids if live.size else np.zeros(ids.size, np.bool_)
@@ -216,9 +230,9 @@ class ShardGames:
         entry = self._entry(config, autoreset, role)
 
         def work() -> T:
-            ids = entry.pool.create(n, seeds, key_hash)
+            ids = entry.recorder.create(n, seeds, key_hash)
             self._index_add(ids, entry.index)
-            return finish(ids, entry.observe(ids, masks, delta=False))
+            return finish(ids, entry.observe(entry.pool.select(ids), masks, delta=False))
 
         async with self._create_lock:
             if self.active_games + n > self.max_games:
@@ -239,8 +253,9 @@ class ShardGames:
         """The games' current views; `out` (a shared view, request order) receives the planes."""
 
         def work() -> T:
-            self._check_live(route)
-            parts = [e.observe(ids, masks, delta, _direct(out, rows)) for e, ids, rows in route.parts()]
+            parts = [
+                e.observe(chosen, masks, delta, _direct(out, rows)) for e, chosen, rows in route.select()
+            ]
             return finish(_into(out, _merge_views(route, parts)))
 
         return await self._locked(route.entries, route.size, work)
@@ -253,7 +268,7 @@ class ShardGames:
         observe: bool,
         masks: bool,
         delta: bool,
-        finish: Callable[[Stepped], T],
+        finish: Callable[[ShardStep], T],
         out: Observation | None = None,
     ) -> T:
         """One tick of every game of the route: actions int32 [games, players], already range-checked.
@@ -261,33 +276,38 @@ class ShardGames:
 
         def work() -> T:
             started = time.perf_counter()
-            self._check_live(route)
+            selected = route.select()
             parts = []
             try:
-                for (entry, ids, rows), (_, moves, _) in zip(
-                    route.parts(), route.parts(actions), strict=True
-                ):
-                    pool = entry.pool
-                    finished = pool.batch.status[pool.slots_of(ids)] != RUNNING
-                    planes = (_direct(out, rows) or entry.out(ids.size)) if observe else None
+                for (entry, chosen, rows), (_, moves, _) in zip(selected, route.parts(actions), strict=True):
+                    finished = entry.pool.batch.status[chosen.slots] != RUNNING
+                    planes = (_direct(out, rows) or entry.out(chosen.size)) if observe else None
                     if entry.role.plain:
-                        result = pool.step(ids, moves, observe, planes)
+                        result = entry.recorder.step(chosen, moves, observe, planes, checked=True)
                     else:
                         result = step_with_role(
-                            pool, entry.role, self.transitions, self.seed, ids, moves, observe, planes
+                            entry.recorder,
+                            entry.role,
+                            self.transitions,
+                            self.seed,
+                            chosen,
+                            moves,
+                            observe,
+                            planes,
                         )
                     views = (
-                        entry.observe(ids, masks, delta, result.observation, fresh=False) if observe else None
+                        entry.observe(chosen, masks, delta, result.observation, fresh=False)
+                        if observe
+                        else None
                     )
                     parts.append((finished, result, views))
                 stepped = _merge_steps(route, parts)
                 if stepped.views is not None:
                     stepped.views = _into(out, stepped.views)
                 reply = finish(stepped)
-            finally:  # durable pools: their log entries confirmed before the reply goes out
+            finally:  # mode log: the steps' entries confirmed before the reply goes out
                 for entry in route.entries:
-                    if isinstance(entry.pool, DurablePool):
-                        entry.pool.confirm()
+                    entry.recorder.confirm()
             metrics.record_step(stepped, route.config.players, time.perf_counter() - started)
             return reply
 
@@ -303,21 +323,20 @@ class ShardGames:
         out: Observation | None = None,
     ) -> T:
         def work() -> T:
-            self._check_live(route)
+            selected = route.select()
             seed_parts = route.parts(seeds) if seeds is not None else [(e, None, r) for e, r in route.groups]
-            for (entry, ids, _), (_, part_seeds, _) in zip(route.parts(), seed_parts, strict=True):
-                entry.pool.reset(ids, part_seeds)
-            parts = [e.observe(ids, masks, False, _direct(out, rows)) for e, ids, rows in route.parts()]
+            for (entry, chosen, _), (_, part_seeds, _) in zip(selected, seed_parts, strict=True):
+                entry.recorder.reset(chosen, part_seeds)
+            parts = [e.observe(chosen, masks, False, _direct(out, rows)) for e, chosen, rows in selected]
             return finish(_into(out, _merge_views(route, parts)))
 
         return await self._locked(route.entries, route.size, work)
 
     async def close(self, route: Route) -> int:
         def work() -> int:
-            self._check_live(route)
-            for entry, ids, _ in route.parts():
-                entry.pool.release(ids)
-                entry.deltas.forget(ids)
+            for entry, chosen, _ in route.select():
+                entry.recorder.release(chosen)
+                entry.deltas.forget(chosen.ids)
             self._index_remove(route.ids)
             return route.ids.size
 
@@ -325,7 +344,7 @@ class ShardGames:
 
     async def adopt(self, recovered: Sequence[GamePool]) -> np.ndarray:
         """Take in games rebuilt by recovery (scratch pools), each into the pool of its config, with
-        their ids and exact state (a DurablePool records them here before this returns)."""
+        their ids and exact state (a recording mode records them here before this returns)."""
         taken = []
         async with self._create_lock:
             for scratch in recovered:
@@ -338,7 +357,7 @@ class ShardGames:
                 entry = self._entry(scratch.config, scratch.autoreset, PLAIN)  # roles are not recorded
 
                 def work(entry: PoolEntry = entry, ids: np.ndarray = ids, snapshot=snapshot) -> None:
-                    entry.pool.adopt(ids, snapshot)
+                    entry.recorder.adopt(ids, snapshot)
                     self._index_add(ids, entry.index)
 
                 size = ids.size * scratch.config.players * scratch.config.tiles
@@ -360,8 +379,8 @@ class ShardGames:
                     ids = entry.pool.ids
                     ids = ids[np.isin(ids >> np.uint64(32), key_hashes)]
                     if ids.size:
-                        entry.pool.flush()  # records at the current log position: exact
-                        entry.pool.hand_off(ids)
+                        entry.recorder.flush()  # records at the current log position: exact
+                        entry.recorder.hand_off(ids)
                         entry.deltas.forget(ids)
                         moved.append(ids)
                 ids = np.concatenate(moved) if moved else np.zeros(0, np.uint64)
@@ -374,19 +393,17 @@ class ShardGames:
     def _entry(self, config: GameConfig, autoreset: bool, role: PoolRole) -> PoolEntry:
         key = (config, autoreset, role)
         if key not in self._by_key:
-            options = {"durability": self.durability} if self.durability is not None else {}
-            pool = (DurablePool if self.durability is not None else GamePool)(
+            pool = GamePool(
                 config,
                 capacity=1,
                 max_games=self.max_games,
                 seed=self.seed,
                 autoreset=autoreset,
                 id_source=self._ids,
-                **options,
             )
-            if isinstance(pool, DurablePool):
-                pool.defer_confirmation = True  # step confirms after the reply is built (above)
-            self._by_key[key] = PoolEntry(len(self._entries), pool, role)
+            recorder = PoolRecorder(pool) if self.durability is None else self.durability.wrap(pool)
+            recorder.defer_confirmation = True  # step confirms after the reply is built (above)
+            self._by_key[key] = PoolEntry(len(self._entries), recorder, role)
             self._entries.append(self._by_key[key])
         return self._by_key[key]
 
@@ -419,16 +436,6 @@ class ShardGames:
         future = asyncio.get_running_loop().run_in_executor(self._executor, work)
         future.add_done_callback(lambda _: _release(held))
         return await asyncio.shield(future)
-
-    def _check_live(self, route: Route) -> None:
-        """Under the locks: a close that ran since routing must not leave a call half-applied.
-        (One pool checks its ids itself before it changes anything.)"""
-        if len(route.groups) == 1:
-            return
-        for entry, ids, _ in route.parts():
-            live = entry.pool.contains(ids)
-            if not live.all():
-                raise NotFound(UnknownGameError(ids[~live]).message)
 
     def _index_add(self, ids: np.ndarray, pool: int) -> None:
         with self._index_lock:
@@ -513,13 +520,13 @@ def _full_if_smaller(views: Views) -> Views:
     return views
 
 
-def _merge_steps(route: Route, parts: Sequence[tuple[np.ndarray, object, Views | None]]) -> Stepped:
+def _merge_steps(route: Route, parts: Sequence[tuple[np.ndarray, object, Views | None]]) -> ShardStep:
     status = [np.where(finished, pb.FINISHED, pb.STEPPED).astype(np.uint8) for finished, _, _ in parts]
     results = [result for _, result, _ in parts]
     views = None if parts[0][2] is None else _merge_views(route, [v for _, _, v in parts])
     if len(parts) == 1:
         r = results[0]
-        return Stepped(r.rewards, r.terminated, r.truncated, status[0], r.reset, views, r.final_observation)
+        return ShardStep(r.rewards, r.terminated, r.truncated, status[0], r.reset, views, r.final_observation)
     rows = [r for _, r in route.groups]
     games = route.ids.size
     merged = {
@@ -538,6 +545,6 @@ def _merge_steps(route: Route, parts: Sequence[tuple[np.ndarray, object, Views |
         final = _merge_observations(
             order.size, [np.searchsorted(order, g) for g, _ in finals], [f for _, f in finals]
         )
-    return Stepped(
+    return ShardStep(
         **merged, status=_scatter(games, list(zip(rows, status, strict=True))), views=views, final=final
     )

@@ -1,13 +1,13 @@
 """What a shard adds to the steps of some games: seats it plays itself, and transitions it pushes.
 
 A CreateBatchGames call may name a scripted agent per seat (`seat_agents`): the shard then
-chooses those seats' moves from their own fog-of-war views (rl.agents, numba kernels over
+chooses those seats' moves from their own fog-of-war views (gameserver.agents, numba kernels over
 the batch) and they replace whatever the caller sent for them, so a trainer plays its seats
 against the shard's opponents in the usual [games, players] self-play call. In open-seat
 games those seats cannot be joined and never hold a tick back: a client that joins another
 seat plays against the shard. It may also ask
 for `push_transitions`: every step of those games goes, as one item per (game, seat), to the
-shard's ReplayService (rl.transition_sink), with the moves actually played.
+shard's ReplayService (replay/sink.py), with the moves actually played.
 
 Both need the games' views before the step, so such games live in pools of their own (a
 PoolRole is part of a pool's key) and only they pay for the extra observe.
@@ -22,7 +22,8 @@ import numpy as np
 
 from ..agents import check_agents, play_seats
 from ..engine import GameConfig, Observation
-from ..pool import GamePool, PoolStep
+from ..fleet.durability import PoolRecorder
+from ..pool import PoolStep, Selection
 from ..replay.sink import TransitionSink
 from ..wire.errors import FailedPrecondition, InvalidArgument
 from ..wire.generated import batch_pb2 as pb
@@ -66,26 +67,28 @@ def read_role(
 
 
 def step_with_role(
-    pool: GamePool,
+    recorder: PoolRecorder,
     role: PoolRole,
     sink: TransitionSink | None,
     seed: int,
-    ids: np.ndarray,
+    chosen: Selection,
     moves: np.ndarray,
     observe: bool,
     out: Observation | None,
 ) -> PoolStep:
-    """GamePool.step with the shard's seats played and the step pushed (out: the call's planes)."""
-    config = pool.config
-    before = pool.observe(ids)  # its own buffers: they must outlive the step
+    """A pool's step (through its recorder) with the shard's seats played and the step pushed (out:
+    the call's planes). `moves` are range-checked; the agents' moves are legal by construction."""
+    config = recorder.config
+    before = recorder.observe(chosen)  # its own buffers: they must outlive the step
     if role.agents:
         moves = moves.copy()
         h, w = config.height, config.width
         play_seats(role.agents, before.codes, before.armies, before.tick, h, w, seed, moves)
     if not role.push:
-        return pool.step(ids, moves, observe, out)
-    result = pool.step(ids, moves, True, out if out is not None else Observation.allocate(config, ids.size))
-    sink.push(config, ids, before, moves, result, result.observation, result.final_observation)
+        return recorder.step(chosen, moves, observe, out, checked=True)
+    planes = out if out is not None else Observation.allocate(config, chosen.size)
+    result = recorder.step(chosen, moves, True, planes, checked=True)
+    sink.push(config, chosen.ids, before, moves, result, result.observation, result.final_observation)
     if observe:
         return result
     return dataclasses.replace(result, observation=None, final_observation=None)

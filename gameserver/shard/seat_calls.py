@@ -19,7 +19,7 @@ import numpy as np
 from ..engine import GameConfig, Observation, mask_bytes
 from ..wire import replies as wire
 from ..wire.errors import GameFleetError
-from .games import Stepped
+from .games import ShardStep
 
 _PER_GAME = ("terminated", "truncated", "reset", "status")
 
@@ -62,7 +62,7 @@ class SeatCall:
         self.masks = np.zeros((games, 1, mask_bytes(config.tiles)), np.uint8) if observe and masks else None
         self.final = _seat_views(config, games) if observe and finals else None
 
-    def take(self, rows: np.ndarray, seats: np.ndarray, positions: np.ndarray, stepped: Stepped) -> None:
+    def take(self, rows: np.ndarray, seats: np.ndarray, positions: np.ndarray, stepped: ShardStep) -> None:
         """Copy rows `rows` of a step (seat `seats` of each) to this call's `positions`.
 
         Runs in the step's worker, under its pool locks; other steps write other positions."""

@@ -44,7 +44,7 @@ from ..wire.errors import (
 )
 from ..wire.generated import batch_pb2 as pb
 from ..wire.messages import read_tensor
-from .games import Route, ShardGames, Stepped
+from .games import Route, ShardGames, ShardStep
 from .seat_calls import SeatCall
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class SeatTable:
         self._game = np.zeros(0, np.uint64)  # id of each row
         self._pool = np.zeros(0, np.int32)  # PoolEntry.index: games of one pool step in one call
         self._has_seat = np.zeros((0, MAX_PLAYERS), np.bool_)  # seat < players
-        self._shard_plays = np.zeros((0, MAX_PLAYERS), np.bool_)  # the shard's agent holds it (shard_play)
+        self._shard_plays = np.zeros((0, MAX_PLAYERS), np.bool_)  # the shard's agent holds it (roles.py)
         self._token = np.zeros((0, MAX_PLAYERS), np.uint64)  # 0: free seat
         self._action = np.zeros((0, MAX_PLAYERS), np.int32)  # this tick's moves, PASS until acted
         self._acted = np.zeros((0, MAX_PLAYERS), np.bool_)
@@ -343,7 +343,7 @@ class SeatTable:
         calls = [call for w in np.unique(waiters[waiters != 0]) if (call := self._calls.get(int(w)))]
         seated = [np.nonzero(waiters == call.ident) for call in calls]
 
-        def deliver(stepped: Stepped) -> None:
+        def deliver(stepped: ShardStep) -> None:
             for call, (rows, seats) in zip(calls, seated, strict=True):
                 call.take(rows, seats, positions[rows, seats], stepped)
 

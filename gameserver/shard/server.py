@@ -5,8 +5,8 @@ SERVING, so the first trainer step does not pay for numba. Shutdown reports NOT_
 first (load balancers stop sending), then stops accepting calls and lets in-flight ones
 finish within the grace period.
 
-With FleetOptions (a Redis), the shard's pools are durable (durability.py), it heartbeats in
-the fleet's registry and takes part in failover, drain and lazy moves (membership.py); on
+With FleetOptions (a Redis), the shard's pools are durable (fleet/durability.py), it heartbeats in
+the fleet's registry and takes part in failover, drain and lazy moves (fleet/membership.py); on
 SIGTERM it drains (hands its games to the other shards through Redis) before it stops, and
 leaves the registry on a clean exit.
 """

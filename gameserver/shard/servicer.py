@@ -10,7 +10,7 @@ ids' high 32 bits. Without a `placement_key` the shard draws the hash from a gen
 seeded with the shard's seed (reproducible per shard, and spread over a ring); a router
 always sets the key.
 
-In a fleet with Redis (`member` set, membership.py): a call naming games this shard does not
+In a fleet with Redis (`member` set, fleet/membership.py): a call naming games this shard does not
 hold asks the member to locate them (they may have moved here: failover, a lazy move) before
 it answers NOT_FOUND, and a draining shard refuses new games with UNAVAILABLE.
 
@@ -46,7 +46,7 @@ from ..wire.errors import (
 from ..wire.generated import batch_pb2 as pb
 from ..wire.messages import config_from_proto, config_to_proto, parse_request, read_ids, read_seeds
 from ..wire.services import SERVICE
-from .games import Route, ShardGames, Stepped, Views
+from .games import Route, ShardGames, ShardStep, Views
 from .roles import read_role
 from .seats import SeatTable, read_seat_moves, turn_deadline
 
@@ -61,7 +61,7 @@ def _observations(views: Views, shared: bool = False) -> wire.Body:
     return wire.observations(views.observation, views.masks, views.delta, shared=shared)
 
 
-def _step_reply(stepped: Stepped, shared: bool = False) -> bytes:
+def _step_reply(stepped: ShardStep, shared: bool = False) -> bytes:
     return wire.step_response(
         stepped.rewards,
         stepped.terminated,
@@ -73,7 +73,7 @@ def _step_reply(stepped: Stepped, shared: bool = False) -> bytes:
     ).to_bytes()
 
 
-def _shared_step_reply(stepped: Stepped) -> bytes:
+def _shared_step_reply(stepped: ShardStep) -> bytes:
     return _step_reply(stepped, shared=True)
 
 

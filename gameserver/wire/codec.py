@@ -24,7 +24,7 @@ import numpy as np
 
 from ..engine import GameBatch, GameConfig, Observation
 from ..engine.actions import from_generals_bots
-from ..engine.api import check_slots
+from ..engine.checks import check_slots
 from ..engine.config import GENERAL, PASS, TRUNCATED
 
 _WIRE_NAMES = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")

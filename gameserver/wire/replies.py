@@ -225,7 +225,7 @@ class Observations:
 
 
 @dataclass
-class StepResult:
+class StepReply:
     """A StepResponse as views: per game [B] or per seat [B, players], in the order of the ids sent.
 
     `status` is GameStepStatus (STEPPED 0, FINISHED 2: the game had ended, actions ignored).
@@ -421,7 +421,7 @@ def read_observations(data: bytes, shared: Observation | None = None) -> Observa
     return _observations(data, (0, len(data)), shared)
 
 
-def read_step(data: bytes, shared: Observation | None = None) -> StepResult:
+def read_step(data: bytes, shared: Observation | None = None) -> StepReply:
     """A StepResponse; `shared`: the planes of the shared view the call named."""
     if len(data) < PARSE_BELOW:
         return _step_message(_parsed(pb.StepResponse, data), shared)
@@ -438,10 +438,10 @@ def read_step(data: bytes, shared: Observation | None = None) -> StepResult:
         if _STEP["final_observations"] in spans
         else None
     )
-    return StepResult(**arrays, observations=observed, final_observations=final)
+    return StepReply(**arrays, observations=observed, final_observations=final)
 
 
-def _step_message(message: pb.StepResponse, shared: Observation | None) -> StepResult:
+def _step_message(message: pb.StepResponse, shared: Observation | None) -> StepReply:
     names = ("rewards", "terminated", "truncated", "status", "reset")
     if not all(message.HasField(name) for name in names):
         raise ValueError(f"step response without {[n for n in names if not message.HasField(n)]}")
@@ -452,7 +452,7 @@ def _step_message(message: pb.StepResponse, shared: Observation | None) -> StepR
     final = (
         _observations_message(message.final_observations) if message.HasField("final_observations") else None
     )
-    return StepResult(**arrays, observations=observed, final_observations=final)
+    return StepReply(**arrays, observations=observed, final_observations=final)
 
 
 def read_created(data: bytes) -> Created:

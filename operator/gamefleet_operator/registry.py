@@ -2,7 +2,9 @@
 
 The operator depends on the small ShardRegistry protocol only; tests feed load through an
 in-memory one. StoreRegistry is the real one, over the shards' own registry in Redis
-(gameserver.store.FleetStore). The drain contract, beyond what FleetStore has today:
+(gameserver.fleet.registry.FleetRegistry: no engine, no game records, so nothing here loads
+numba, whose cache cannot be written on the operator pod's read-only root filesystem). The
+drain contract (FleetRegistry.request_drain, cancel_drain, drain_requested):
 
   gamefleet:<fleet id>:drain   HASH shard name -> unix time the operator asked it to drain
 
@@ -24,9 +26,9 @@ from .autoscale import ShardLoad, ShardState
 from .spec import Fleet
 
 if TYPE_CHECKING:
-    from gameserver.fleet.store import FleetStore
+    from gameserver.fleet.registry import FleetRegistry
 
-HEARTBEAT_ALIVE_SECONDS = 30.0  # a shard silent this long is not counted (FleetStore's dead_after_s)
+HEARTBEAT_ALIVE_SECONDS = 30.0  # a shard silent this long is not counted (heartbeat's dead_after_s)
 
 
 class RegistryUnavailable(Exception):
@@ -68,9 +70,9 @@ def shard_state(state: str, games: int) -> ShardState:
 
 
 class StoreRegistry:
-    """ShardRegistry over a gameserver.store.FleetStore."""
+    """ShardRegistry over a gameserver.fleet.registry.FleetRegistry (a FleetStore works too)."""
 
-    def __init__(self, store: FleetStore) -> None:
+    def __init__(self, store: FleetRegistry) -> None:
         self.store = store
 
     def _redis(self, call: Callable[[], object]) -> object:
@@ -84,30 +86,27 @@ class StoreRegistry:
         return [ShardLoad(shard_name(i.address), i.load, shard_state(i.state, i.load)) for i in infos]
 
     def request_drain(self, shard: str, at: float) -> None:
-        key = self.store.key("drain")
-        self._redis(
-            lambda: self.store.redis.pipeline().hset(key, shard, at).expire(key, self.store.ttl_s).execute()
-        )
+        self._redis(lambda: self.store.request_drain(shard, at))
 
     def cancel_drain(self, shard: str) -> None:
-        self._redis(lambda: self.store.redis.hdel(self.store.key("drain"), shard))
+        self._redis(lambda: self.store.cancel_drain(shard))
 
     def purge(self) -> int:
         return self._redis(self.store.purge)
 
 
 class StoreRegistries:
-    """Registries for the real operator: one FleetStore per fleet and Redis URL, reused."""
+    """Registries for the real operator: one FleetRegistry per fleet and Redis URL, reused."""
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str], StoreRegistry] = {}
 
     def __call__(self, fleet: Fleet, password: str | None) -> ShardRegistry:
-        from gameserver.fleet.store import FleetStore  # redis and numpy load only in the operator process
+        from gameserver.fleet.registry import FleetRegistry  # loads only in the operator process
 
         url = redis_url(fleet, password)
         key = (fleet.fleet_id, url)
         if key not in self._cache:
             ttl = fleet.spec["durability"]["ttlSeconds"]
-            self._cache[key] = StoreRegistry(FleetStore(url, fleet.fleet_id, ttl))
+            self._cache[key] = StoreRegistry(FleetRegistry(url, fleet.fleet_id, ttl))
         return self._cache[key]

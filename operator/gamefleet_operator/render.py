@@ -21,6 +21,10 @@ import hashlib
 import json
 from typing import Any
 
+# Liveness probes ask for the health service the servers keep SERVING while they run, draining or
+# not (the default service turns NOT_SERVING while a shard drains: readiness, not liveness).
+from gameserver.wire.services import LIVENESS_SERVICE
+
 from .spec import Fleet
 
 GRPC_PORT = 50051
@@ -119,11 +123,6 @@ def _password_env(fleet: Fleet, name: str) -> list[dict[str, Any]]:
     if ref is None:
         return []
     return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}}]
-
-
-# gameserver.service.shard.LIVENESS_SERVICE: SERVING while the process runs, draining or not
-# (the default service turns NOT_SERVING while a shard drains: readiness, not liveness).
-LIVENESS_SERVICE = "liveness"
 
 
 def _grpc_probe(period: int, failures: int, service: str = "") -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Split a BatchGameService request by shard and merge the shards' replies in request order.
 
-Written once for both routers of the fleet: the router process (service/router.py) and
+Written once for both routers of the fleet: the router process (servicer.py) and
 the client that routes straight to the shards (gameserver/sharded_client.py). A plan holds
 one sub-request per shard that a request touches, and the function that merges their
 replies; no I/O happens here.

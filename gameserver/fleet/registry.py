@@ -1,0 +1,224 @@
+"""FleetRegistry: a fleet's Redis connection, its key naming, and the shard registry in it.
+
+Everything here needs no game records, so it imports no engine: the operator (whose pod has a
+read-only root filesystem, where numba cannot write its cache) builds on this module alone.
+FleetStore (store.py) adds the game records and the action log on top of it.
+
+Keys (all under `gamefleet:<fleet>:`, all expiring `ttl_s` after their last write):
+  shards            HASH shard address -> JSON load report
+  heartbeats        ZSET shard address -> Redis server time of its last heartbeat
+  alive:<shard>     STRING set by a running shard: its absence means Redis lost the shard's data
+  drain             HASH pod name -> unix time the operator asked that shard to drain
+  claim:<name>      STRING holder of a short lease (one shard at a time recovers a dead shard)
+  owners            SET shards that have recorded games (written by FleetStore.put_games)
+The record and log keys are store.py's.
+
+The client never retries a command on its own: a retried XADD could log one step twice, and
+replay would then play it twice. A failure is a StoreUnavailableError instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.client import Pipeline
+from redis.retry import Retry
+
+T = TypeVar("T")
+_RELEASE_CLAIM = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+
+
+class StoreUnavailableError(ConnectionError):
+    """Redis could not be reached or refused a write (the service answers UNAVAILABLE).
+
+    `applied`: the call it failed had already taken effect in memory (a step runs while its log
+    entry travels): it is not acknowledged, and the records catch up once Redis answers.
+    """
+
+    applied = False
+    status_code = "UNAVAILABLE"
+
+    @property
+    def status_details(self) -> str:
+        if self.applied:  # Redis failed while the step ran: done here, not durable, not acknowledged
+            return (
+                "durability store unavailable: the step was applied but its log entry was not "
+                f"confirmed, so it is not acknowledged; read the games before retrying: {self}"
+            )
+        return f"durability store unavailable, the call changed nothing (on-redis-error=fail): {self}"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    address: str
+    load: int  # active games
+    capacity: int
+    state: str  # SERVING or DRAINING
+    heartbeat: float  # Redis server time (s) of the last heartbeat
+
+
+def _client(target: str | redis.Redis, timeout_s: float) -> redis.Redis:
+    """A client that never retries a command (see the module docstring) and returns bytes."""
+    if isinstance(target, str):
+        return redis.Redis.from_url(
+            target,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+    kwargs = target.get_connection_kwargs()
+    retry = kwargs.get("retry")  # without one, a connection retries only for retry_on_error/_timeout
+    retries = retry.get_retries() if retry is not None else int(bool(kwargs.get("retry_on_error")))
+    if retries or kwargs.get("retry_on_timeout"):
+        raise ValueError(
+            "pass a redis client built with retry=Retry(NoBackoff(), 0) (or a URL): "
+            "a retried XADD could log one step twice"
+        )
+    if kwargs.get("decode_responses"):
+        raise ValueError("the redis client must return bytes (decode_responses=False)")
+    return target
+
+
+class FleetRegistry:
+    """One fleet's keys in Redis, as far as the shard registry goes. Thread-safe (a pool of
+    connections); every call may raise StoreUnavailableError."""
+
+    def __init__(
+        self, redis_target: str | redis.Redis, fleet: str, ttl_s: int, *, timeout_s: float = 2.0
+    ) -> None:
+        if not fleet or ":" in fleet:
+            raise ValueError(f"fleet must be a non-empty name without ':', got {fleet!r}")
+        if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or ttl_s < 1:
+            raise ValueError(f"ttl_s must be a positive int, got {ttl_s!r}")
+        self.fleet = fleet
+        self.ttl_s = ttl_s
+        self.prefix = f"gamefleet:{fleet}:"
+        self.redis = _client(redis_target, timeout_s)
+
+    def key(self, *parts: object) -> str:
+        """The fleet's key named by `parts` (every key of the fleet shares its prefix: see purge)."""
+        return self.prefix + ":".join(str(p) for p in parts)
+
+    def _call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as error:
+            raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
+
+    def _pipeline(self, fill: Callable[[Pipeline], object]) -> list:
+        """Run the commands `fill` queues in one round trip."""
+
+        def run() -> list:
+            pipe = self.redis.pipeline(transaction=False)
+            fill(pipe)
+            return pipe.execute()
+
+        return self._call(run)
+
+    def owners(self) -> list[str]:
+        """Shards that have recorded games (and not yet handed them all over)."""
+        return sorted(o.decode() for o in self._call(self.redis.smembers, self.key("owners")))
+
+    def heartbeat(
+        self, address: str, load: int, capacity: int, state: str = "SERVING", *, dead_after_s: float = 30.0
+    ) -> None:
+        """Report a shard alive with its load; forget shards silent for `dead_after_s`."""
+        if state not in ("SERVING", "DRAINING"):
+            raise ValueError(f"state must be SERVING or DRAINING, got {state!r}")
+        now = self._now()
+        info = json.dumps({"load": int(load), "capacity": int(capacity), "state": state})
+        shards, beats = self.key("shards"), self.key("heartbeats")
+        dead = self._call(self.redis.zrangebyscore, beats, "-inf", now - dead_after_s)
+
+        def fill(pipe: Pipeline) -> None:
+            if dead:
+                pipe.zrem(beats, *dead)
+                pipe.hdel(shards, *dead)
+            pipe.hset(shards, address, info)
+            pipe.zadd(beats, {address: now})
+            pipe.expire(shards, self.ttl_s)
+            pipe.expire(beats, self.ttl_s)
+
+        self._pipeline(fill)
+
+    def list_shards(self, alive_within_s: float) -> list[ShardInfo]:
+        """Shards that heartbeat within the last `alive_within_s` seconds (Redis time), by address."""
+        now = self._now()
+        beats = self._call(
+            self.redis.zrangebyscore, self.key("heartbeats"), now - alive_within_s, "+inf", withscores=True
+        )
+        if not beats:
+            return []
+        infos = self._call(self.redis.hmget, self.key("shards"), [a for a, _ in beats])
+        shards = []
+        for (address, when), raw in zip(beats, infos, strict=True):
+            if raw is not None:
+                info = json.loads(raw)
+                shards.append(
+                    ShardInfo(address.decode(), info["load"], info["capacity"], info["state"], when)
+                )
+        return sorted(shards, key=lambda s: s.address)
+
+    def remove_shard(self, address: str) -> None:
+        """A clean shutdown: leave the registry at once instead of by expiry."""
+        self._pipeline(
+            lambda p: [p.zrem(self.key("heartbeats"), address), p.hdel(self.key("shards"), address)]
+        )
+
+    def mark_alive(self, shard: str) -> bool:
+        """Set (and refresh) the shard's marker key; True when it was missing: the first call,
+        or Redis lost the shard's data (restarted empty, flushed, expired)."""
+        key = self.key("alive", shard)
+        created, _ = self._pipeline(
+            lambda p: [p.set(key, 1, nx=True, ex=self.ttl_s), p.expire(key, self.ttl_s)]
+        )
+        return bool(created)
+
+    def orphaned_shards(self, alive_within_s: float) -> list[str]:
+        """Shards with recorded games that no longer heartbeat: their games await recovery."""
+        alive = {s.address for s in self.list_shards(alive_within_s)}
+        return [owner for owner in self.owners() if owner not in alive]
+
+    def drain_requested(self, pod: str) -> bool:
+        """Whether the operator asked this shard (by pod name) to drain (operator/README.md)."""
+        return bool(self._call(self.redis.hexists, self.key("drain"), pod))
+
+    def request_drain(self, pod: str, at: float) -> None:
+        """The operator asks the shard `pod` to drain (`at`: unix time of the request)."""
+        key = self.key("drain")
+        self._pipeline(lambda p: [p.hset(key, pod, at), p.expire(key, self.ttl_s)])
+
+    def cancel_drain(self, pod: str) -> None:
+        """The fleet scaled back up: the shard `pod` returns to SERVING."""
+        self._call(self.redis.hdel, self.key("drain"), pod)
+
+    def claim(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take the lease `name` for `ttl_s` seconds unless someone else holds it."""
+        key = self.key("claim", name)
+        taken = self._call(self.redis.set, key, holder, nx=True, px=max(1, int(ttl_s * 1000)))
+        return bool(taken) or self._call(self.redis.get, key) == holder.encode()
+
+    def release_claim(self, name: str, holder: str) -> None:
+        """Give the lease back if `holder` still holds it (else it expired and another took it)."""
+        self._call(self.redis.eval, _RELEASE_CLAIM, 1, self.key("claim", name), holder)
+
+    def purge(self) -> int:
+        """Delete every key of the fleet; returns how many (the fleet is gone for good)."""
+
+        def unlink_all() -> int:
+            keys = list(self.redis.scan_iter(match=f"{self.prefix}*", count=1000))
+            return self.redis.unlink(*keys) if keys else 0
+
+        return self._call(unlink_all)
+
+    def _now(self) -> float:
+        """Redis server time: every shard and the operator compare heartbeats on one clock."""
+        seconds, micros = self._call(self.redis.time)
+        return seconds + micros / 1e6
