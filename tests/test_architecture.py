@@ -131,6 +131,16 @@ def test_envs_import_loads_no_redis_operator_or_servers():
     assert _under(_loaded_by("gameserver.envs"), SERVER_SIDE) == []
 
 
+def test_client_import_loads_no_numba():
+    """The client speaks the wire: the engine's plain types, never its kernels (numba)."""
+    assert _under(_loaded_by("gameserver.client"), ("numba", "gameserver.engine.api")) == []
+
+
+def test_envs_import_for_in_process_play_loads_no_grpc():
+    """RemoteBackend (and the client, and gRPC) load only when a fleet is asked for."""
+    assert _under(_loaded_by("gameserver.envs"), ("grpc", "gameserver.client")) == []
+
+
 def test_client_import_loads_few_gameserver_modules():
     loaded = _under(_loaded_by("gameserver.client"), ("gameserver",))
     assert len(loaded) <= CLIENT_MODULE_LIMIT, f"{len(loaded)} gameserver modules: {loaded}"

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ..client import GameFleetError
     from ..engine import GameConfig
     from ..replay.client import TransitionPusher
-    from ..rl.recorder import EpisodeRecorder
+    from ..rl.episode_recorder import EpisodeRecorder
     from ..rl.rollouts import FleetGames, PoolGames, map_seeds, run_rollouts
 
     console = Console()

@@ -1,7 +1,10 @@
-"""Gymnasium and PettingZoo adapters over games in process or on a fleet (RemoteBackend)."""
+"""Gymnasium and PettingZoo adapters over games in process (LocalBackend) or on a fleet
+(RemoteBackend). Importing the package registers `ENV_ID` with Gymnasium; RemoteBackend (and
+gRPC with it) loads on first use, so in-process training never imports the client."""
+
+from typing import Any
 
 from .adapters import ENV_ID, Backend, GeneralsEnv, GeneralsParallelEnv, GeneralsVectorEnv, LocalBackend
-from .remote import RemoteBackend
 
 __all__ = [
     "ENV_ID",
@@ -12,3 +15,12 @@ __all__ = [
     "LocalBackend",
     "RemoteBackend",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """RemoteBackend, imported from remote.py (with the client SDK and gRPC) when first asked for."""
+    if name == "RemoteBackend":
+        from .remote import RemoteBackend
+
+        return RemoteBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

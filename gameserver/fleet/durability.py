@@ -444,6 +444,7 @@ class SnapshotRecorder(PoolRecorder):
         self._ticks = 0  # steps since the last round
         self._ended: list[np.ndarray] = []  # games whose episode ended, not yet captured
         self._last_ended = self._last_round  # when they were last captured
+        self._awaiting = False  # mode log: the last step's entry is sent, not yet confirmed
 
     def create(self, n: int, seeds: object = None, key_hash: int = 0) -> np.ndarray:
         self.confirm()
@@ -472,9 +473,15 @@ class SnapshotRecorder(PoolRecorder):
     ) -> PoolStep:
         self.confirm()
         chosen = self.pool.select(ids)
-        result = self.pool.step(chosen, actions, observe, out, checked=checked)
-        self._mark(chosen.ids)
-        self._stepped(chosen.ids, result)
+        moves = actions if checked else check_actions(self.pool.batch, actions, chosen.size)
+        self._mark(chosen.ids)  # before logging it: see Durability._trim
+        result = self._logged(
+            "step", chosen.ids, moves, lambda: self.pool.step(chosen, moves, observe, out, checked=True)
+        )
+        if self._awaiting:  # mode log: confirmed later, by `confirm`
+            self._unconfirmed = (chosen.ids, result)
+        else:
+            self._stepped(chosen.ids, result)
         return result
 
     def _stepped(self, ids: np.ndarray, result: PoolStep) -> None:
@@ -618,32 +625,9 @@ class LogRecorder(SnapshotRecorder):
         # calls `confirm` once its reply is built (the round trip hidden behind that work too).
         self.defer_confirmation = False
         self._unconfirmed: tuple[np.ndarray, PoolStep] | None = None  # a step awaiting `confirm`
-        self._awaiting = False  # set by _logged for `step`: its entry is sent, not yet confirmed
 
     def _created(self, ids: np.ndarray) -> None:
         self._admit("create", ids, self.pool.batch.seed[self.pool.slots_of(ids)])
-
-    def step(
-        self,
-        ids: object,
-        actions: object,
-        observe: bool = True,
-        out: Observation | None = None,
-        *,
-        checked: bool = False,
-    ) -> PoolStep:
-        self.confirm()
-        chosen = self.pool.select(ids)
-        moves = actions if checked else check_actions(self.pool.batch, actions, chosen.size)
-        self._mark(chosen.ids)
-        result = self._logged(
-            "step", chosen.ids, moves, lambda: self.pool.step(chosen, moves, observe, out, checked=True)
-        )
-        if self._awaiting:
-            self._unconfirmed = (chosen.ids, result)
-            return result
-        self._stepped(chosen.ids, result)
-        return result
 
     def confirm(self) -> None:
         """Wait for the log entry of a step whose confirmation was deferred (`defer_confirmation`):

@@ -22,7 +22,7 @@ from ..engine.config import PASS
 from ..pool import GamePool, derive_seeds
 from ..replay.client import TransitionPusher
 from ..replay.transitions import Planes, StepFlags
-from .recorder import EpisodeRecorder
+from .episode_recorder import EpisodeRecorder
 from .replay_files import dumps
 from .selfplay import SelfPlayReport
 

@@ -12,7 +12,7 @@ bulk observations are neither parsed nor re-encoded on the way.
 
 Spanning shards: the game ids are grouped by shard with one argsort, each sub-request
 carries its shard's rows of every per-game tensor, and the replies' rows are scattered
-back into request order and framed by wire.py. Two things differ from one shard's answer:
+back into request order and framed by wire/replies.py. Two things differ from one shard's answer:
 - A call asking for deltas is sent to the shards as a full-view call: a delta's flat
   indices need each game's tile count to be re-based, and a delta reply does not carry it.
   The client receives full planes (which a delta consumer applies like any full reply) and

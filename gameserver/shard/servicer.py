@@ -2,7 +2,7 @@
 
 Handlers are registered without (de)serializers and take and return raw bytes: requests
 are parsed here, so a malformed payload is INVALID_ARGUMENT naming the problem (gRPC's own
-deserializer would answer INTERNAL), and replies are framed by wire.py around the
+deserializer would answer INTERNAL), and replies are framed by wire/replies.py around the
 engine's arrays. Every refusal happens before any game changes (see games.py).
 
 Placement: all games of one CreateBatchGames call carry one placement key hash in their

@@ -2,7 +2,7 @@
 
 Requests are parsed by the generated protobuf classes: they are small (ids and actions,
 a few bytes per game), so the one copy protobuf makes of their tensors costs nothing that
-matters. The bulk replies are framed by hand instead (see wire.py).
+matters. The bulk replies are framed by hand instead (see replies.py).
 """
 
 from __future__ import annotations
