@@ -166,6 +166,25 @@ def test_a_dead_shards_games_move_to_the_shard_the_ring_names_and_survive_its_de
     dc.close()
 
 
+def test_recovery_deletes_the_records_of_games_the_dead_shards_log_closed(store, monkeypatch):
+    """A shard killed between closing games and its writer deleting their records leaves records
+    naming it; the survivor that replays the close deletes them."""
+    monkeypatch.setattr(Durability, "_forget", lambda self, ids: None)  # killed before the delete
+    da, a = durable(store, "a", snapshot_every=1)
+    ids = a.create(6, key_hash=KEY)
+    a.step(ids, actions_for(a, ids, 0))
+    a.flush()  # every game recorded
+    a.release(ids[:2])  # logged; its records stay
+    da.close(flush=False)
+    assert set(store.load_games(game_ids=ids[:2].tolist()).owner) == {"a"}
+    db, b = durable(store, "b")
+    moved = recover_shard(store, "a", HashRing(["b"]), "b", b)
+    np.testing.assert_array_equal(moved, ids[2:])
+    assert store.load_games(game_ids=ids[:2].tolist()).ids.size == 0
+    assert set(store.load_games(key_hashes=[KEY]).owner) == {"b"}
+    db.close()
+
+
 def test_a_draining_shard_hands_its_games_over_while_both_run(store):
     rng = np.random.default_rng(13)
     da, a = durable(store, "a", autoreset=True, snapshot_every=3)

@@ -45,14 +45,19 @@ def recover(
     `owner` held, at their last logged tick; returns their ids, ascending.
 
     Adopting through a recorder (Durability.wrap) records the games under its shard before this
-    returns.
+    returns. Records of games the log shows closed are deleted: the shard that closed them died
+    before its writer could (their records would otherwise name it until they expire).
     """
     stored = store.load_games(key_hashes=key_hashes, game_ids=game_ids)
     replay = _Replay(stored, owner)
     for shard, after in replay.logs():
         for entry in store.read_log(shard, after):
             replay.apply(shard, entry)
-    return replay.hand_over(into)
+    ids = replay.hand_over(into)
+    closed = replay.ids[~replay.live]
+    if closed.size:
+        store.drop_games(closed)
+    return ids
 
 
 def recover_shard(store: FleetStore, dead: str, ring: HashRing, me: str, into: Target) -> np.ndarray:
