@@ -88,7 +88,7 @@ def desired_shards(
     raw = max(math.ceil(games / (policy.capacity_per_shard * policy.target_utilisation)), needed)
     raw = min(max(raw, policy.min_shards), policy.max_shards)
     # an older recommendation no higher than this one can never be the window's maximum again
-    window = (*(r for r in window if r.shards > raw), Recommendation(raw, now))
+    window = (*(r for r in window if r.shards > raw), _latest(window, raw, now, policy))
     used = f"utilisation {utilisation(games, current, policy.capacity_per_shard):.2f}"
     target = f"target {policy.target_utilisation:.2f}"
     if raw > current:
@@ -99,6 +99,16 @@ def desired_shards(
     if raw < current:
         return Decision(current, f"holding: scale-down to {raw} stabilising", window)
     return Decision(current, f"steady: {games} games, {used}", window)
+
+
+def _latest(window: tuple[Recommendation, ...], raw: int, now: float, policy: Policy) -> Recommendation:
+    """This round's recommendation. The same count as the newest one keeps that one's time until
+    it is a tenth of the window old: a steady fleet's status (which carries the window) is then
+    not rewritten every sync, at the cost of a window that may close up to a tenth early."""
+    newest = window[-1] if window else None
+    if newest is not None and newest.shards == raw and now - newest.at < policy.stabilisation_seconds / 10:
+        return newest
+    return Recommendation(raw, now)
 
 
 @dataclass(frozen=True)

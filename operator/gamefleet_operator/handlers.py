@@ -1,8 +1,15 @@
 """kopf handlers: feed the pure functions what the cluster and the registry say, apply the result.
 
-  apply_fleet  (create/update/resume)  render every child and apply it, owned by the fleet
-  sync_fleet   (timer)                 autoscale, drain leaving shards, drop replicas once drained, status
+  apply_fleet  (create/update/resume)  reconcile at once when the spec changes
+  sync_fleet   (timer)                 autoscale, then reconcile: level-triggered, so a child deleted
+                                       or edited by hand is back to its rendered state within a sync
   cleanup      (delete, finalizer)     remove the fleet's keys from Redis
+
+A reconcile renders every child for where the drains stand, server-side applies each (fields a
+spec change drops are removed), deletes the optional children the spec no longer renders (a
+ServiceMonitor or a managed Redis switched off), and writes status only where it changed. A child
+that cannot be applied makes the fleet Degraded (ApplyFailed) for as long as it fails, with one
+Event per distinct failure; the other children are applied all the same.
 
 The memo carries the two outside connections: `kube` (Kube, opened at startup) and
 `registries` (fleet, password -> ShardRegistry; tests pass an in-memory one).
@@ -10,6 +17,7 @@ The memo carries the two outside connections: `kube` (Kube, opened at startup) a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -22,7 +30,7 @@ from . import GROUP, PLURAL, VERSION, metrics
 from .autoscale import Decision, DrainPlan, Policy, Recommendation, desired_shards, drain_order
 from .kube import ApiError, Kube
 from .registry import RegistryUnavailable, ShardRegistry
-from .render import render, shard_names, shard_set_name
+from .render import Manifest, render, shard_names, shard_set_name
 from .spec import Fleet, SpecError
 from .status import Observed, degraded_status, fleet_status
 
@@ -147,50 +155,97 @@ def report(
     seen: Observed,
     plan: DrainPlan,
     decision: Decision | None,
+    failures: list[str],
     status: Mapping,
     patch: kopf.Patch,
 ) -> None:
     now = time.time()
-    new = fleet_status(fleet, seen, plan, decision, status, now, _timestamp(now))
+    new = fleet_status(fleet, seen, plan, decision, failures, status, now, _timestamp(now))
     _update_status(patch, status, new)
     metrics.record_fleet(fleet.namespace, fleet.name, new, fleet.shards)
 
 
-@metrics.observed
-def apply_fleet(body: kopf.Body, status: Mapping, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    """Bring every child to the rendered state (create, or patch what exists)."""
-    if (fleet := valid_fleet(body, status, patch)) is None:
-        return
-    seen, registry = observe(memo, fleet)
-    plan = plan_drain(body, fleet, seen, registry, status)
-    for manifest in render(fleet, plan.replicas):
+def optional_children(fleet: Fleet) -> list[Manifest]:
+    """Children render() emits for this fleet only with an option on (ServiceMonitor, managed
+    Redis): those the current spec does not render are deleted."""
+    spec = copy.deepcopy(dict(fleet.spec))
+    spec["telemetry"]["metrics"]["serviceMonitor"] = True
+    spec["redis"]["managed"]["enabled"] = True
+    everything = render(dataclasses.replace(fleet, spec=spec))
+    rendered = {(m["kind"], m["metadata"]["name"]) for m in render(fleet)}
+    return [m for m in everything if (m["kind"], m["metadata"]["name"]) not in rendered]
+
+
+def apply_children(memo: kopf.Memo, body: kopf.Body, fleet: Fleet, replicas: int) -> list[str]:
+    """Apply every rendered child and prune the dropped ones; the failures, one line each."""
+    failures = []
+    for manifest in render(fleet, replicas):
         kopf.adopt(manifest, owner=body)
         try:
             memo.kube.apply(manifest)
         except ApiError as e:
-            _degrade(
-                body, status, patch, "ApplyFailed", f"{manifest['kind']} {manifest['metadata']['name']}: {e}"
-            )
-            raise kopf.TemporaryError(str(e), delay=15) from e
-    report(fleet, seen, plan, None, status, patch)
-    kopf.info(body, reason="Applied", message=f"{fleet.shards} shards wanted, StatefulSet at {plan.replicas}")
+            failures.append(f"{manifest['kind']} {manifest['metadata']['name']}: {e}")
+    for manifest in optional_children(fleet):
+        try:
+            prune(memo.kube, body, manifest)
+        except ApiError as e:
+            failures.append(f"removing {manifest['kind']} {manifest['metadata']['name']}: {e}")
+    return failures
+
+
+def prune(kube: Kube, body: kopf.Body, manifest: Manifest) -> None:
+    """Delete a child the spec no longer renders, if it is this fleet's (its controller owner)."""
+    api_version, kind, name = manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"]
+    try:
+        child = kube.get(api_version, kind, body.metadata.namespace, name)
+    except ApiError as e:
+        if e.status == 404:  # its kind is not served (no prometheus-operator CRDs): nothing to remove
+            return
+        raise
+    owners = (child or {}).get("metadata", {}).get("ownerReferences", [])
+    mine = any(o.get("uid") == body.metadata.uid and o.get("controller") for o in owners)
+    if mine and kube.delete(api_version, kind, body.metadata.namespace, name):  # False: already gone
+        kopf.info(body, reason="Removed", message=f"{kind} {name}: the spec no longer renders it")
+
+
+def reconcile(body: kopf.Body, status: Mapping, patch: kopf.Patch, memo: kopf.Memo, *, tick: bool) -> None:
+    """Bring the fleet's children and status to what the spec and the registry say (`tick`: the
+    timer's round, which also autoscales; else a spec change, announced by an Applied event)."""
+    if (fleet := valid_fleet(body, status, patch)) is None:
+        return
+    seen, registry = observe(memo, fleet)
+    decision = None
+    if tick and seen.replicas is not None:
+        fleet, decision = autoscale(body, fleet, seen, status, patch)
+    plan = plan_drain(body, fleet, seen, registry, status)
+    failures = apply_children(memo, body, fleet, plan.replicas)
+    if failures:
+        message = "; ".join(failures)
+        if _condition(status, "Degraded").get("message") != message:
+            kopf.warn(body, reason="ApplyFailed", message=message)
+    elif not tick:
+        kopf.info(
+            body, reason="Applied", message=f"{fleet.shards} shards wanted, StatefulSet at {plan.replicas}"
+        )
+    elif seen.replicas is not None and plan.replicas != seen.replicas:
+        kopf.info(body, reason="Scaled", message=f"shard StatefulSet {seen.replicas} -> {plan.replicas}")
+    report(fleet, seen, plan, decision, failures, status, patch)
+
+
+def _condition(status: Mapping, kind: str) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions", []) if c.get("type") == kind), {})
+
+
+@metrics.observed
+def apply_fleet(body: kopf.Body, status: Mapping, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """The spec changed (or the operator started): reconcile now, not at the next tick."""
+    reconcile(body, status, patch, memo, tick=False)
 
 
 @metrics.observed
 def sync_fleet(body: kopf.Body, status: Mapping, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    """Every tick: autoscale, move drains along, refresh status."""
-    if (fleet := valid_fleet(body, status, patch)) is None:
-        return
-    seen, registry = observe(memo, fleet)
-    if seen.replicas is None:
-        return  # apply_fleet has not created the shards yet
-    fleet, decision = autoscale(body, fleet, seen, status, patch)
-    plan = plan_drain(body, fleet, seen, registry, status)
-    if plan.replicas != seen.replicas:
-        scale = {"spec": {"replicas": plan.replicas}}
-        memo.kube.patch("apps/v1", "StatefulSet", fleet.namespace, shard_set_name(fleet), scale)
-        kopf.info(body, reason="Scaled", message=f"shard StatefulSet {seen.replicas} -> {plan.replicas}")
-    report(fleet, seen, plan, decision, status, patch)
+    """Every tick: autoscale, move drains along, repair children, refresh status."""
+    reconcile(body, status, patch, memo, tick=True)
 
 
 @metrics.observed

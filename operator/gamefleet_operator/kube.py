@@ -1,7 +1,9 @@
 """The few Kubernetes API calls the handlers make, over one kubernetes-client connection.
 
 One generic path for every kind (the URL comes from apiVersion + kind) keeps apply() a
-single function: create, and on 409 (it exists) merge-patch it to the rendered state.
+single function: server-side apply under the operator's field manager. The API server then
+creates the object or brings it to the rendered state, and removes the fields the operator set
+before and renders no more (a merge patch could only add and change, never take away).
 """
 
 from __future__ import annotations
@@ -25,11 +27,8 @@ PLURALS = {
     "ServiceMonitor": "servicemonitors",
 }
 MERGE_PATCH = "application/merge-patch+json"
-# spec fields the API server refuses to change after creation: left out of the update patch
-IMMUTABLE = {
-    "StatefulSet": ("selector", "serviceName", "podManagementPolicy", "volumeClaimTemplates"),
-    "Deployment": ("selector",),
-}
+APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the client sends the manifest as JSON
+FIELD_MANAGER = "gamefleet-operator"
 
 
 class ApiError(Exception):
@@ -38,13 +37,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
-
-
-def updatable(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest without its immutable spec fields: what an update may send."""
-    frozen = IMMUTABLE.get(manifest["kind"], ())
-    spec = {k: v for k, v in manifest.get("spec", {}).items() if k not in frozen}
-    return manifest | ({"spec": spec} if "spec" in manifest else {})
 
 
 def collection_path(api_version: str, kind: str, namespace: str) -> str:
@@ -67,10 +59,22 @@ class Kube:
             kubernetes.config.load_kube_config(client_configuration=config)
         return cls(kubernetes.client.ApiClient(config))
 
-    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+    ) -> Any:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         request = self.client.param_serialize(
-            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"]
+            method=method,
+            resource_path=path,
+            query_params=query,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
         )
         try:
             response = self.client.call_api(*request)
@@ -82,15 +86,12 @@ class Kube:
         return json.loads(response.data)
 
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Create the object, or bring the existing one to the manifest (idempotent)."""
+        """Server-side apply: the object as rendered, created if need be (idempotent). `force`
+        takes back fields someone else changed: the operator owns its children's rendered state."""
         meta = manifest["metadata"]
         path = collection_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
-        try:
-            return self._call("POST", path, manifest)
-        except ApiError as e:
-            if e.status != 409:
-                raise
-        return self._call("PATCH", f"{path}/{meta['name']}", updatable(manifest), MERGE_PATCH)
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        return self._call("PATCH", f"{path}/{meta['name']}", manifest, APPLY_PATCH, query)
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

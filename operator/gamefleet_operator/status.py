@@ -6,7 +6,7 @@ its status stays the same, as kubectl and `kubectl wait --for=condition=Ready` e
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +49,11 @@ def conditions(previous: Iterable[Mapping[str, Any]], generation: int, now: str,
     return result
 
 
-def _verdicts(fleet: Fleet, seen: Observed, plan: DrainPlan) -> Verdicts:
+def _verdicts(fleet: Fleet, seen: Observed, plan: DrainPlan, failures: Sequence[str]) -> Verdicts:
     want = fleet.shards
-    if seen.registry_error:
+    if failures:
+        degraded = (True, "ApplyFailed", "; ".join(failures))
+    elif seen.registry_error:
         degraded = (True, "RegistryUnavailable", seen.registry_error)
     elif plan.timed_out:
         degraded = (True, "DrainTimedOut", f"removed before reporting drained: {', '.join(plan.timed_out)}")
@@ -79,11 +81,13 @@ def fleet_status(
     seen: Observed,
     plan: DrainPlan,
     decision: Decision | None,
+    failures: Sequence[str],
     previous: Mapping[str, Any],
     now: float,
     now_text: str,
 ) -> dict[str, Any]:
-    """status of a valid fleet; `decision` is the autoscaler's this round (None: it did not run)."""
+    """status of a valid fleet; `decision` is the autoscaler's this round (None: it did not run);
+    `failures`: the children that could not be applied (Degraded while there are any)."""
     games = sum(load.games for load in seen.loads)
     capacity = plan.replicas * fleet.capacity_per_shard
     status: dict[str, Any] = {
@@ -98,7 +102,7 @@ def fleet_status(
         # a merge patch keeps keys it does not mention: name the finished drains with None
         "draining": dict.fromkeys(previous.get("draining") or {}) | plan.requested,
         "conditions": conditions(
-            previous.get("conditions", []), fleet.generation, now_text, _verdicts(fleet, seen, plan)
+            previous.get("conditions", []), fleet.generation, now_text, _verdicts(fleet, seen, plan, failures)
         ),
     }
     if decision is not None:

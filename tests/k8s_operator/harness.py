@@ -4,6 +4,7 @@ the emulated cluster as the tests see it, and the RBAC check of the operator's A
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import itertools
 import json
@@ -63,14 +64,105 @@ def merge_diff(old: Any, new: Any) -> Any:
     return patch
 
 
+Path_ = tuple[str, ...]
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def leaf_paths(obj: Any, prefix: Path_ = ()) -> set[Path_]:
+    """The paths of an object's leaves; a list is one leaf (set and replaced whole)."""
+    if isinstance(obj, dict) and obj:
+        return set().union(*(leaf_paths(v, (*prefix, k)) for k, v in obj.items()))
+    return {prefix}
+
+
+def without(obj: dict[str, Any], paths: Iterable[Path_]) -> dict[str, Any]:
+    """A copy of `obj` without these leaves (maps they leave empty go too)."""
+    drop, below = set(), collections.defaultdict(set)
+    for path in paths:
+        if len(path) == 1:
+            drop.add(path[0])
+        elif path:
+            below[path[0]].add(path[1:])
+    result = {}
+    for key, value in obj.items():
+        if key in drop:
+            continue
+        if key in below and isinstance(value, dict):
+            value = without(value, below[key])
+            if not value:
+                continue
+        result[key] = copy.deepcopy(value)
+    return result
+
+
+def merged(base: Any, applied: Any) -> Any:
+    """`applied` laid over `base`: maps merge key by key, anything else is replaced."""
+    if not (isinstance(base, dict) and isinstance(applied, dict)):
+        return copy.deepcopy(applied)
+    return {**base, **{k: merged(base.get(k), v) for k, v in applied.items()}}
+
+
 class Emulator(kmock.KubernetesEmulator):
     """kmock as kopf needs it (see shared/kmock-notes.md, trap 4): every write stamps a fresh
     resourceVersion, spec writes bump generation, generateName works, and a JSON patch is
-    applied for real, with 422 when its `test` on resourceVersion fails (kopf's finalizers)."""
+    applied for real, with 422 when its `test` on resourceVersion fails (kopf's finalizers).
+
+    Server-side apply (PATCH as application/apply-patch+yaml with a fieldManager), as the API
+    server does it for one manager that forces: the object is created if missing; the manager's
+    fields are set, and those it set before and applies no more are removed; fields other writers
+    set stay. Lists are atomic (a real server merges some by key: containers by name, ...). An
+    apply that changes nothing writes nothing (no new resourceVersion, no watch event)."""
 
     _versions = itertools.count(1)
 
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.managed: dict[tuple[Any, ...], dict[str, set[Path_]]] = {}  # object -> manager -> fields
+
+    def _apply(self, request: Any) -> aiohttp.web.StreamResponse | None:
+        """Turn a server-side apply into the create or merge patch it amounts to; a response when
+        there is nothing to write."""
+        applied = request.data if isinstance(request.data, dict) else json.loads(request.body)
+        manager = request.params.get("fieldManager")
+        if not manager:
+            return aiohttp.web.json_response(
+                {"kind": "Status", "code": 422, "message": "fieldManager is required for apply patch"},
+                status=422,
+            )
+        if request.resource not in self.resources:  # a kind the cluster does not serve (no CRD)
+            return aiohttp.web.json_response(
+                {
+                    "kind": "Status",
+                    "code": 404,
+                    "message": "the server could not find the requested resource",
+                },
+                status=404,
+            )
+        key = (request.resource, request.namespace, request.name)
+        exists = key in self.objects and not self.objects[key].deleted
+        old = self.objects[key].raw if exists else {}
+        owned = self.managed.setdefault(key, {})
+        fields = leaf_paths(applied) - {("apiVersion",), ("kind",)}
+        new = merged(without(old, owned.get(manager, set()) - fields), applied)
+        owned[manager] = fields
+        if exists and new == old:
+            return aiohttp.web.json_response(old)
+        if exists:
+            object.__setattr__(request, "data", merge_diff(old, new))
+        else:
+            object.__setattr__(request, "data", new)
+            object.__setattr__(request, "action", kmock.action.CREATE)
+        return None
+
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        applying = request.headers.get("Content-Type", "").split(";")[0] == APPLY_PATCH
+        if (
+            request.resource is not None
+            and request.action == kmock.action.UPDATE
+            and applying
+            and (response := self._apply(request)) is not None
+        ):
+            return response
         if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
             data = copy.deepcopy(request.data)
             key = (request.resource, request.namespace, request.name)

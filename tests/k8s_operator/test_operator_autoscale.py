@@ -75,7 +75,16 @@ def test_history_stays_small_under_steady_load() -> None:
     history: tuple[Recommendation, ...] = ()
     for t in range(100):
         history = desired_shards(4, loads(50, 50, 50, 50), POLICY, history, NOW + t).history
-    assert history == (Recommendation(4, NOW + 99),)
+    assert history == (Recommendation(4, NOW + 90),)  # re-stamped every tenth of the 300 s window
+
+
+def test_a_steady_recommendation_keeps_its_time_for_a_tenth_of_the_window() -> None:
+    """So the fleet's status, which carries the window, is not rewritten at every sync."""
+    first = desired_shards(4, loads(50, 50, 50, 50), POLICY, (), NOW)
+    again = desired_shards(4, loads(50, 50, 50, 50), POLICY, first.history, NOW + 29)
+    later = desired_shards(4, loads(50, 50, 50, 50), POLICY, first.history, NOW + 30)
+    assert again.history == first.history == (Recommendation(4, NOW),)
+    assert later.history == (Recommendation(4, NOW + 30),)
 
 
 def test_scale_down_then_stabilised_history_decays() -> None:

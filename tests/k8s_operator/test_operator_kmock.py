@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import kmock
@@ -11,7 +12,7 @@ import pytest
 from gamefleet_operator import handlers
 from gamefleet_operator.autoscale import ShardState
 
-from .harness import FLEETS_URL, SYNC_INTERVAL, Cluster, wait_for
+from .harness import APPLY_PATCH, FLEETS_URL, SYNC_INTERVAL, Cluster, wait_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -75,18 +76,16 @@ async def test_shards_change_patches_statefulset_replicas(cluster: Cluster) -> N
     await wait_for(lambda: cluster.condition("beta", "Progressing").get("observedGeneration") == 2)
     assert cluster.condition("beta", "Progressing")["message"] == "0/5 shards ready"
     sts = "/apis/apps/v1/namespaces/default/statefulsets"
-    # the timer may resize the StatefulSet first (a replicas-only patch); the update handler applies
-    # the whole rendered StatefulSet: its create is answered 409 ...
-    applied = lambda: [  # noqa: E731
-        r.data["spec"]
-        for r in cluster.kmock[f"patch {sts}/beta-shard"]
-        if "template" in r.data.get("spec", {})
-    ]
-    await wait_for(lambda: applied(), what="the update handler's apply")
-    assert len(cluster.kmock[f"post {sts}"]) == 2
-    update = applied()[-1]
-    assert update["replicas"] == 5  # ... and patched, without the fields a StatefulSet cannot change
-    assert not {"selector", "serviceName", "podManagementPolicy", "volumeClaimTemplates"} & set(update)
+    applies = cluster.kmock[f"patch {sts}/beta-shard"]
+    assert applies and all(r.headers["Content-Type"] == APPLY_PATCH for r in applies)  # server-side apply
+    assert {r.params.get("fieldManager") for r in applies} == {"gamefleet-operator"}
+    assert not cluster.kmock[f"post {sts}"]  # apply creates: no create-then-409 round
+    update = json.loads(applies[-1].body)["spec"]  # as sent (the emulator turns it into a merge patch)
+    assert update["replicas"] == 5  # the whole rendered StatefulSet, immutable fields unchanged
+    assert (
+        update["serviceName"] == "beta-shards"
+        and update["selector"] == cluster.get("apps/v1/statefulsets", "beta-shard")["spec"]["selector"]
+    )
 
 
 REDIS = {"redis": {"address": "redis.default.svc:6379", "passwordSecretRef": {"name": "redis-auth"}}}

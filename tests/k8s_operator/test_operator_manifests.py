@@ -108,9 +108,12 @@ def test_rbac_grants_exactly_what_the_operator_uses() -> None:
         ("gamefleet.dev", "gamefleets/status", "patch"),
         ("gamefleet.dev", "gamefleets/finalizers", "update"),  # ownerReferences.blockOwnerDeletion
         ("", "secrets", "get"),  # redis.passwordSecretRef
-        *(("", r, v) for r in ("configmaps", "services") for v in crud),
+        *(("", "configmaps", v) for v in crud),  # server-side apply creates or patches
         *(("policy", "poddisruptionbudgets", v) for v in crud),
-        *(("monitoring.coreos.com", "servicemonitors", v) for v in crud),
-        *(("apps", r, v) for r in ("statefulsets", "deployments") for v in (*crud, "get")),
+        *(("apps", "deployments", v) for v in (*crud, "get")),  # ready routers
+        # the optional children (managed Redis, ServiceMonitor) are read and pruned when dropped
+        *(("", "services", v) for v in (*crud, "get", "delete")),
+        *(("monitoring.coreos.com", "servicemonitors", v) for v in (*crud, "get", "delete")),
+        *(("apps", "statefulsets", v) for v in (*crud, "get", "delete")),
     }
     assert rbac_rules() == expected

@@ -79,12 +79,12 @@ def reasons(status: dict[str, Any]) -> tuple[str, str, str]:
     ],
 )
 def test_conditions_from_observations(case, spec, seen, plan, expected) -> None:
-    assert reasons(fleet_status(fleet(**spec), seen, plan, None, {}, 0.0, T0)) == expected, case
+    assert reasons(fleet_status(fleet(**spec), seen, plan, None, [], {}, 0.0, T0)) == expected, case
 
 
 def test_numbers_and_selector() -> None:
     seen = Observed(3, 3, 2, (ShardLoad("f-shard-0", 1000), ShardLoad("f-shard-1", 2072)))
-    status = fleet_status(fleet(shards=3), seen, DrainPlan(3, (), ()), None, {}, 0.0, T0)
+    status = fleet_status(fleet(shards=3), seen, DrainPlan(3, (), ()), None, [], {}, 0.0, T0)
     assert status["games"] == 3072 and status["capacity"] == 3 * 4096
     assert status["utilisation"] == 0.25
     assert status["selector"] == "gamefleet.dev/fleet=f,app.kubernetes.io/component=shard"
@@ -102,13 +102,13 @@ def test_transition_time_moves_only_when_the_status_flips() -> None:
 def test_finished_drains_are_removed_from_the_status() -> None:
     previous = {"draining": {"f-shard-2": 1.0, "f-shard-1": 1.0}}
     plan = DrainPlan(2, ("f-shard-1",), (), {"f-shard-1": 1.0})
-    status = fleet_status(fleet(shards=1), Observed(2, 2, 1), plan, None, previous, 0.0, T0)
+    status = fleet_status(fleet(shards=1), Observed(2, 2, 1), plan, None, [], previous, 0.0, T0)
     assert status["draining"] == {"f-shard-2": None, "f-shard-1": 1.0}  # None deletes it (merge patch)
 
 
 def test_autoscaler_decision_is_reported_with_its_window() -> None:
     decision = Decision(4, "scale up: ...", (Recommendation(4, 10.0),))
-    status = fleet_status(fleet(), Observed(2, 2, 1), DrainPlan(4, (), ()), decision, {}, 10.0, T0)
+    status = fleet_status(fleet(), Observed(2, 2, 1), DrainPlan(4, (), ()), decision, [], {}, 10.0, T0)
     assert status["autoscaler"] == {
         "desiredShards": 4,
         "reason": "scale up: ...",

@@ -1,0 +1,138 @@
+"""Controller semantics against the emulator: the timer repairs children, server-side apply takes
+away what a spec change drops, dropped optional children are deleted, and status and conditions
+stay put while nothing changes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import kmock
+import pytest
+
+from .harness import FLEETS_URL, SYNC_INTERVAL, Cluster, wait_for
+
+pytestmark = pytest.mark.asyncio
+
+IMAGE = "ghcr.io/gamefleet/gamefleet:0.1.0"
+NS = "/apis/apps/v1/namespaces/default"
+MONITORED = {"image": IMAGE, "shards": 1, "telemetry": {"metrics": {"serviceMonitor": True}}}
+
+
+def config(cluster: Cluster, name: str) -> dict[str, str]:
+    return dict((cluster.get("v1/configmaps", f"{name}-config") or {}).get("data", {}))
+
+
+async def test_a_deleted_child_is_recreated_by_the_timer(cluster: Cluster) -> None:
+    await cluster.create("rho", {"image": IMAGE, "shards": 1})
+    await wait_for(lambda: cluster.get("apps/v1/deployments", "rho-router") is not None)
+    response = await cluster.kmock.delete(f"{NS}/deployments/rho-router")
+    assert response.status == 200
+    assert cluster.get("apps/v1/deployments", "rho-router") is None
+    await wait_for(lambda: cluster.get("apps/v1/deployments", "rho-router") is not None, what="recreated")
+
+
+async def test_an_edited_child_is_set_back_by_the_timer(cluster: Cluster) -> None:
+    await cluster.create("sigma", {"image": IMAGE, "shards": 1})
+    await wait_for(lambda: config(cluster, "sigma").get("GAMEFLEET_DURABILITY") == "off")
+    edit = {"data": {"GAMEFLEET_DURABILITY": "log", "HAND_ADDED": "x"}}  # kubectl edit
+    response = await cluster.kmock.patch("/api/v1/namespaces/default/configmaps/sigma-config", json=edit)
+    assert response.status == 200
+    await wait_for(lambda: config(cluster, "sigma").get("GAMEFLEET_DURABILITY") == "off", what="set back")
+    assert config(cluster, "sigma")["HAND_ADDED"] == "x"  # a field the operator never set is not its own
+
+
+async def test_what_a_spec_change_drops_is_removed(cluster: Cluster) -> None:
+    await cluster.create("tau", {"image": IMAGE, "shards": 1})
+    await wait_for(lambda: config(cluster, "tau").get("OTEL_SDK_DISABLED") == "true")
+    tracing = {"otlpEndpoint": "http://jaeger:4317", "samplingRatio": 0.1}
+    await cluster.patch("tau", {"spec": {"telemetry": {"tracing": tracing}}})
+    await wait_for(lambda: "OTEL_EXPORTER_OTLP_ENDPOINT" in config(cluster, "tau"), what="tracing on")
+    assert "OTEL_SDK_DISABLED" not in config(cluster, "tau")  # a merge patch would have kept it
+    await cluster.patch("tau", {"spec": {"telemetry": {"metrics": {"enabled": False}}}})
+    await wait_for(lambda: "GAMEFLEET_METRICS_PORT" not in config(cluster, "tau"), what="metrics off")
+
+    def ports() -> list[str]:
+        pod = cluster.get("apps/v1/statefulsets", "tau-shard")["spec"]["template"]["spec"]
+        return [port["name"] for port in pod["containers"][0]["ports"]]
+
+    await wait_for(lambda: ports() == ["grpc"], what="the metrics port gone from the shards")
+
+
+async def test_optional_children_the_spec_drops_are_deleted(cluster: Cluster) -> None:
+    spec = MONITORED | {"redis": {"managed": {"enabled": True}}}
+    await cluster.create("upsilon", spec)
+    for resource, name in [
+        ("monitoring.coreos.com/v1/servicemonitors", "upsilon"),
+        ("apps/v1/statefulsets", "upsilon-redis"),
+        ("v1/services", "upsilon-redis"),
+    ]:
+        await wait_for(lambda r=resource, n=name: cluster.get(r, n) is not None, what=name)
+    off = {"telemetry": {"metrics": {"serviceMonitor": False}}, "redis": {"managed": {"enabled": False}}}
+    await cluster.patch("upsilon", {"spec": off})
+    await wait_for(
+        lambda: cluster.get("monitoring.coreos.com/v1/servicemonitors", "upsilon") is None,
+        what="the ServiceMonitor deleted",
+    )
+    await wait_for(lambda: cluster.get("apps/v1/statefulsets", "upsilon-redis") is None, what="Redis gone")
+    assert cluster.get("v1/services", "upsilon-redis") is None
+    assert "GAMEFLEET_REDIS_URL" not in config(cluster, "upsilon")
+    assert len(cluster.events("Removed")) == 3
+
+
+async def test_a_child_that_cannot_be_applied_degrades_without_flapping(cluster: Cluster) -> None:
+    """No prometheus-operator CRDs: every ServiceMonitor apply fails. The fleet stays Degraded
+    (ApplyFailed) with one Event, the other children are applied, and steady syncs write nothing."""
+    del cluster.kmock.resources[kmock.resource("monitoring.coreos.com/v1/servicemonitors")]
+    await cluster.create("phi", MONITORED)
+    await wait_for(lambda: cluster.condition("phi", "Degraded").get("reason") == "ApplyFailed")
+    await wait_for(lambda: cluster.get("apps/v1/deployments", "phi-router") is not None)  # the rest applied
+    await cluster.set_ready("phi", 1)
+    await wait_for(lambda: cluster.condition("phi", "Ready").get("status") == "True", what="Ready")
+    degraded = cluster.condition("phi", "Degraded")
+    writes = len(cluster.kmock[f"patch {FLEETS_URL}/phi/status"])
+    await asyncio.sleep(4 * SYNC_INTERVAL)  # several timer rounds, each failing the same way
+    assert cluster.condition("phi", "Degraded") == degraded
+    assert len(cluster.kmock[f"patch {FLEETS_URL}/phi/status"]) == writes
+    assert len(cluster.events("ApplyFailed")) == 1
+    assert "ServiceMonitor phi" in degraded["message"]
+
+
+async def test_a_steady_fleet_costs_no_writes(cluster: Cluster) -> None:
+    """Level-triggered, but quiet: a timer round that changes nothing writes no child and no status."""
+    await cluster.create("chi", {"image": IMAGE, "shards": 2})
+    await wait_for(lambda: cluster.get("apps/v1/deployments", "chi-router") is not None)
+    await cluster.set_ready("chi", 2)
+    await wait_for(lambda: cluster.condition("chi", "Ready").get("status") == "True", what="Ready")
+    await asyncio.sleep(2 * SYNC_INTERVAL)
+    versions = {
+        key: cluster.kmock.objects[key]["metadata"]["resourceVersion"]
+        for key in list(cluster.kmock.objects)
+        if key[0] != kmock.resource("v1/events") and not cluster.kmock.objects[key].deleted
+    }
+    await asyncio.sleep(4 * SYNC_INTERVAL)
+    for key, version in versions.items():
+        assert cluster.kmock.objects[key]["metadata"]["resourceVersion"] == version, key
+
+
+async def test_a_steadily_autoscaled_fleet_writes_no_status_each_sync(cluster: Cluster) -> None:
+    """The autoscaler's window is in status: a steady recommendation keeps its time, so the timer's
+    rounds leave status alone."""
+    registry = cluster.registries["psi"]
+    for shard in ("psi-shard-0", "psi-shard-1"):
+        registry.report(shard, 50)  # 100 games at 50% of 100 per shard: 2 shards, steady
+    autoscaled = {"enabled": True, "minShards": 1, "maxShards": 6, "targetUtilisation": 0.5}
+    spec = {
+        "image": IMAGE,
+        "shards": 2,
+        "game": {"capacityPerShard": 100},
+        "autoscaling": autoscaled,
+        "redis": {"address": "redis.default.svc:6379"},
+    }
+    await cluster.create("psi", spec)
+    await wait_for(lambda: "steady" in cluster.status("psi").get("autoscaler", {}).get("reason", ""))
+    await cluster.set_ready("psi", 2)
+    await wait_for(lambda: cluster.condition("psi", "Ready").get("status") == "True", what="Ready")
+    await asyncio.sleep(2 * SYNC_INTERVAL)
+    writes = len(cluster.kmock[f"patch {FLEETS_URL}/psi/status"])
+    await asyncio.sleep(4 * SYNC_INTERVAL)
+    assert len(cluster.kmock[f"patch {FLEETS_URL}/psi/status"]) == writes
