@@ -157,7 +157,7 @@ def _create_request(
 ) -> pb.CreateBatchGamesRequest:
     request = pb.CreateBatchGamesRequest(
         num_games=n,
-        config=config_to_proto(config or GameConfig()),
+        config=None if config is None else config_to_proto(config),  # None: the shard's defaults
         autoreset=autoreset,
         placement_key=placement_key,
         include_masks=masks,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gameserver.cli import build_parser
-from gameserver.cli.serve import fleet_options
+from gameserver.cli.serve import fleet_options, game_defaults
+from gameserver.engine import GameConfig
 
 OPERATOR_ENV = {
     "GAMEFLEET_REDIS_URL": "redis://redis.ns.svc:6379/0",
@@ -77,7 +78,10 @@ def test_without_redis_a_shard_is_not_in_a_fleet(monkeypatch):
             ["--redis", "redis://x:1/0", "--fleet", "f", "--dead-after", "1", "--heartbeat", "1"],
             "two heartbeats",
         ),
-        (["--redis", "redis://x:1/0", "--fleet", "f", "--drain-timeout", "0"], "--drain-timeout must be > 0"),
+        (
+            ["--redis", "redis://x:1/0", "--fleet", "f", "--drain-timeout", "-1"],
+            "--drain-timeout must be >= 0",
+        ),
     ],
 )
 def test_bad_fleet_flags_are_refused_with_a_reason(monkeypatch, argv, message):
@@ -85,6 +89,55 @@ def test_bad_fleet_flags_are_refused_with_a_reason(monkeypatch, argv, message):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(SystemExit, match=message):
         fleet_options(serve_args(argv))
+
+
+@pytest.mark.parametrize(
+    ("environment", "argv"),
+    [({"GAMEFLEET_DRAIN_TIMEOUT_SECONDS": "0"}, []), ({}, ["--drain-timeout", "0"])],
+    ids=["environment", "flag"],
+)
+def test_a_drain_timeout_of_0_means_leave_at_once(monkeypatch, environment, argv):
+    """drainTimeoutSeconds: 0 is valid in the CRD: the shard starts (no crash loop) and leaves at once."""
+    for name, value in (OPERATOR_ENV | environment).items():
+        monkeypatch.setenv(name, value)
+    assert fleet_options(serve_args(argv)).drain_timeout_s == 0
+
+
+@pytest.mark.parametrize(
+    ("environment", "argv", "expected"),
+    [
+        ({}, [], GameConfig()),
+        (
+            {"GAMEFLEET_GAME_WIDTH": "30", "GAMEFLEET_GAME_HEIGHT": "10", "GAMEFLEET_GAME_PLAYERS": "4"},
+            [],
+            GameConfig(width=30, height=10, players=4),
+        ),
+        (
+            {"GAMEFLEET_GAME_WIDTH": "30"},
+            ["--game-width", "12", "--game-players", "3"],
+            GameConfig(width=12, players=3),
+        ),
+    ],
+    ids=["engine defaults", "the operator's environment", "flags win"],
+)
+def test_game_defaults_come_from_the_fleets_spec_game(monkeypatch, environment, argv, expected):
+    for name in ("GAMEFLEET_GAME_WIDTH", "GAMEFLEET_GAME_HEIGHT", "GAMEFLEET_GAME_PLAYERS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert game_defaults(serve_args(argv)) == expected
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [({"GAMEFLEET_GAME_WIDTH": "wide"}, "GAMEFLEET_GAME_WIDTH must be an integer"),
+     ({"GAMEFLEET_GAME_PLAYERS": "9"}, "--game-\\*: GameConfig.players must be in")],
+)  # fmt: skip
+def test_bad_game_defaults_are_refused_at_start(monkeypatch, environment, message):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit, match=message):
+        game_defaults(serve_args([]))
 
 
 def test_a_bad_environment_value_is_refused_naming_the_variable(monkeypatch):

@@ -151,3 +151,51 @@ def test_sigterm_hands_the_games_to_the_other_shard_then_exits(redis_server):
         assert all(batch.acked == 6 for batch in trainer.batches)
         fleet.kill(1)
         recovered_equal_reference(redis_server.url, "term", trainer.batches)
+
+
+def test_sigterm_with_a_drain_timeout_of_0_leaves_at_once_and_a_survivor_takes_the_games(redis_server):
+    """drainTimeoutSeconds: 0 (valid in the CRD): the shard starts, and on SIGTERM exits without
+    handing anything over; its games, recorded in Redis, go on on the other shard."""
+    fast = ("--heartbeat", "0.2", "--dead-after", "5", "--drain-timeout", "0")
+    with (
+        LocalFleet(2, redis_url=redis_server.url, fleet="leave0", durability="log", router=True,
+                   extra_args=fast, router_args=("--alive-within", "5", "--refresh", "0.2")) as fleet,
+        FleetClient(fleet.router_address, timeout=10) as client,
+    ):  # fmt: skip
+        ring = HashRing(sorted(fleet.addresses))
+        keys = [
+            next(f"z{i}" for i in range(1000) if ring.shard_of_key(f"z{i}") == s) for s in fleet.addresses
+        ]
+        trainer = Trainer(client, keys, games=4)
+        for _ in range(3):
+            trainer.round()
+        leaving = fleet._processes[0]
+        leaving.send_signal(signal.SIGTERM)
+        assert leaving.wait(20) == 0
+        log = fleet.logs[0].read_text()
+        assert "drain <= 0 s" in log and "handed" not in log
+        for _ in range(3):
+            trainer.round()  # the survivor recovers the leaving shard's games from Redis
+        assert all(batch.acked == 6 for batch in trainer.batches)
+        fleet.kill(1)
+        recovered_equal_reference(redis_server.url, "leave0", trainer.batches)
+
+
+@pytest.mark.parametrize(("mode", "drain"), [("off", 60.0), ("log", 0.0)])
+def test_a_shard_that_moves_nothing_leaves_at_once(redis_server, mode, drain):
+    """SIGTERM with durability off (nothing can move) or a drain timeout of 0: leave() returns at
+    once, NOT_SERVING, the games left where they are (in Redis for the survivors when recorded)."""
+    options = FleetOptions(redis_server.url, f"now-{mode}", mode, shard_name="pod-a", dead_after_s=1.0,
+                           heartbeat_s=0.1, drain_timeout_s=drain)  # fmt: skip
+    a, b = BackgroundShard(seed=1, fleet=options), shard(redis_server, f"now-{mode}", "pod-b")
+    try:
+        with FleetClient(a.address, timeout=10) as client:
+            client.create(3, CONFIG, placement_key="k")
+        started = time.monotonic()
+        a.call(a.server.leave(), timeout=10)
+        assert time.monotonic() - started < 1.0
+        assert a.server.games.active_games == 3  # nothing handed over
+        assert not client_healthy(a) and client_healthy(a, LIVENESS_SERVICE)
+    finally:
+        a.stop()
+        b.stop()

@@ -6,7 +6,12 @@ shards, drains when the operator asks (or on SIGTERM) and leaves the registry on
 Every fleet flag defaults to the environment the operator sets (GAMEFLEET_REDIS_URL with
 GAMEFLEET_REDIS_PASSWORD, GAMEFLEET_FLEET_ID, GAMEFLEET_DURABILITY, GAMEFLEET_SNAPSHOT_EVERY_TICKS,
 GAMEFLEET_KEY_TTL_SECONDS, GAMEFLEET_SHARD, GAMEFLEET_ADDRESS, GAMEFLEET_DRAIN_TIMEOUT_SECONDS,
-GAMEFLEET_ON_REDIS_ERROR); a flag wins over its variable.
+GAMEFLEET_ON_REDIS_ERROR), and so do the game defaults (GAMEFLEET_GAME_WIDTH, GAMEFLEET_GAME_HEIGHT,
+GAMEFLEET_GAME_PLAYERS: the fleet's spec.game); a flag wins over its variable.
+
+Shutdown on SIGTERM, in order: drain for at most --drain-timeout seconds (0: leave at once, the
+games stay in Redis for the other shards), then in-flight calls get --grace seconds, then the
+final flush to Redis. The operator sizes the pod's termination grace period from the same terms.
 """
 
 from __future__ import annotations
@@ -14,13 +19,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from ..telemetry.exposition import add_metrics_argument
 from ..threads import wait_passively
 from ..wire import limits
 
+if TYPE_CHECKING:  # numba and grpc load in run(), not for `gamefleet --help`
+    from ..engine import GameConfig
+    from ..shard.server import ShardServer
 
-def _env_int(name: str, default: int) -> int:
+
+def _env_int(name: str, default: int | None) -> int | None:
     text = os.environ.get(name)
     if not text:
         return default
@@ -69,8 +79,20 @@ def _add_fleet(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     fleet.add_argument(
         "--drain-timeout", type=float, default=float(_env_int("GAMEFLEET_DRAIN_TIMEOUT_SECONDS", 60)),
-        help="SIGTERM: seconds to hand the games over before exiting",
+        help="SIGTERM: seconds to hand the games over before exiting (0: leave at once; the games "
+        "stay in Redis for the other shards)",
     )  # fmt: skip
+
+
+def _add_game(parser: argparse.ArgumentParser) -> None:
+    """The defaults of the fields a CreateBatchGames request leaves unset (the fleet's spec.game)."""
+    game = parser.add_argument_group("game defaults (fields a create request leaves unset)")
+    for field in ("width", "height", "players"):
+        variable = f"GAMEFLEET_GAME_{field.upper()}"
+        game.add_argument(
+            f"--game-{field}", type=int, default=_env_int(variable, None),
+            help=f"default {field} (default: ${variable}, else the engine's)",
+        )  # fmt: skip
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -84,6 +106,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--workers", type=int, default=limits.WORKERS, help="threads stepping pools")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
     _add_fleet(parser)
+    _add_game(parser)
     add_metrics_argument(parser)
     parser.add_argument(
         "--replay-address", help="ReplayService host:port that games created with push_transitions feed"
@@ -106,9 +129,11 @@ def fleet_options(args: argparse.Namespace) -> object:
     for name in ("snapshot_every", "key_ttl"):
         if getattr(args, name) < 1:
             raise SystemExit(f"gamefleet serve: --{name.replace('_', '-')} must be >= 1")
-    for name in ("dead_after", "heartbeat", "drain_timeout"):
+    for name in ("dead_after", "heartbeat"):
         if not getattr(args, name) > 0:
             raise SystemExit(f"gamefleet serve: --{name.replace('_', '-')} must be > 0")
+    if not args.drain_timeout >= 0:  # 0 (the CRD allows it): leave at once
+        raise SystemExit("gamefleet serve: --drain-timeout must be >= 0")
     if args.dead_after <= 2 * args.heartbeat:
         raise SystemExit("gamefleet serve: --dead-after must exceed two heartbeats")
     return FleetOptions(
@@ -126,13 +151,23 @@ def fleet_options(args: argparse.Namespace) -> object:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    wait_passively()  # before any kernel runs (threads.py)
-    from ..shard.server import ShardServer  # numba and grpc load here, not for `gamefleet --help`
-    from ..telemetry import process
+def game_defaults(args: argparse.Namespace) -> GameConfig:
+    """The GameConfig whose fields a create request leaves unset take: the engine's defaults
+    with --game-width/--game-height/--game-players over them; refuses an impossible board."""
+    from ..engine import GameConfig
 
-    fleet = fleet_options(args)
-    server = ShardServer(
+    fields = {name: getattr(args, f"game_{name}") for name in ("width", "height", "players")}
+    try:
+        return GameConfig(**{name: value for name, value in fields.items() if value is not None})
+    except ValueError as error:
+        raise SystemExit(f"gamefleet serve: --game-*: {error}") from None
+
+
+def shard_server(args: argparse.Namespace) -> ShardServer:
+    """The ShardServer the flags describe (not started)."""
+    from ..shard.server import ShardServer  # numba and grpc load here, not for `gamefleet --help`
+
+    return ShardServer(
         args.host,
         args.port,
         seed=args.seed,
@@ -140,9 +175,17 @@ def run(args: argparse.Namespace) -> int:
         max_games=args.max_games,
         max_message_bytes=args.max_message_mb << 20,
         workers=args.workers,
-        fleet=fleet,
+        fleet=fleet_options(args),
         replay_address=args.replay_address,
+        game_defaults=game_defaults(args),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    wait_passively()  # before any kernel runs (threads.py)
+    from ..telemetry import process
+
+    server = shard_server(args)
     return process.run_server("shard", args.host, args.metrics_port, server.serve_until_signal(args.grace))
 
 

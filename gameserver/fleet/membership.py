@@ -153,15 +153,18 @@ class FleetMember:
                 )  # fmt: skip
 
     async def leave(self, timeout_s: float) -> None:
-        """SIGTERM: drain within `timeout_s` (what is left stays in Redis for the survivors)."""
+        """SIGTERM: drain within `timeout_s` (what is left stays in Redis for the survivors).
+        `timeout_s` 0 (drainTimeoutSeconds: 0) or durability off: go at once, moving nothing."""
         self._leaving = True
-        if not self.moves_games:  # nothing can move: go at once (clients see the shard go)
+        if timeout_s <= 0 or not self.moves_games:  # clients see the shard go; survivors recover
             self.draining = True
             self.durability.state = "DRAINING"
-        elif self._drain is None:
-            self._drain = asyncio.create_task(self._drain_games())
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(self._drain), timeout_s)
+            await self._set_serving(False)
+        else:
+            if self._drain is None:
+                self._drain = asyncio.create_task(self._drain_games())
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._drain), timeout_s)
         for task in (self._drain, self._loop):
             if task is not None:
                 task.cancel()

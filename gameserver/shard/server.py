@@ -9,6 +9,11 @@ With FleetOptions (a Redis), the shard's pools are durable (fleet/durability.py)
 the fleet's registry and takes part in failover, drain and lazy moves (fleet/membership.py); on
 SIGTERM it drains (hands its games to the other shards through Redis) before it stops, and
 leaves the registry on a clean exit.
+
+Shutdown budget on SIGTERM (serve_until_signal), each term bounded: the drain (at most
+`FleetOptions.drain_timeout_s`; 0 leaves at once), then in-flight calls (at most `grace`), then the
+final flush of changed games to Redis. The operator's pod grace period is preStop + these two
+bounds + a margin for the flush (operator render.py), so SIGKILL does not cut the flush short.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ class FleetOptions:
     shard_name: str | None = None  # the pod name drain requests use (default: the advertised address)
     dead_after_s: float = 10.0  # heartbeat silence after which its games are recovered elsewhere
     heartbeat_s: float = 1.0
-    drain_timeout_s: float = 60.0  # SIGTERM: how long handing games over may take
+    drain_timeout_s: float = 60.0  # SIGTERM: how long handing games over may take (0: leave at once)
 
 
 def _advertised(host: str, port: int) -> str:
@@ -94,8 +99,10 @@ class ShardServer:
         workers: int = WORKERS,
         fleet: FleetOptions | None = None,
         replay_address: str | None = None,
+        game_defaults: GameConfig | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.game_defaults = game_defaults  # fields a create request leaves unset (None: the engine's)
         self.fleet = fleet
         # games created with push_transitions send their steps to this ReplayService
         self.transitions = TransitionSink(replay_address) if replay_address else None
@@ -156,6 +163,7 @@ class ShardServer:
             name=name,
             max_games_per_call=self.max_games_per_call,
             max_message_bytes=self.max_message_bytes,
+            game_defaults=self.game_defaults,
         )
         self.seats = servicer.seats
         self._shared_views = servicer.shared_views
@@ -197,12 +205,14 @@ class ShardServer:
             await asyncio.to_thread(self.transitions.close)
 
     async def leave(self) -> None:
-        """SIGTERM in a fleet: drain (games to the other shards through Redis), then stop."""
+        """SIGTERM in a fleet: drain (games to the other shards through Redis) for at most the
+        drain timeout (0: not at all, the games stay in Redis for the survivors), then stop."""
         if self.member is not None:
             await self.member.leave(self.fleet.drain_timeout_s)
 
     async def serve_until_signal(self, grace: float = 5.0) -> None:
-        """Start, print the address, run until SIGINT/SIGTERM, then stop gracefully."""
+        """Start, print the address, run until SIGINT/SIGTERM, then shut down within the budget:
+        drain (<= drain timeout), in-flight calls (<= `grace`), the final flush."""
         await self.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -215,5 +225,7 @@ class ShardServer:
             )
         print(f"gamefleet shard serving on {self.address}{fleet}", flush=True)
         await stop.wait()
+        drain = self.fleet.drain_timeout_s if self.member is not None else 0.0
+        print(f"gamefleet shard stopping: drain <= {drain:g} s, in-flight calls <= {grace:g} s", flush=True)
         await self.leave()
         await self.stop(grace)

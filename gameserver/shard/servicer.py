@@ -99,8 +99,11 @@ class BatchGameServicer:
         name: str,
         max_games_per_call: int,
         max_message_bytes: int,
+        game_defaults: GameConfig | None = None,
     ) -> None:
         self.games = games
+        # what the fields a CreateBatchGames request leaves unset take (the fleet's spec.game)
+        self.game_defaults = GameConfig() if game_defaults is None else game_defaults
         self.seats = SeatTable(games)
         self.name = name
         self.max_games_per_call = max_games_per_call
@@ -135,7 +138,7 @@ class BatchGameServicer:
                 f"num_games: {n} games in one call, the limit is {self.max_games_per_call}"
             )
         deadline = turn_deadline(request)
-        config = config_from_proto(request.config)
+        config = config_from_proto(request.config, self.game_defaults)
         seeds = read_seeds(request, "seeds", n)
         role = read_role(request, config, self.games.transitions)
         self._check_reply(config, n, masks=request.include_masks, finals=False)

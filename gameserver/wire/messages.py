@@ -76,13 +76,14 @@ def write_tensor(tensor: pb.Tensor, array: object) -> None:
     tensor.shape[:] = shape
 
 
-def config_from_proto(message: pb.GameConfig) -> GameConfig:
-    """The engine config a request asks for; unset fields take the engine defaults.
+def config_from_proto(message: pb.GameConfig, defaults: GameConfig | None = None) -> GameConfig:
+    """The engine config a request asks for; unset fields take `defaults`' values (a shard's
+    --game-* flags: a fleet's spec.game), or the engine defaults without.
 
     Densities travel as float32: they are read back as the shortest decimal that float32
     holds (0.2, not 0.20000000298), so the same config from any client names the same pool.
     """
-    values = {}
+    values = {} if defaults is None else dataclasses.asdict(defaults)
     for name in _CONFIG_FIELDS:
         if message.HasField(name):
             value = getattr(message, name)

@@ -127,19 +127,23 @@ def drain_order(
     loads: Iterable[ShardLoad],
     requested: Mapping[str, float],
     now: float,
-    timeout: float,
+    timeout: float | None,
 ) -> DrainPlan:
     """Scale the StatefulSet whose pods are `names` (ordinal order) towards `desired` shards.
 
     Scale-up is immediate. On scale-down the shards at ordinals >= desired leave, highest
     first; replicas only drop past a leaving shard once it reported DRAINED, or once its drain
-    request (`requested`: shard -> when asked) is older than `timeout`.
+    request (`requested`: shard -> when asked) is older than `timeout`. `timeout` None: shards
+    are not asked to drain (no Redis to move games through, or drainTimeoutSeconds 0) and leave
+    at once, which is not a drain that timed out.
     """
     drained = {load.shard for load in loads if load.state is ShardState.DRAINED}
     staying, leaving = names[:desired], names[desired:]
     resume = tuple(name for name in staying if name in requested)
     if not leaving:
         return DrainPlan(desired, (), resume)
+    if timeout is None:
+        return DrainPlan(desired, (), resume, gone=tuple(reversed(leaving)))
     open_requests = {name: requested.get(name, now) for name in leaving}
     gone = [name for name in leaving if name in drained or now - open_requests[name] >= timeout]
     replicas = len(names)

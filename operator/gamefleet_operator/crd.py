@@ -107,11 +107,17 @@ SPEC: Schema = {
         ),
         "resources": resources("Requests and limits of one shard pod.", "1", "1Gi"),
         "drainTimeoutSeconds": integer(
-            0, 3600, 60, "How long a leaving shard may take to hand its games over before it is removed."
+            0,
+            3600,
+            60,
+            "How long a leaving shard may take to hand its games over before it is removed; 0: it leaves"
+            " at once, its games stay in Redis for the other shards. The pod's termination grace period"
+            " is preStop + this + the shard's stop grace + a margin.",
         ),
         "suspend": boolean(False, "Drain and stop every shard and router; the fleet and its Redis stay."),
         "game": section(
-            "Defaults for games created without a config, and the shard size.",
+            "Defaults for the fields a create request leaves unset (every field of a request without a"
+            " config): the shards' --game-width/--game-height/--game-players; and the shard size.",
             {
                 "width": integer(4, 64, 20, "Board width."),
                 "height": integer(4, 64, 20, "Board height."),

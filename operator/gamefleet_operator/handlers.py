@@ -49,13 +49,25 @@ def _update_status(patch: kopf.Patch, status: Mapping, new: Mapping[str, Any]) -
 
 
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Keep kopf's bookkeeping in annotations (status has a strict schema) and connect."""
+    """Keep kopf's bookkeeping in annotations (status has a strict schema), connect, and make sure
+    the peering object the replicas elect their leader in exists."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
     memo.kube = Kube.connect()
+    if not settings.peering.standalone:
+        for manifest in peering_objects(settings.peering.name, memo.get("namespaces") or []):
+            memo.kube.apply(manifest)
+
+
+def peering_objects(name: str, namespaces: list[str]) -> list[Manifest]:
+    """kopf's peering object(s): one cluster-wide, or one per watched namespace."""
+    if not namespaces:
+        return [{"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}]
+    meta = [{"name": name, "namespace": namespace} for namespace in namespaces]
+    return [{"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": m} for m in meta]
 
 
 def _degrade(body: kopf.Body, status: Mapping, patch: kopf.Patch, reason: str, message: str) -> None:
@@ -134,8 +146,10 @@ def plan_drain(
 ) -> DrainPlan:
     """Where the StatefulSet's replicas stand this round; asks leaving shards to drain."""
     requested = {k: v for k, v in (status.get("draining") or {}).items() if v is not None}
-    # without Redis no shard can report drained: the pod's own SIGTERM drain is all there is
-    timeout = fleet.spec["drainTimeoutSeconds"] if fleet.redis_host else 0
+    # Without Redis no shard can report drained, and with drainTimeoutSeconds 0 none is asked to:
+    # leaving shards go at once (the pod's own SIGTERM shutdown is all there is), not "timed out".
+    drains = fleet.redis_host is not None and fleet.spec["drainTimeoutSeconds"] > 0
+    timeout = fleet.spec["drainTimeoutSeconds"] if drains else None
     names = shard_names(fleet, seen.replicas or 0)
     plan = drain_order(names, fleet.shards, seen.loads, requested, time.time(), timeout)
     if registry is not None:

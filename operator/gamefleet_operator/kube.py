@@ -25,6 +25,8 @@ PLURALS = {
     "Deployment": "deployments",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "ServiceMonitor": "servicemonitors",
+    "ClusterKopfPeering": "clusterkopfpeerings",
+    "KopfPeering": "kopfpeerings",
 }
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the client sends the manifest as JSON
@@ -39,9 +41,11 @@ class ApiError(Exception):
         self.status = status
 
 
-def collection_path(api_version: str, kind: str, namespace: str) -> str:
+def collection_path(api_version: str, kind: str, namespace: str | None) -> str:
+    """The objects' URL; `namespace` None for a cluster-scoped kind."""
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    return f"{prefix}/namespaces/{namespace}/{PLURALS[kind]}"
+    scope = "" if namespace is None else f"/namespaces/{namespace}"
+    return f"{prefix}{scope}/{PLURALS[kind]}"
 
 
 class Kube:
@@ -89,7 +93,7 @@ class Kube:
         """Server-side apply: the object as rendered, created if need be (idempotent). `force`
         takes back fields someone else changed: the operator owns its children's rendered state."""
         meta = manifest["metadata"]
-        path = collection_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
+        path = collection_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace"))
         query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
         return self._call("PATCH", f"{path}/{meta['name']}", manifest, APPLY_PATCH, query)
 

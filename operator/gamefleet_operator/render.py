@@ -10,9 +10,14 @@ Children and their names (fleet `f`):
   f          ServiceMonitor       when telemetry.metrics.serviceMonitor
   f-redis    StatefulSet + Service  when redis.managed.enabled
 
-Shutdown contract of a shard pod: preStop sleeps PRESTOP_SECONDS (endpoints and routers
-drop the pod), then SIGTERM: the shard stops taking games, hands its games over through
-Redis, and exits. terminationGracePeriodSeconds leaves it drainTimeoutSeconds for that.
+Shutdown budget of a shard pod (`termination_grace_seconds`), in order:
+  PRESTOP_SECONDS          preStop sleeps: endpoints and routers drop the pod
+  drainTimeoutSeconds      SIGTERM: `serve --drain-timeout`: the shard stops taking games and hands
+                           them over through Redis (0: it leaves at once, its games stay in Redis)
+  STOP_GRACE_SECONDS       `serve --grace`: in-flight calls finish, the server stops
+  SHUTDOWN_MARGIN_SECONDS  the final flush of changed games to Redis, leaving the registry, exit
+terminationGracePeriodSeconds is their sum and the flags come from the same constants, so
+SIGKILL only lands on a shard whose flush overran the margin.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from .spec import Fleet
 GRPC_PORT = 50051
 REDIS_PORT = 6379
 PRESTOP_SECONDS = 5
-SHUTDOWN_MARGIN_SECONDS = 10  # beyond preStop + drain: process exit, final flush
+STOP_GRACE_SECONDS = 5  # after the drain: in-flight calls get this long (`serve --grace`)
+SHUTDOWN_MARGIN_SECONDS = 10  # after the server stopped: the final flush to Redis, process exit
 FLEET_LABEL = "gamefleet.dev/fleet"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 CONFIG_HASH_ANNOTATION = "gamefleet.dev/config-hash"
@@ -148,6 +154,19 @@ _CONTAINER_SECURITY = {
     "capabilities": {"drop": ["ALL"]},
 }
 _POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+# The redis image's `redis` user; fsGroup makes the volume writable for it. Restricted as the fleet's pods.
+_REDIS_POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 999,
+    "fsGroup": 999,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# whenDeleted: Delete. The StatefulSet goes when the fleet is deleted (its finalizer has already
+# purged the fleet's keys) or managed Redis is turned off (the shards no longer use it): a claim
+# left behind holds only data nobody reads, and a later fleet of the same name would replay that
+# stale append-only file. whenScaled: Retain: replicas is always 1; a manual scale to 0 (a pause)
+# must keep the data for when it comes back. (Kubernetes >= 1.27; older clusters ignore the field.)
+_REDIS_CLAIM_RETENTION = {"whenDeleted": "Delete", "whenScaled": "Retain"}
 
 
 def _fleet_container(fleet: Fleet, role: str, args: list[str], resources: dict[str, Any]) -> dict[str, Any]:
@@ -204,14 +223,25 @@ def _pod_template(fleet: Fleet, component: str, container: dict[str, Any], grace
 
 
 def termination_grace_seconds(fleet: Fleet) -> int:
-    """preStop + the shard's drain + a margin: SIGKILL only comes after a drain that timed out."""
-    return PRESTOP_SECONDS + fleet.spec["drainTimeoutSeconds"] + SHUTDOWN_MARGIN_SECONDS
+    """preStop + the drain + the stop grace + a margin for the final flush: the shard's whole
+    shutdown fits before SIGKILL (the module docstring's budget)."""
+    drain = fleet.spec["drainTimeoutSeconds"]
+    return PRESTOP_SECONDS + drain + STOP_GRACE_SECONDS + SHUTDOWN_MARGIN_SECONDS
+
+
+def shard_args(fleet: Fleet) -> list[str]:
+    """`gamefleet serve`'s flags; the drain and stop grace explicit, from the grace budget's terms."""
+    return [
+        "serve",
+        *("--host", "0.0.0.0", "--port", str(GRPC_PORT)),
+        *("--max-games", str(fleet.capacity_per_shard)),
+        *("--drain-timeout", str(fleet.spec["drainTimeoutSeconds"])),
+        *("--grace", str(STOP_GRACE_SECONDS)),
+    ]
 
 
 def shard_stateful_set(fleet: Fleet, replicas: int) -> Manifest:
-    drain = fleet.spec["drainTimeoutSeconds"]
-    args = ["serve", "--host", "0.0.0.0", "--port", str(GRPC_PORT)]
-    args += ["--max-games", str(fleet.capacity_per_shard), "--grace", str(drain)]
+    args = shard_args(fleet)
     container = _fleet_container(fleet, "shard", args, fleet.spec["resources"])
     container["env"] = [
         {"name": "GAMEFLEET_SHARD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -324,7 +354,7 @@ def redis_stateful_set(fleet: Fleet) -> Manifest:
             "template": {
                 "metadata": {"labels": labels(fleet, "redis")},
                 "spec": {
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 999, "fsGroup": 999},
+                    "securityContext": _REDIS_POD_SECURITY,
                     "containers": [
                         {
                             "name": "redis",
@@ -341,6 +371,7 @@ def redis_stateful_set(fleet: Fleet) -> Manifest:
                 },
             },
             "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": claim_spec}],
+            "persistentVolumeClaimRetentionPolicy": _REDIS_CLAIM_RETENTION,
         },
     }
 

@@ -58,7 +58,22 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "grafana": {"prometheusUrl": EXTERNAL_PROMETHEUS, "jaegerUrl": EXTERNAL_JAEGER},
         "loadtest": {"enabled": True, "address": "fleet.rl.svc:50051"},
     },
+    "grafana-without-dashboards": {"dashboards": {"enabled": False}},
+    "user-secrets": {  # what a GitOps install names instead of passing: the user's own Secrets
+        "grafana": {"admin": {"existingSecret": "grafana-admin", "passwordKey": "password"}},
+        "imagePullSecrets": [{"name": "registry-credentials"}],
+        "fleet": {"enabled": True},
+    },
 }
+
+
+def user_secrets(values: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(name, key) of the Secrets the values name but the chart does not render: the user's."""
+    secrets: list[tuple[str, str | None]] = [(s["name"], None) for s in values.get("imagePullSecrets", [])]
+    admin = values.get("grafana", {}).get("admin", {})
+    if admin.get("existingSecret"):
+        secrets.append((admin["existingSecret"], admin.get("passwordKey", "admin-password")))
+    return secrets
 
 
 class HelmFailed(Exception):

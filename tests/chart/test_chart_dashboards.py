@@ -50,7 +50,7 @@ def test_each_dashboard_file_is_a_key_of_the_labelled_config_map(chart_with_dash
     grafana = find(objects, "Deployment", f"{FULLNAME}-grafana")["spec"]["template"]["spec"]
     assert {
         "name": "dashboards",
-        "configMap": {"name": f"{FULLNAME}-dashboards", "optional": True},
+        "configMap": {"name": f"{FULLNAME}-dashboards"},
     } in grafana["volumes"]
 
 
@@ -64,15 +64,32 @@ def test_without_the_bundled_grafana_the_config_map_is_there_for_a_sidecar(
     assert not [o for o in objects if o["metadata"]["name"] == f"{FULLNAME}-grafana"]
 
 
-def test_dashboards_off_renders_no_config_map(chart_with_dashboards: Path) -> None:
-    assert (
-        dashboards_config_map(template({"dashboards": {"enabled": False}}, chart=chart_with_dashboards))
-        is None
-    )
+def grafana_mounts(objects: list[dict[str, Any]]) -> list[str]:
+    pod = find(objects, "Deployment", f"{FULLNAME}-grafana")["spec"]["template"]["spec"]
+    return [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]]
+
+
+def test_dashboards_off_renders_no_config_map_and_grafana_provisions_none(
+    chart_with_dashboards: Path,
+) -> None:
+    objects = template({"dashboards": {"enabled": False}}, chart=chart_with_dashboards)
+    assert dashboards_config_map(objects) is None
+    assert not [m for m in grafana_mounts(objects) if "dashboards" in m]
+    assert set(find(objects, "ConfigMap", f"{FULLNAME}-grafana")["data"]) == {"datasources.yaml"}
+
+
+def test_a_chart_without_dashboards_renders_and_mounts_none(tmp_path: Path) -> None:
+    chart = tmp_path / "gamefleet"
+    shutil.copytree(CHART, chart)
+    for name in (chart / "dashboards").glob("*.json"):
+        name.unlink()
+    objects = template({}, chart=chart)
+    assert dashboards_config_map(objects) is None
+    assert not [m for m in grafana_mounts(objects) if "dashboards" in m]
 
 
 def test_the_charts_own_dashboards_folder_is_what_gets_shipped() -> None:
-    """Before any dashboard exists: no ConfigMap (Grafana's volume is optional); after: all."""
+    """No dashboard files: no ConfigMap (and Grafana mounts none); else all of them."""
     files = sorted(p.name for p in (CHART / "dashboards").glob("*.json"))
     config_map = dashboards_config_map(template({}))
     shipped = sorted(config_map["data"]) if config_map else []

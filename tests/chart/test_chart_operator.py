@@ -1,5 +1,5 @@
 """The chart installs the operator as manifests/ does: the same RBAC rules, the same
-Deployment (one replica, Recreate, liveness probe, command, hardening), wired to its
+Deployment (two replicas electing a leader, rolling, liveness probe, command, hardening), wired to its
 ServiceAccount."""
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def test_binding_ties_the_role_to_the_operators_service_account() -> None:
 
 def test_deployment_matches_manifests_operator_yaml() -> None:
     chart, manifest = operator_deployment()["spec"], MANIFEST["spec"]
-    assert chart["replicas"] == manifest["replicas"] == 1
-    assert chart["strategy"] == manifest["strategy"] == {"type": "Recreate"}
+    assert chart["replicas"] == manifest["replicas"] == 2  # a leader (kopf peering) and a standby
+    rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert chart["strategy"] == manifest["strategy"] == rolling
     pod, manifest_pod = chart["template"]["spec"], manifest["template"]["spec"]
     assert pod["securityContext"] == manifest_pod["securityContext"]
     ours, theirs = pod["containers"][0], manifest_pod["containers"][0]

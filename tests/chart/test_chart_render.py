@@ -151,9 +151,14 @@ def test_the_validation_refuses_what_kubernetes_would(
         validate(_broken(values, kind, name, path, key, value))
 
 
-def test_the_crd_is_installed_as_manifests_crd_yaml() -> None:
+def test_the_crds_are_installed_as_in_manifests() -> None:
     crds = [o for o in rendered("default") if o["kind"] == "CustomResourceDefinition"]
-    assert crds == [yaml.safe_load((ROOT / "manifests" / "crd.yaml").read_text())]
+    manifests = [
+        *yaml.safe_load_all((ROOT / "manifests" / "crd.yaml").read_text()),
+        *yaml.safe_load_all((ROOT / "manifests" / "peering.yaml").read_text()),
+    ]
+    key = lambda crd: crd["metadata"]["name"]  # noqa: E731
+    assert sorted(crds, key=key) == sorted(manifests, key=key)
 
 
 def test_default_install_bundles_prometheus_grafana_and_jaeger_without_a_fleet() -> None:
@@ -161,7 +166,8 @@ def test_default_install_bundles_prometheus_grafana_and_jaeger_without_a_fleet()
     for part in ("operator", "prometheus", "grafana", "jaeger"):
         assert ("Deployment", f"{FULLNAME}-{part}") in objects
         assert ("Service", f"{FULLNAME}-{part}") in objects
-    assert not {k for k, _ in objects} & {"GameFleet", "ServiceMonitor", "Job", "Pod"}
+    assert not {k for k, _ in objects} & {"GameFleet", "ServiceMonitor", "Pod"}
+    assert {n for k, n in objects if k == "Job"} == {f"{FULLNAME}-create-grafana-admin"}  # its password
 
 
 def test_everything_off_installs_only_the_operator_and_points_at_external_endpoints() -> None:
@@ -200,9 +206,12 @@ def test_grafana_mounts_what_it_provisions() -> None:
     mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
     dashboards = mounts[provider["providers"][0]["options"]["path"]]
     volume = next(v for v in pod["volumes"] if v["name"] == dashboards["name"])
-    assert volume["configMap"] == {"name": f"{FULLNAME}-dashboards", "optional": True}
+    assert volume["configMap"] == {"name": f"{FULLNAME}-dashboards"}  # rendered: test_chart_pods
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    assert env["GF_SECURITY_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == f"{FULLNAME}-grafana"
+    assert env["GF_SECURITY_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{FULLNAME}-grafana-admin",
+        "key": "admin-password",
+    }
 
 
 def test_the_fleet_gets_the_values_spec_with_the_charts_image_and_jaeger() -> None:

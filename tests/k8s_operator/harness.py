@@ -44,6 +44,8 @@ RESOURCES = {
     "policy/v1/poddisruptionbudgets": ("PodDisruptionBudget", True, set()),
     "monitoring.coreos.com/v1/servicemonitors": ("ServiceMonitor", True, set()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
+    "kopf.dev/v1/clusterkopfpeerings": ("ClusterKopfPeering", False, set()),  # manifests/peering.yaml
+    "kopf.dev/v1/kopfpeerings": ("KopfPeering", True, set()),
 }
 
 
@@ -154,7 +156,20 @@ class Emulator(kmock.KubernetesEmulator):
             object.__setattr__(request, "action", kmock.action.CREATE)
         return None
 
+    def _mark_deleted(self, request: Any) -> None:
+        """A DELETE of an object with finalizers only sets deletionTimestamp, and kmock keeps the
+        resourceVersion: kopf then takes that MODIFIED event for one it has seen and never runs
+        the deletion handlers. Stamped here first, as any write is."""
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return
+        meta = self.objects[key].get("metadata", {})
+        if meta.get("finalizers") and not meta.get("deletionTimestamp"):
+            self.objects[key].patch({"metadata": {"resourceVersion": str(next(self._versions))}})
+
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        if request.resource is not None and request.action == kmock.action.DELETE and request.name:
+            self._mark_deleted(request)
         applying = request.headers.get("Content-Type", "").split(";")[0] == APPLY_PATCH
         if (
             request.resource is not None

@@ -34,7 +34,9 @@ def test_runs_kopf_cluster_wide_with_liveness_and_metrics(started: dict[str, Any
     assert main(["operator", "--liveness-port", "8181", "--metrics-port", "9191"]) == 0
     assert started["liveness_endpoint"] == "http://0.0.0.0:8181/healthz"
     assert started["metrics_port"] == 9191
-    assert started["clusterwide"] is True and started["standalone"] is True
+    assert started["clusterwide"] is True
+    assert started["standalone"] is False and started["peering_name"] == "gamefleet"  # leader election
+    assert started["priority"] >= 1
     assert isinstance(started["memo"].registries, StoreRegistries)
     handlers = {h.id for h in started["registry"]._changing.get_all_handlers()}
     assert {"apply_fleet", "cleanup"} <= handlers
@@ -71,3 +73,14 @@ def test_fleet_gauges_are_set_and_forgotten() -> None:
     metrics.forget_fleet("ns", "gone")
     metrics.forget_fleet("ns", "gone")  # twice is fine
     assert sample("gamefleet_operator_fleet_shards", labels | {"kind": "ready"}) is None
+
+
+def test_replicas_take_distinct_priorities_and_standalone_skips_peering(started: dict[str, Any]) -> None:
+    """kopf pauses every operator when two share a priority: each process draws its own."""
+    priorities = set()
+    for _ in range(5):
+        assert main(["operator"]) == 0
+        priorities.add(started["priority"])
+    assert len(priorities) == 5
+    assert main(["operator", "--standalone"]) == 0
+    assert started["standalone"] is True and started["peering_name"] is None

@@ -31,10 +31,12 @@ def test_manifest_is_generated_from_the_code() -> None:
 
 
 def test_chart_ships_the_same_crd_bytes() -> None:
-    charts = sorted((ROOT / "charts" / "gamefleet" / "crds").glob("*.yaml"))
-    assert charts, "charts/gamefleet/crds/ must hold the GameFleet CRD"
-    for chart in charts:
-        assert chart.read_bytes() == (ROOT / "manifests" / "crd.yaml").read_bytes(), chart
+    """The chart's crds/ are manifests/' CRDs byte for byte: the GameFleet's and kopf peering's."""
+    crds = ROOT / "charts" / "gamefleet" / "crds"
+    shipped = {"gamefleet-crd.yaml": "crd.yaml", "kopf-peering.yaml": "peering.yaml"}
+    assert sorted(p.name for p in crds.glob("*.yaml")) == sorted(shipped)
+    for chart, manifest in shipped.items():
+        assert (crds / chart).read_bytes() == (ROOT / "manifests" / manifest).read_bytes(), chart
 
 
 def resolve(path: str) -> dict[str, Any]:

@@ -76,7 +76,7 @@ async def test_optional_children_the_spec_drops_are_deleted(cluster: Cluster) ->
     await wait_for(lambda: cluster.get("apps/v1/statefulsets", "upsilon-redis") is None, what="Redis gone")
     assert cluster.get("v1/services", "upsilon-redis") is None
     assert "GAMEFLEET_REDIS_URL" not in config(cluster, "upsilon")
-    assert len(cluster.events("Removed")) == 3
+    await wait_for(lambda: len(cluster.events("Removed")) == 3, what="an Event per removed child")
 
 
 async def test_a_child_that_cannot_be_applied_degrades_without_flapping(cluster: Cluster) -> None:

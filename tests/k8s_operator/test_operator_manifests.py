@@ -77,12 +77,16 @@ def test_apply_k_and_apply_f_install_the_same_manifests() -> None:
     assert sorted(kustomization["resources"]) == sorted(p.name for p in INSTALL)
 
 
-def test_operator_runs_alone_with_a_liveness_probe() -> None:
+def test_operator_replicas_elect_a_leader_and_have_a_liveness_probe() -> None:
     deployment = documents(MANIFESTS / "operator.yaml")[0]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
+    assert "--standalone" not in container["args"]  # kopf peering: one replica acts at a time
+    assert container["env"] == [{"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    peering = {d["metadata"]["name"] for d in documents(MANIFESTS / "peering.yaml")}
+    assert peering == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
     assert container["command"] == ["gamefleet", "operator"]
     assert "--liveness-port=8080" in container["args"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -108,6 +112,12 @@ def test_rbac_grants_exactly_what_the_operator_uses() -> None:
         ("gamefleet.dev", "gamefleets/status", "patch"),
         ("gamefleet.dev", "gamefleets/finalizers", "update"),  # ownerReferences.blockOwnerDeletion
         ("", "secrets", "get"),  # redis.passwordSecretRef
+        # kopf peering: leader election (test_operator_peering.py; KopfPeering with --namespace)
+        *(
+            ("kopf.dev", r, v)
+            for r in ("clusterkopfpeerings", "kopfpeerings")
+            for v in ("create", "list", "watch", "patch")
+        ),
         *(("", "configmaps", v) for v in crud),  # server-side apply creates or patches
         *(("policy", "poddisruptionbudgets", v) for v in crud),
         *(("apps", "deployments", v) for v in (*crud, "get")),  # ready routers

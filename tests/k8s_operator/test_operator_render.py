@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+
+# the Pod Security "restricted" check the chart's tests keep (one table of the profile's rules)
+from chart.pods import pod_templates as workload_pods
+from chart.pods import restricted_violations
+from gamefleet_operator.crd import SPEC
 from gamefleet_operator.render import (
     CONFIG_HASH_ANNOTATION,
     GRPC_PORT,
+    PRESTOP_SECONDS,
+    SHUTDOWN_MARGIN_SECONDS,
+    STOP_GRACE_SECONDS,
     config_data,
     config_hash,
     render,
@@ -17,7 +29,12 @@ from gamefleet_operator.render import (
 )
 from gamefleet_operator.spec import Fleet
 
+from gameserver.cli import build_parser
+from gameserver.cli.serve import fleet_options, game_defaults
+from gameserver.engine import GameConfig
+
 IMAGE = "ghcr.io/gamefleet/gamefleet:0.1.0"
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "manifests" / "examples").glob("*.yaml"))
 
 
 def fleet(name: str = "f", **spec: Any) -> Fleet:
@@ -130,19 +147,73 @@ def test_probes_use_grpc_health_checking(kind: str) -> None:
     assert pod["livenessProbe"]["grpc"] == {"port": GRPC_PORT, "service": LIVENESS_SERVICE}
 
 
-@pytest.mark.parametrize(("drain", "grace"), [(0, 15), (60, 75), (600, 615)])
-def test_shutdown_leaves_time_to_drain(drain: int, grace: int) -> None:
-    """preStop sleep, then SIGTERM starts the drain; SIGKILL only after preStop + drain + margin."""
-    shards = by_kind(render(fleet(drainTimeoutSeconds=drain)), "StatefulSet")
-    assert termination_grace_seconds(fleet(drainTimeoutSeconds=drain)) == grace
-    assert shards["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+def pod_environment(manifests: list[dict[str, Any]], workload: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the kubelet gives it: ConfigMap envFrom, then env (refs to
+    fields and Secrets stand in as placeholders; nothing the flags read comes from them)."""
+    maps = {m["metadata"]["name"]: m["data"] for m in manifests if m["kind"] == "ConfigMap"}
+    environment: dict[str, str] = {}
+    for source in container(workload).get("envFrom", []):
+        environment |= maps[source["configMapRef"]["name"]]
+    for variable in container(workload).get("env", []):
+        environment[variable["name"]] = variable.get("value", f"<{variable['name']}>")
+    return environment
+
+
+def shard_process_args(
+    monkeypatch: pytest.MonkeyPatch, manifests: list[dict[str, Any]]
+) -> tuple[dict[str, Any], argparse.Namespace]:
+    """The shard StatefulSet and what `gamefleet serve` makes of its pod's args and environment."""
+    shards = by_kind(manifests, "StatefulSet", "f-shard")
+    for name in [n for n in os.environ if n.startswith(("GAMEFLEET_", "OTEL_"))]:
+        monkeypatch.delenv(name)
+    for name, value in pod_environment(manifests, shards).items():
+        monkeypatch.setenv(name, value)
     pod = container(shards)
-    assert pod["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "5"]}}
-    assert pod["args"][pod["args"].index("--grace") + 1] == str(drain)
+    assert pod["command"] == ["gamefleet"]
+    return shards, build_parser().parse_args(pod["args"])  # defaults read from the environment now
+
+
+DRAIN_MAXIMUM = SPEC["properties"]["drainTimeoutSeconds"]["maximum"]
+
+
+@pytest.mark.parametrize("drain", [0, 5, 60, DRAIN_MAXIMUM])
+def test_the_pods_grace_covers_the_shards_whole_shutdown(monkeypatch: pytest.MonkeyPatch, drain: int) -> None:
+    """From the rendered StatefulSet alone: SIGKILL comes after preStop + the drain the process will
+    use (its args over its env) + the stop grace it gives in-flight calls + a margin for the flush."""
+    manifests = render(fleet(drainTimeoutSeconds=drain, durability={"mode": "log"}, **MANAGED))
+    shards, args = shard_process_args(monkeypatch, manifests)
+    pod_spec = shards["spec"]["template"]["spec"]
+    pre_stop = container(shards)["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    options = fleet_options(args)  # the process starts (drain 0 included: no crash loop)
+    assert options.drain_timeout_s == drain
+    margin = pod_spec["terminationGracePeriodSeconds"] - (
+        int(pre_stop[1]) + options.drain_timeout_s + args.grace
+    )
+    assert margin >= 5, pod_spec["terminationGracePeriodSeconds"]  # the final flush to Redis, exit
+    assert 0 < args.grace <= 10  # a short fixed grace for in-flight calls, not the drain again
+
+
+def test_the_shutdown_budget_is_its_named_terms() -> None:
+    f = fleet(drainTimeoutSeconds=60)
+    assert termination_grace_seconds(f) == PRESTOP_SECONDS + 60 + STOP_GRACE_SECONDS + SHUTDOWN_MARGIN_SECONDS
+    pod = container(by_kind(render(f), "StatefulSet"))
+    assert pod["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}
+
+
+def test_spec_game_reaches_the_shards_as_their_default_game(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spec.game -> the ConfigMap -> `gamefleet serve`'s --game-* defaults -> the GameConfig that
+    fills the fields a create request leaves unset."""
+    manifests = render(fleet(game={"width": 30, "height": 10, "players": 4}))
+    _, args = shard_process_args(monkeypatch, manifests)
+    assert (args.game_width, args.game_height, args.game_players) == (30, 10, 4)
+    assert game_defaults(args) == GameConfig(width=30, height=10, players=4)
 
 
 def test_shard_command_line() -> None:
-    pod = container(by_kind(render(fleet(game={"capacityPerShard": 777})), "StatefulSet"))
+    pod = container(
+        by_kind(render(fleet(game={"capacityPerShard": 777}, drainTimeoutSeconds=45)), "StatefulSet")
+    )
     assert pod["command"] == ["gamefleet"]
     assert pod["args"] == [
         "serve",
@@ -152,10 +223,42 @@ def test_shard_command_line() -> None:
         "50051",
         "--max-games",
         "777",
+        "--drain-timeout",
+        "45",
         "--grace",
-        "60",
+        str(STOP_GRACE_SECONDS),
     ]
     assert pod["envFrom"] == [{"configMapRef": {"name": "f-config"}}]
+
+
+def example_pods() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Every pod template render() emits for the example fleets and a managed-Redis fleet."""
+    bodies = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+    bodies.append(
+        {"metadata": {"name": "managed", "namespace": "games"}, "spec": {"image": IMAGE, **MANAGED}}
+    )
+    return [
+        (f"{b['metadata']['name']}/{where}", meta, pod)
+        for b in bodies
+        for where, meta, pod in workload_pods(render(Fleet.from_body(b)))
+    ]
+
+
+@pytest.mark.parametrize(("where", "meta", "pod"), example_pods(), ids=[w for w, _, _ in example_pods()])
+def test_every_pod_passes_pod_security_restricted(
+    where: str, meta: dict[str, Any], pod: dict[str, Any]
+) -> None:
+    """runAsNonRoot, seccomp RuntimeDefault, no escalation, drop ALL, no host namespaces/paths/ports."""
+    assert restricted_violations(pod, meta) == []
+
+
+def test_managed_redis_claims_go_with_the_stateful_set() -> None:
+    """Deleted (fleet gone, its keys purged; or managed Redis off): the claim goes too. Scaled: kept."""
+    redis = by_kind(render(fleet(**MANAGED)), "StatefulSet", "f-redis")
+    assert redis["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Delete",
+        "whenScaled": "Retain",
+    }
 
 
 @pytest.mark.parametrize(
