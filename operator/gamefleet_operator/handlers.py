@@ -17,7 +17,6 @@ The memo carries the two outside connections: `kube` (Kube, opened at startup) a
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -30,7 +29,7 @@ from . import GROUP, PLURAL, VERSION, metrics
 from .autoscale import Decision, DrainPlan, Policy, Recommendation, desired_shards, drain_order
 from .kube import ApiError, Kube
 from .registry import RegistryUnavailable, ShardRegistry
-from .render import Manifest, render, shard_names, shard_set_name
+from .render import Manifest, optional_children, render, shard_names, shard_set_name
 from .spec import Fleet, SpecError
 from .status import Observed, degraded_status, fleet_status
 
@@ -177,17 +176,6 @@ def report(
     new = fleet_status(fleet, seen, plan, decision, failures, status, now, _timestamp(now))
     _update_status(patch, status, new)
     metrics.record_fleet(fleet.namespace, fleet.name, new, fleet.shards)
-
-
-def optional_children(fleet: Fleet) -> list[Manifest]:
-    """Children render() emits for this fleet only with an option on (ServiceMonitor, managed
-    Redis): those the current spec does not render are deleted."""
-    spec = copy.deepcopy(dict(fleet.spec))
-    spec["telemetry"]["metrics"]["serviceMonitor"] = True
-    spec["redis"]["managed"]["enabled"] = True
-    everything = render(dataclasses.replace(fleet, spec=spec))
-    rendered = {(m["kind"], m["metadata"]["name"]) for m in render(fleet)}
-    return [m for m in everything if (m["kind"], m["metadata"]["name"]) not in rendered]
 
 
 def apply_children(memo: kopf.Memo, body: kopf.Body, fleet: Fleet, replicas: int) -> list[str]:

@@ -22,6 +22,8 @@ SIGKILL only lands on a shard whose flush overran the margin.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -404,3 +406,14 @@ def render(fleet: Fleet, shard_replicas: int | None = None) -> list[Manifest]:
     if fleet.spec["telemetry"]["metrics"]["serviceMonitor"]:
         manifests.append(service_monitor(fleet))
     return manifests
+
+
+def optional_children(fleet: Fleet) -> list[Manifest]:
+    """Children render() emits for this fleet only with an option on (ServiceMonitor, managed
+    Redis): those the current spec does not render are deleted."""
+    spec = copy.deepcopy(dict(fleet.spec))
+    spec["telemetry"]["metrics"]["serviceMonitor"] = True
+    spec["redis"]["managed"]["enabled"] = True
+    everything = render(dataclasses.replace(fleet, spec=spec))
+    rendered = {(m["kind"], m["metadata"]["name"]) for m in render(fleet)}
+    return [m for m in everything if (m["kind"], m["metadata"]["name"]) not in rendered]

@@ -23,6 +23,7 @@ from gamefleet_operator.render import (
     STOP_GRACE_SECONDS,
     config_data,
     config_hash,
+    optional_children,
     render,
     selector_string,
     termination_grace_seconds,
@@ -369,3 +370,27 @@ def test_render_is_pure() -> None:
     assert render(f) == render(f)
     assert dict(f.spec) == before
     assert selector_string(f) == "gamefleet.dev/fleet=f,app.kubernetes.io/component=shard"
+
+
+@pytest.mark.parametrize(
+    ("spec", "pruned"),
+    [
+        ({}, {("ServiceMonitor", "f"), ("Service", "f-redis"), ("StatefulSet", "f-redis")}),
+        (
+            {"telemetry": {"metrics": {"serviceMonitor": True}}},
+            {("Service", "f-redis"), ("StatefulSet", "f-redis")},
+        ),
+        ({"redis": {"managed": {"enabled": True}}}, {("ServiceMonitor", "f")}),
+        (
+            {"redis": {"managed": {"enabled": True}}, "telemetry": {"metrics": {"serviceMonitor": True}}},
+            set(),
+        ),
+    ],
+    ids=["plain", "monitored", "managed redis", "both"],
+)
+def test_optional_children_are_the_ones_the_spec_leaves_out(spec: dict[str, Any], pruned: set) -> None:
+    """What the operator deletes when the spec drops it: never a child render() emits now."""
+    children = optional_children(fleet(**spec))
+    assert {(m["kind"], m["metadata"]["name"]) for m in children} == pruned
+    rendered = {(m["kind"], m["metadata"]["name"]) for m in render(fleet(**spec))}
+    assert not rendered & pruned
