@@ -14,6 +14,7 @@ caller fails.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,10 +146,11 @@ class LocalFleet:
         raise FleetStartError(f"{log.stem} not serving within {self.timeout}s ({log})")
 
     def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM every shard (they finish in-flight calls), SIGKILL what outlives `grace`."""
+        """SIGINT every process, as Ctrl-C would (they finish in-flight calls, and shards whose
+        games cannot move do not wait for their clients to close them), SIGKILL what outlives `grace`."""
         for process in self._processes:
             if process.poll() is None:
-                process.terminate()
+                process.send_signal(signal.SIGINT)
         for process in self._processes:
             try:
                 process.wait(grace)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gameserver.cli import build_parser
-from gameserver.cli.serve import fleet_options, game_defaults
+from gameserver.cli.serve import drain_timeout, fleet_options, game_defaults
 from gameserver.engine import GameConfig
 
 OPERATOR_ENV = {
@@ -37,7 +37,7 @@ def test_serve_takes_the_operators_environment(monkeypatch):
     assert (options.durability, options.snapshot_every, options.key_ttl_s) == ("log", 50, 600)
     assert options.shard_name == "small-shard-3"
     assert options.advertise == "small-shard-3.small-shards.ns.svc:50051"
-    assert options.drain_timeout_s == 90
+    assert drain_timeout(serve_args(["--host", "0.0.0.0", "--port", "50051"])) == 90
 
 
 def test_flags_win_over_the_environment(monkeypatch):
@@ -78,10 +78,6 @@ def test_without_redis_a_shard_is_not_in_a_fleet(monkeypatch):
             ["--redis", "redis://x:1/0", "--fleet", "f", "--dead-after", "1", "--heartbeat", "1"],
             "two heartbeats",
         ),
-        (
-            ["--redis", "redis://x:1/0", "--fleet", "f", "--drain-timeout", "-1"],
-            "--drain-timeout must be >= 0",
-        ),
     ],
 )
 def test_bad_fleet_flags_are_refused_with_a_reason(monkeypatch, argv, message):
@@ -89,6 +85,14 @@ def test_bad_fleet_flags_are_refused_with_a_reason(monkeypatch, argv, message):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(SystemExit, match=message):
         fleet_options(serve_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv", [["--drain-timeout", "-1"], ["--redis", "redis://x:1/0", "--fleet", "f", "--drain-timeout", "-1"]]
+)
+def test_a_negative_drain_timeout_is_refused_with_or_without_redis(argv):
+    with pytest.raises(SystemExit, match="--drain-timeout must be >= 0"):
+        drain_timeout(serve_args(argv))
 
 
 @pytest.mark.parametrize(
@@ -100,7 +104,7 @@ def test_a_drain_timeout_of_0_means_leave_at_once(monkeypatch, environment, argv
     """drainTimeoutSeconds: 0 is valid in the CRD: the shard starts (no crash loop) and leaves at once."""
     for name, value in (OPERATOR_ENV | environment).items():
         monkeypatch.setenv(name, value)
-    assert fleet_options(serve_args(argv)).drain_timeout_s == 0
+    assert drain_timeout(serve_args(argv)) == 0
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 
 import grpc
 import numpy as np
 import pytest
 from conftest import BackgroundShard
+from fleet_play import wait_for
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gameserver.client import FleetClient, Unavailable
@@ -25,6 +28,7 @@ def test_gamefleet_serve_process_plays_and_stops_on_sigterm(serve_process):
         step = fleet.step(created.ids, np.full((8, 2), -1), masks=True)
         assert step.observations.tick.tolist() == [1] * 8 and step.observations.masks.shape[:2] == (8, 2)
         assert fleet.topology().shards == (serve_process.address,)
+        fleet.close(created.ids)  # a SIGTERM'd shard waits for its open games to close
     assert serve_process.terminate() == 0
 
 
@@ -76,5 +80,48 @@ def test_health_goes_not_serving_at_shutdown_and_in_flight_steps_finish():
             assert result["step"].observations.tick.tolist() == [1] * GAMES  # the in-flight step finished
             with pytest.raises(Unavailable):
                 fleet.states(ids)  # and the shard is gone
+    finally:
+        shard.stop()
+
+
+def _health(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+
+def test_leaving_without_redis_takes_no_new_games_and_waits_for_the_open_ones_to_close():
+    """Nothing can move without Redis: on SIGTERM the shard closes to new games and waits (bounded)
+    for its clients to close theirs before it stops, as Agones never deletes an allocated server."""
+    shard = BackgroundShard(seed=1, drain_timeout_s=60)
+    try:
+        with FleetClient(shard.address, timeout=10) as client:
+            created = client.create(2, GameConfig(), placement_key="k")
+            leaving = asyncio.run_coroutine_threadsafe(shard.server.leave(), shard.loop)
+            wait_for(
+                lambda: _health(shard.address) == health_pb2.HealthCheckResponse.NOT_SERVING, "readiness"
+            )
+            with pytest.raises(Unavailable, match="takes no new games"):
+                client.create(1, GameConfig())
+            stepped = client.step(created.ids, np.full((2, 2), -1, np.int32))  # open games still play
+            assert stepped.observations.tick.tolist() == [1, 1]
+            assert not leaving.done()
+            client.close(created.ids[:1])
+            assert not leaving.done()
+            client.close(created.ids[1:])
+            leaving.result(10)  # the last game closed: the shard may go
+    finally:
+        shard.stop()
+
+
+def test_leaving_without_redis_gives_up_waiting_at_the_drain_timeout():
+    shard = BackgroundShard(seed=1, drain_timeout_s=0.5)
+    try:
+        with FleetClient(shard.address, timeout=10) as client:
+            client.create(2, GameConfig())
+        started = time.monotonic()
+        shard.call(shard.server.leave(), timeout=10)
+        assert 0.5 <= time.monotonic() - started < 5
+        assert shard.server.games.active_games == 2  # they end with the process
     finally:
         shard.stop()

@@ -10,7 +10,8 @@ GAMEFLEET_ON_REDIS_ERROR), and so do the game defaults (GAMEFLEET_GAME_WIDTH, GA
 GAMEFLEET_GAME_PLAYERS: the fleet's spec.game); a flag wins over its variable.
 
 Shutdown on SIGTERM, in order: drain for at most --drain-timeout seconds (0: leave at once, the
-games stay in Redis for the other shards), then in-flight calls get --grace seconds, then the
+games stay in Redis for the other shards; without Redis or with durability off: take no new games
+and wait for the open ones to close), then in-flight calls get --grace seconds, then the
 final flush to Redis. The operator sizes the pod's termination grace period from the same terms.
 """
 
@@ -80,7 +81,8 @@ def _add_fleet(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument(
         "--drain-timeout", type=float, default=float(_env_int("GAMEFLEET_DRAIN_TIMEOUT_SECONDS", 60)),
         help="SIGTERM: seconds to hand the games over before exiting (0: leave at once; the games "
-        "stay in Redis for the other shards)",
+        "stay in Redis for the other shards); where games cannot move (no Redis, durability off), "
+        "seconds to wait for the clients to close them, taking no new ones",
     )  # fmt: skip
 
 
@@ -132,8 +134,6 @@ def fleet_options(args: argparse.Namespace) -> object:
     for name in ("dead_after", "heartbeat"):
         if not getattr(args, name) > 0:
             raise SystemExit(f"gamefleet serve: --{name.replace('_', '-')} must be > 0")
-    if not args.drain_timeout >= 0:  # 0 (the CRD allows it): leave at once
-        raise SystemExit("gamefleet serve: --drain-timeout must be >= 0")
     if args.dead_after <= 2 * args.heartbeat:
         raise SystemExit("gamefleet serve: --dead-after must exceed two heartbeats")
     return FleetOptions(
@@ -147,8 +147,14 @@ def fleet_options(args: argparse.Namespace) -> object:
         shard_name=args.shard_name,
         dead_after_s=args.dead_after,
         heartbeat_s=args.heartbeat,
-        drain_timeout_s=args.drain_timeout,
     )
+
+
+def drain_timeout(args: argparse.Namespace) -> float:
+    """--drain-timeout, checked: 0 (the CRD allows it) leaves at once."""
+    if not args.drain_timeout >= 0:
+        raise SystemExit("gamefleet serve: --drain-timeout must be >= 0")
+    return args.drain_timeout
 
 
 def game_defaults(args: argparse.Namespace) -> GameConfig:
@@ -178,6 +184,7 @@ def shard_server(args: argparse.Namespace) -> ShardServer:
         fleet=fleet_options(args),
         replay_address=args.replay_address,
         game_defaults=game_defaults(args),
+        drain_timeout_s=drain_timeout(args),
     )
 
 

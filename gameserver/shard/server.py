@@ -11,7 +11,7 @@ SIGTERM it drains (hands its games to the other shards through Redis) before it 
 leaves the registry on a clean exit.
 
 Shutdown budget on SIGTERM (serve_until_signal), each term bounded: the drain (at most
-`FleetOptions.drain_timeout_s`; 0 leaves at once), then in-flight calls (at most `grace`), then the
+`drain_timeout_s`; 0 leaves at once), then in-flight calls (at most `grace`), then the
 final flush of changed games to Redis. The operator's pod grace period is preStop + these two
 bounds + a margin for the flush (operator render.py), so SIGKILL does not cut the flush short.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,9 @@ from .deltas import DeltaViews
 from .games import ShardGames
 from .seats import SeatTable
 from .servicer import BatchGameServicer
+
+log = logging.getLogger(__name__)
+CLOSE_POLL_S = 0.2  # how often a closing shard looks whether its last game has closed
 
 
 def warm_up() -> str:
@@ -77,7 +81,6 @@ class FleetOptions:
     shard_name: str | None = None  # the pod name drain requests use (default: the advertised address)
     dead_after_s: float = 10.0  # heartbeat silence after which its games are recovered elsewhere
     heartbeat_s: float = 1.0
-    drain_timeout_s: float = 60.0  # SIGTERM: how long handing games over may take (0: leave at once)
 
 
 def _advertised(host: str, port: int) -> str:
@@ -100,8 +103,10 @@ class ShardServer:
         fleet: FleetOptions | None = None,
         replay_address: str | None = None,
         game_defaults: GameConfig | None = None,
+        drain_timeout_s: float = 60.0,
     ) -> None:
         self.host, self.port = host, port
+        self.drain_timeout_s = drain_timeout_s  # SIGTERM: how long the drain may take (0: leave at once)
         self.game_defaults = game_defaults  # fields a create request leaves unset (None: the engine's)
         self.fleet = fleet
         # games created with push_transitions send their steps to this ReplayService
@@ -119,6 +124,7 @@ class ShardServer:
         self._server: aio.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._shared_views: SharedViewCache | None = None
+        self._servicer: BatchGameServicer | None = None
 
     @property
     def address(self) -> str:
@@ -166,6 +172,7 @@ class ShardServer:
             game_defaults=self.game_defaults,
         )
         self.seats = servicer.seats
+        self._servicer = servicer
         self._shared_views = servicer.shared_views
         server.add_generic_rpc_handlers((servicer.handler(),))
         if self.durability is not None:
@@ -204,20 +211,45 @@ class ShardServer:
         if self.transitions is not None:  # after the last step: send what is queued
             await asyncio.to_thread(self.transitions.close)
 
-    async def leave(self) -> None:
-        """SIGTERM in a fleet: drain (games to the other shards through Redis) for at most the
-        drain timeout (0: not at all, the games stay in Redis for the survivors), then stop."""
+    async def leave(self, wait_for_games: bool = True) -> None:
+        """SIGTERM: drain for at most the drain timeout. In a fleet whose games move (Redis,
+        durability snapshot or log) the games go to the other shards (0: not at all, they stay in
+        Redis for the survivors). Where nothing can move (no Redis, durability off), the shard takes
+        no new games and, with `wait_for_games` (not on Ctrl-C), waits for its clients to close
+        theirs, as Agones never deletes an allocated game server: the games still open at the
+        timeout end with the process."""
+        if self.member is not None and self.member.moves_games:
+            await self.member.leave(self.drain_timeout_s)
+            return
         if self.member is not None:
-            await self.member.leave(self.fleet.drain_timeout_s)
+            await self.member.leave(0)  # DRAINING in the registry: routers take it off their rings
+        await self._wait_for_games_to_close(self.drain_timeout_s if wait_for_games else 0.0)
+
+    async def _wait_for_games_to_close(self, timeout_s: float) -> None:
+        """No new games (UNAVAILABLE), readiness NOT_SERVING, then wait (bounded) for the last
+        open game to close."""
+        self._servicer.closing = True
+        for service in ("", SERVICE.full_name):
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.games.active_games and loop.time() < deadline:
+            await asyncio.sleep(min(CLOSE_POLL_S, max(0.0, deadline - loop.time())))
+        if self.games.active_games:
+            log.warning("shard %s: %d games still open after %g s: they end with the shard",
+                        self.address, self.games.active_games, timeout_s)  # fmt: skip
 
     async def serve_until_signal(self, grace: float = 5.0) -> None:
         """Start, print the address, run until SIGINT/SIGTERM, then shut down within the budget:
-        drain (<= drain timeout), in-flight calls (<= `grace`), the final flush."""
+        drain (<= drain timeout), in-flight calls (<= `grace`), the final flush. SIGTERM (a pod's
+        termination) waits for open games where they cannot move; SIGINT (Ctrl-C, `gamefleet up`
+        ending its play) does not."""
         await self.start()
         stop = asyncio.Event()
+        received: list[int] = []
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), stop.set()))
         fleet = ""
         if self.durability is not None:
             fleet = (
@@ -225,7 +257,7 @@ class ShardServer:
             )
         print(f"gamefleet shard serving on {self.address}{fleet}", flush=True)
         await stop.wait()
-        drain = self.fleet.drain_timeout_s if self.member is not None else 0.0
+        drain = self.drain_timeout_s
         print(f"gamefleet shard stopping: drain <= {drain:g} s, in-flight calls <= {grace:g} s", flush=True)
-        await self.leave()
+        await self.leave(wait_for_games=signal.SIGINT not in received)
         await self.stop(grace)

@@ -111,6 +111,7 @@ class BatchGameServicer:
         self.shared_views = SharedViewCache()
         self._key_hashes = np.random.default_rng(games.seed)
         self.member: FleetMember | None = None  # in a fleet with Redis
+        self.closing = False  # shutting down where games cannot move: no new games (server.leave)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """Every method of the proto's service, bytes in and bytes out."""
@@ -126,7 +127,7 @@ class BatchGameServicer:
     @_refuse
     async def CreateBatchGames(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         request = parse_request(pb.CreateBatchGamesRequest, raw)
-        if self.member is not None and self.member.draining:
+        if self.closing or (self.member is not None and self.member.draining):
             raise Unavailable(
                 f"shard {self.name} is draining and takes no new games: create them on another shard"
             )

@@ -31,7 +31,7 @@ from gamefleet_operator.render import (
 from gamefleet_operator.spec import Fleet
 
 from gameserver.cli import build_parser
-from gameserver.cli.serve import fleet_options, game_defaults
+from gameserver.cli.serve import drain_timeout, fleet_options, game_defaults
 from gameserver.engine import GameConfig
 
 IMAGE = "ghcr.io/gamefleet/gamefleet:0.1.0"
@@ -186,11 +186,9 @@ def test_the_pods_grace_covers_the_shards_whole_shutdown(monkeypatch: pytest.Mon
     pod_spec = shards["spec"]["template"]["spec"]
     pre_stop = container(shards)["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    options = fleet_options(args)  # the process starts (drain 0 included: no crash loop)
-    assert options.drain_timeout_s == drain
-    margin = pod_spec["terminationGracePeriodSeconds"] - (
-        int(pre_stop[1]) + options.drain_timeout_s + args.grace
-    )
+    assert fleet_options(args) is not None  # the process starts (drain 0 included: no crash loop)
+    assert drain_timeout(args) == drain
+    margin = pod_spec["terminationGracePeriodSeconds"] - (int(pre_stop[1]) + drain_timeout(args) + args.grace)
     assert margin >= 5, pod_spec["terminationGracePeriodSeconds"]  # the final flush to Redis, exit
     assert 0 < args.grace <= 10  # a short fixed grace for in-flight calls, not the drain again
 
