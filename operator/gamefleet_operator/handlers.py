@@ -29,7 +29,15 @@ from . import GROUP, PLURAL, VERSION, metrics
 from .autoscale import Decision, DrainPlan, Policy, Recommendation, desired_shards, drain_order
 from .kube import ApiError, Kube
 from .registry import RegistryUnavailable, ShardRegistry
-from .render import Manifest, optional_children, render, shard_names, shard_set_name
+from .render import (
+    TEMPLATE_HASH_ANNOTATION,
+    Manifest,
+    optional_children,
+    render,
+    shard_names,
+    shard_set_name,
+    shard_stateful_set,
+)
 from .spec import Fleet, SpecError
 from .status import Observed, degraded_status, fleet_status
 
@@ -111,12 +119,17 @@ def observe(memo: kopf.Memo, fleet: Fleet) -> tuple[Observed, ShardRegistry | No
         loads = tuple(registry.loads()) if registry else ()
     except RegistryUnavailable as e:
         registry, error = None, str(e)
+    status = shards.get("status", {})
+    revisions = status.get("currentRevision"), status.get("updateRevision")
+    rolling = bool(shards) and None not in revisions and revisions[0] != revisions[1]
     seen = Observed(
         shards["spec"]["replicas"] if shards else None,
-        shards.get("status", {}).get("readyReplicas") or 0,
+        status.get("readyReplicas") or 0,
         router.get("status", {}).get("readyReplicas") or 0,
         loads,
         error,
+        (status.get("updatedReplicas") or 0) if rolling else None,
+        shards.get("metadata", {}).get("annotations", {}).get(TEMPLATE_HASH_ANNOTATION),
     )
     return seen, registry
 
@@ -220,6 +233,7 @@ def reconcile(body: kopf.Body, status: Mapping, patch: kopf.Patch, memo: kopf.Me
     if tick and seen.replicas is not None:
         fleet, decision = autoscale(body, fleet, seen, status, patch)
     plan = plan_drain(body, fleet, seen, registry, status)
+    announce_restart(body, fleet, seen, plan.replicas)
     failures = apply_children(memo, body, fleet, plan.replicas)
     if failures:
         message = "; ".join(failures)
@@ -232,6 +246,22 @@ def reconcile(body: kopf.Body, status: Mapping, patch: kopf.Patch, memo: kopf.Me
     elif seen.replicas is not None and plan.replicas != seen.replicas:
         kopf.info(body, reason="Scaled", message=f"shard StatefulSet {seen.replicas} -> {plan.replicas}")
     report(fleet, seen, plan, decision, failures, status, patch)
+
+
+def announce_restart(body: kopf.Body, fleet: Fleet, seen: Observed, replicas: int) -> None:
+    """A change of the shard pods' template restarts every shard (one at a time): say so, and,
+    where their games cannot move, that each shard's games end unless closed within the drain."""
+    new = shard_stateful_set(fleet, replicas)["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION]
+    if seen.template is None or seen.template == new or not seen.replicas:
+        return
+    if fleet.games_move:
+        kopf.info(body, reason="RollingShards", message=f"restarting {seen.replicas} shards one at a time; "
+                  "each hands its games over through Redis first")  # fmt: skip
+    else:
+        kopf.warn(body, reason="RollingShards", message=f"restarting {seen.replicas} shards one at a time; "
+                  "without Redis (or with durability off) their games cannot move: each shard takes no new "
+                  f"games and waits at most {fleet.spec['drainTimeoutSeconds']} s for its games to close, "
+                  "then the games still open end")  # fmt: skip
 
 
 def _condition(status: Mapping, kind: str) -> Mapping[str, Any]:

@@ -42,6 +42,7 @@ SHUTDOWN_MARGIN_SECONDS = 10  # after the server stopped: the final flush to Red
 FLEET_LABEL = "gamefleet.dev/fleet"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 CONFIG_HASH_ANNOTATION = "gamefleet.dev/config-hash"
+TEMPLATE_HASH_ANNOTATION = "gamefleet.dev/template-hash"  # on the shard StatefulSet: a change rolls its pods
 
 Manifest = dict[str, Any]
 
@@ -251,19 +252,27 @@ def shard_stateful_set(fleet: Fleet, replicas: int) -> Manifest:
         *container["env"],
     ]
     container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}}
+    template = _pod_template(fleet, "shard", container, termination_grace_seconds(fleet))
+    meta = _meta(fleet, shard_set_name(fleet), "shard")
+    meta["annotations"] = {TEMPLATE_HASH_ANNOTATION: template_hash(template)}
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": _meta(fleet, shard_set_name(fleet), "shard"),
+        "metadata": meta,
         "spec": {
             "replicas": replicas,
             "serviceName": f"{fleet.name}-shards",
             "podManagementPolicy": "Parallel",  # ordinals stay stable; pods need not start one by one
             "updateStrategy": {"type": "RollingUpdate"},
             "selector": {"matchLabels": selector(fleet, "shard")},
-            "template": _pod_template(fleet, "shard", container, termination_grace_seconds(fleet)),
+            "template": template,
         },
     }
+
+
+def template_hash(template: Manifest) -> str:
+    """Changes exactly when the shard pods' template does (whatever the API server defaults in)."""
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def shard_service(fleet: Fleet) -> Manifest:

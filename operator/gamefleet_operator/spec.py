@@ -103,6 +103,12 @@ class Fleet:
         return 0 if self.spec["suspend"] else self.spec["shards"]
 
     @property
+    def games_move(self) -> bool:
+        """Whether a leaving shard's games can move to the others (through Redis records): a
+        Redis and a durability mode other than off. Else a restarted shard's games end."""
+        return self.redis_host is not None and self.spec["durability"]["mode"] != "off"
+
+    @property
     def redis_host(self) -> str | None:
         """host:port of the fleet's Redis, or None when it has none."""
         if self.spec["redis"]["managed"]["enabled"]:

@@ -27,6 +27,8 @@ class Observed:
     routers: int  # the router Deployment's status.readyReplicas
     loads: tuple[ShardLoad, ...] = ()
     registry_error: str | None = None  # why the registry could not be read
+    updated: int | None = None  # shards on the StatefulSet's current template (None: not rolling)
+    template: str | None = None  # the shard StatefulSet's template hash as applied last
 
 
 def conditions(previous: Iterable[Mapping[str, Any]], generation: int, now: str, verdicts: Verdicts) -> list:
@@ -59,8 +61,17 @@ def _verdicts(fleet: Fleet, seen: Observed, plan: DrainPlan, failures: Sequence[
         degraded = (True, "DrainTimedOut", f"removed before reporting drained: {', '.join(plan.timed_out)}")
     else:
         degraded = (False, "AsExpected", "")
+    rolling = seen.updated is not None and seen.replicas is not None and seen.updated < seen.replicas
     if plan.requested:
         progressing = (True, "Draining", f"waiting for {', '.join(sorted(plan.requested))} to drain")
+    elif rolling:
+        message = f"{seen.updated}/{seen.replicas} shards updated"
+        if not fleet.games_move:
+            message += (
+                "; their games cannot move (no Redis or durability off): each shard waits at most "
+                f"{fleet.spec['drainTimeoutSeconds']} s for its games to close"
+            )
+        progressing = (True, "RollingShards", message)
     elif seen.ready != want:
         progressing = (True, "Scaling", f"{seen.ready}/{want} shards ready")
     else:

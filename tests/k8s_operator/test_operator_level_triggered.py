@@ -136,3 +136,36 @@ async def test_a_steadily_autoscaled_fleet_writes_no_status_each_sync(cluster: C
     writes = len(cluster.kmock[f"patch {FLEETS_URL}/psi/status"])
     await asyncio.sleep(4 * SYNC_INTERVAL)
     assert len(cluster.kmock[f"patch {FLEETS_URL}/psi/status"]) == writes
+
+
+@pytest.mark.parametrize(
+    ("extra", "event_type"),
+    [
+        ({}, "Warning"),
+        ({"redis": {"address": "r.default.svc:6379"}, "durability": {"mode": "log"}}, "Normal"),
+    ],
+    ids=["games cannot move", "games move through Redis"],
+)
+async def test_a_change_that_restarts_shards_is_announced_and_shown(
+    cluster: Cluster, extra: dict, event_type: str
+) -> None:
+    """A new image rolls every shard: an Event says so (a Warning when their games cannot move),
+    once, and Progressing shows the roll while the StatefulSet controller reports it."""
+    await cluster.create("omega", {"image": IMAGE, "shards": 2, **extra})
+    await wait_for(lambda: cluster.get("apps/v1/statefulsets", "omega-shard") is not None)
+    await cluster.patch("omega", {"spec": {"image": IMAGE.replace("0.1.0", "0.1.1")}})
+
+    def image() -> str:
+        sts = cluster.get("apps/v1/statefulsets", "omega-shard")
+        return sts["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    await wait_for(lambda: image().endswith("0.1.1"), what="the new template applied")
+    await wait_for(lambda: cluster.events("RollingShards"), what="the RollingShards event")
+    rolling = {"currentRevision": "a", "updateRevision": "b", "updatedReplicas": 1, "readyReplicas": 2}
+    url = "/apis/apps/v1/namespaces/default/statefulsets/omega-shard/status"
+    assert (await cluster.kmock.patch(url, json={"status": rolling})).status == 200
+    await wait_for(lambda: cluster.condition("omega", "Progressing").get("reason") == "RollingShards")
+    await asyncio.sleep(4 * SYNC_INTERVAL)
+    (event,) = cluster.events("RollingShards")  # once, not every sync
+    assert event["type"] == event_type
+    assert ("cannot move" in event["message"]) is (event_type == "Warning")

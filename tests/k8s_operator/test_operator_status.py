@@ -70,6 +70,13 @@ def reasons(status: dict[str, Any]) -> tuple[str, str, str]:
             ("T:FleetReady", "F:Stable", "T:DrainTimedOut"),
         ),
         (
+            "shards rolling to a new template",
+            {"shards": 2},
+            Observed(2, 2, 1, updated=1),
+            DrainPlan(2, (), ()),
+            ("T:FleetReady", "T:RollingShards", "F:AsExpected"),
+        ),
+        (
             "suspended",
             {"suspend": True},
             Observed(0, 0, 0),
@@ -121,3 +128,19 @@ def test_invalid_spec_status() -> None:
     assert status["observedGeneration"] == 3
     assert reasons(status) == ("F:InvalidSpec", "F:InvalidSpec", "T:InvalidSpec")
     assert {c["message"] for c in status["conditions"]} == {"spec.shards: 0 is less than 1"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "warned"),
+    [
+        ({"shards": 2}, True),
+        ({"shards": 2, "redis": {"address": "r:1"}, "durability": {"mode": "log"}}, False),
+    ],
+    ids=["games cannot move", "games move through Redis"],
+)
+def test_a_roll_says_whether_the_shards_games_survive_it(spec: dict, warned: bool) -> None:
+    seen = Observed(2, 2, 1, updated=1)
+    status = fleet_status(fleet(**spec), seen, DrainPlan(2, (), ()), None, [], {}, 0.0, T0)
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert progressing["message"].startswith("1/2 shards updated")
+    assert ("their games cannot move" in progressing["message"]) is warned
