@@ -9,11 +9,14 @@ import socket
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pytest
+from conftest import BackgroundShard
 from redis_fixture import RedisServer
 from router_helpers import BackgroundRouter, RouterProcess
 
-from gameserver.client import FleetClient
+from gameserver.client import FleetClient, Unavailable
+from gameserver.engine import GameConfig
 from gameserver.fleet.store import FleetStore
 from gameserver.router.topology import DnsSource, RegistrySource, split_host_port, watch
 
@@ -115,28 +118,44 @@ def test_the_registry_source_lists_the_serving_shards_that_heartbeat(registry):
 
 def test_gamefleet_route_follows_the_redis_registry(registry):
     url, store = registry
-    store.heartbeat("127.0.0.1:1", load=0, capacity=10)
+    shard = BackgroundShard(seed=1)
+    store.heartbeat(shard.address, load=0, capacity=10)
     router = RouterProcess("--redis", url, "--fleet", "rt", "--refresh", "0.1")
     try:
         assert "over 1 shards (Redis registry of fleet rt)" in router.ready_line
         with FleetClient(router.address, timeout=10) as client:
-            assert client.topology().shards == ("127.0.0.1:1",) and client.healthy()
+            assert client.topology().shards == (shard.address,) and client.healthy()
             store.heartbeat("127.0.0.1:2", load=0, capacity=10)
-            store.heartbeat("127.0.0.1:1", load=0, capacity=10, state="DRAINING")
+            store.heartbeat(shard.address, load=0, capacity=10, state="DRAINING")
             assert _eventually(lambda: client.topology().shards == ("127.0.0.1:2",))
+            assert _eventually(lambda: not client.healthy())  # its one shard does not answer: NOT_SERVING
             store.remove_shard("127.0.0.1:2")
-            assert _eventually(lambda: not client.healthy())  # no shard left: NOT_SERVING
+            assert not client.healthy()  # no shard left
     finally:
         router.kill()
+        shard.stop()
 
 
-def test_an_in_process_router_over_dns():
-    router = BackgroundRouter(DnsSource("127.0.0.1:50999"), refresh_s=0.1)
+def test_an_in_process_router_over_dns_places_games_only_on_ready_shards():
+    """A headless Service's DNS lists shards warming up and draining too: they stay on the ring,
+    but the router is SERVING, and places new games, only while some shard is ready."""
+    shard = BackgroundShard(seed=1)
+    router = BackgroundRouter(DnsSource(shard.address), refresh_s=0.1)
     try:
         with FleetClient(router.address, timeout=10) as client:
-            assert client.topology().shards == ("127.0.0.1:50999",) and client.healthy()
+            assert client.topology().shards == (shard.address,) and client.healthy()
+            created = client.create(2, GameConfig())
+            leaving = asyncio.run_coroutine_threadsafe(shard.server.leave(), shard.loop)  # SIGTERM
+            assert _eventually(lambda: not client.healthy())  # draining: no shard takes new games
+            assert client.topology().shards == (shard.address,)  # still on the ring ...
+            with pytest.raises(Unavailable, match="no shard takes new games"):
+                client.create(1, GameConfig())
+            client.step(created.ids, np.full((2, 2), -1, np.int32))  # ... so its games still play
+            client.close(created.ids)
+            leaving.result(10)
     finally:
         router.stop()
+        shard.stop()
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:

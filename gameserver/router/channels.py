@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..telemetry.grpc_client import ClientCall
 from ..wire.limits import channel_options
@@ -59,6 +60,16 @@ class ShardChannels:
         self._links: dict[str, _Link] = {}
         self._closing: set[asyncio.Task] = set()
         self._reply_bytes_per_game: dict[tuple[str, bool], float] = {}  # by (method, planes)
+
+    async def ready(self, shard: str, timeout: float) -> bool:
+        """Whether the shard answers its readiness check (gRPC health, the default service)
+        SERVING: not warming up, not draining."""
+        stub = health_pb2_grpc.HealthStub(self._link(shard).aio_channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     async def call(
         self, shard: str, method: str, request: bytes, timeout: float, *, games: int = 1, planes: bool = False

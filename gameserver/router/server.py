@@ -1,9 +1,11 @@
 """A router process: the fleet service in a grpc.aio server, with health checking and reflection.
 
-Health is SERVING once the topology lists at least one shard (NOT_SERVING while it lists
-none), so a load balancer sends trainers only to routers that can place games. The ring
-is rebuilt whenever the topology source reports a new membership; a request always uses
-the ring it started with.
+Health is SERVING once at least one shard of the topology is ready (NOT_SERVING while none
+is), so a load balancer sends trainers only to routers that can place games. The ring is
+rebuilt whenever the topology source reports a new membership; a request always uses the ring
+it started with. Every member stays on the ring (calls for its games still reach it), but only
+the ready ones take new games: each refresh asks every member's readiness (gRPC health), so a
+shard still warming up or draining (a DNS topology lists it all the same) gets no new games.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 READY_PREFIX = "gamefleet router serving on "
 SHARD_TIMEOUT_S = 30.0
 REFRESH_S = 5.0
+READINESS_TIMEOUT_S = 2.0  # a shard slower than this to answer its health check takes no new games
 
 
 class RouterServer:
@@ -60,6 +63,7 @@ class RouterServer:
         self.health = health.aio.HealthServicer()
         self._server: aio.Server | None = None
         self._watch: asyncio.Task | None = None
+        self._probe: asyncio.Task | None = None
         self._first_topology = asyncio.Event()
         self._refreshing = asyncio.Lock()
         self.servicer.refresh = self.refresh
@@ -82,6 +86,7 @@ class RouterServer:
         self._watch = asyncio.create_task(watch(self.source, self.refresh_s, self._apply))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._first_topology.wait(), topology_wait_s)
+        self._probe = asyncio.create_task(self._probe_readiness())
         await server.start()
         self._server = server
 
@@ -103,8 +108,28 @@ class RouterServer:
     async def _apply(self, shards: list[str]) -> None:
         self.servicer.ring = HashRing(shards, self.virtual_nodes) if shards else None
         self.channels.keep(shards)
-        await self._set_health(bool(shards))
+        await self._check_readiness()
         self._first_topology.set()
+
+    async def _check_readiness(self) -> None:
+        """Which members take new games now; SERVING while any does."""
+        ring = self.servicer.ring
+        shards = list(ring.shards) if ring is not None else []
+        timeout = min(self.refresh_s, READINESS_TIMEOUT_S)
+        ready = await asyncio.gather(*(self.channels.ready(shard, timeout) for shard in shards))
+        placeable = frozenset(shard for shard, ok in zip(shards, ready, strict=True) if ok)
+        if placeable != self.servicer.placeable:
+            log.info("shards taking new games: %d of %d %s", len(placeable), len(shards), sorted(placeable))
+        self.servicer.placeable = placeable
+        await self._set_health(bool(placeable))
+
+    async def _probe_readiness(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self._check_readiness()
+            except Exception:  # a bug here must not end the probing
+                log.exception("readiness probe failed")
 
     async def _set_health(self, serving: bool) -> None:
         status = (
@@ -122,9 +147,11 @@ class RouterServer:
         metrics.serving("router", False)
         await self._server.stop(grace)
         self._server = None
-        self._watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._watch
+        for task in (self._watch, self._probe):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.channels.close()
 
     async def serve_until_signal(self, grace: float = 5.0) -> None:

@@ -52,6 +52,7 @@ class RouterServicer:
         self.shard_timeout_s = shard_timeout_s
         self.max_games_per_call = max_games_per_call
         self.ring: HashRing | None = None
+        self.placeable: frozenset[str] | None = None  # shards that take new games (None: all)
         self.refresh: Callable[[], Awaitable[None]] | None = None  # polls the topology now
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -97,7 +98,7 @@ class RouterServicer:
     async def route(self, method: str, raw: bytes, time_left: float | None = None) -> bytes:
         """Serve one request of `method` on the shards; the reply's bytes."""
         ring = self._ring()
-        plan = fanout.plan(method, raw, ring, self.max_games_per_call)
+        plan = fanout.plan(method, raw, ring, self.max_games_per_call, self.placeable)
         timeout = self.shard_timeout_s if time_left is None else min(self.shard_timeout_s, time_left)
         if len(plan.parts) == 1:
             try:
@@ -108,7 +109,7 @@ class RouterServicer:
                 await self.refresh()
                 if self._ring().shards == ring.shards:
                     raise
-            plan = fanout.plan(method, raw, self._ring(), self.max_games_per_call)
+            plan = fanout.plan(method, raw, self._ring(), self.max_games_per_call, self.placeable)
             if len(plan.parts) == 1:
                 return await self._call(method, plan.parts[0], timeout)
         outcomes = await asyncio.gather(
