@@ -3,8 +3,10 @@ after a shard joins. Real shards (in process, real gRPC on 127.0.0.1) over a rea
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -128,24 +130,40 @@ def test_move_calls_refuse_bad_input_and_change_nothing(redis_server):
         a.stop()
 
 
-def test_sigterm_hands_the_games_to_the_other_shard_then_exits(redis_server):
-    fast = ("--heartbeat", "0.2", "--dead-after", "5")
+@contextlib.contextmanager
+def two_shards_playing(
+    redis_server: RedisServer, name: str, *flags: str
+) -> Iterator[tuple[LocalFleet, Trainer]]:
+    """Two log-mode shards and a router over the registry; a trainer has played three rounds on a
+    key of each shard."""
+    fast = ("--heartbeat", "0.2", "--dead-after", "5", *flags)
     with (
-        LocalFleet(2, redis_url=redis_server.url, fleet="term", durability="log", router=True,
+        LocalFleet(2, redis_url=redis_server.url, fleet=name, durability="log", router=True,
                    extra_args=fast, router_args=("--alive-within", "5", "--refresh", "0.2")) as fleet,
         FleetClient(fleet.router_address, timeout=10) as client,
     ):  # fmt: skip
         ring = HashRing(sorted(fleet.addresses))
         keys = [
-            next(f"t{i}" for i in range(1000) if ring.shard_of_key(f"t{i}") == s) for s in fleet.addresses
+            next(f"{name}{i}" for i in range(1000) if ring.shard_of_key(f"{name}{i}") == s)
+            for s in fleet.addresses
         ]
         trainer = Trainer(client, keys, games=4)
         for _ in range(3):
             trainer.round()
-        leaving = fleet._processes[0]
-        leaving.send_signal(signal.SIGTERM)
-        assert leaving.wait(20) == 0
-        assert "handed 4 games to" in fleet.logs[0].read_text()
+        yield fleet, trainer
+
+
+def sigterm_the_first_shard(fleet: LocalFleet) -> str:
+    """SIGTERM shard 0 and wait for a clean exit; its log."""
+    leaving = fleet._processes[0]
+    leaving.send_signal(signal.SIGTERM)
+    assert leaving.wait(20) == 0
+    return fleet.logs[0].read_text()
+
+
+def test_sigterm_hands_the_games_to_the_other_shard_then_exits(redis_server):
+    with two_shards_playing(redis_server, "term") as (fleet, trainer):
+        assert "handed 4 games to" in sigterm_the_first_shard(fleet)
         for _ in range(3):
             trainer.round()  # through the router, whose ring lost the leaving shard
         assert all(batch.acked == 6 for batch in trainer.batches)
@@ -156,23 +174,8 @@ def test_sigterm_hands_the_games_to_the_other_shard_then_exits(redis_server):
 def test_sigterm_with_a_drain_timeout_of_0_leaves_at_once_and_a_survivor_takes_the_games(redis_server):
     """drainTimeoutSeconds: 0 (valid in the CRD): the shard starts, and on SIGTERM exits without
     handing anything over; its games, recorded in Redis, go on on the other shard."""
-    fast = ("--heartbeat", "0.2", "--dead-after", "5", "--drain-timeout", "0")
-    with (
-        LocalFleet(2, redis_url=redis_server.url, fleet="leave0", durability="log", router=True,
-                   extra_args=fast, router_args=("--alive-within", "5", "--refresh", "0.2")) as fleet,
-        FleetClient(fleet.router_address, timeout=10) as client,
-    ):  # fmt: skip
-        ring = HashRing(sorted(fleet.addresses))
-        keys = [
-            next(f"z{i}" for i in range(1000) if ring.shard_of_key(f"z{i}") == s) for s in fleet.addresses
-        ]
-        trainer = Trainer(client, keys, games=4)
-        for _ in range(3):
-            trainer.round()
-        leaving = fleet._processes[0]
-        leaving.send_signal(signal.SIGTERM)
-        assert leaving.wait(20) == 0
-        log = fleet.logs[0].read_text()
+    with two_shards_playing(redis_server, "leave0", "--drain-timeout", "0") as (fleet, trainer):
+        log = sigterm_the_first_shard(fleet)
         assert "drain <= 0 s" in log and "handed" not in log
         for _ in range(3):
             trainer.round()  # the survivor recovers the leaving shard's games from Redis
