@@ -3,26 +3,22 @@ running for real (kopf in its own thread) against it with an in-memory shard reg
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import kopf
 import kubernetes.config.kube_config
 import pytest
 import pytest_asyncio
-from gamefleet_operator.handlers import build_registry
 
 from .harness import (
     GF,
     RESOURCES,
-    SYNC_INTERVAL,
     Cluster,
     Emulator,
     FakeRegistries,
     free_port,
     operator_calls,
+    operator_thread,
     rbac_rules,
     wait_for,
 )
@@ -71,41 +67,10 @@ def api(kmock: Emulator, kubeconfig: Any) -> Iterator[Emulator]:
 @pytest_asyncio.fixture
 async def cluster(api: Emulator) -> AsyncIterator[Cluster]:
     """The operator running against the emulator (kopf in its own thread), with fake registries."""
-    kmock = api
     registries = FakeRegistries()
-    settings = kopf.OperatorSettings()
-    settings.watching.server_timeout = 10
-    settings.queueing.exit_timeout = 0.2  # on exit, do not wait for workers to go idle
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        # kopf gets its own loop: on exit it waits for every task of its loop, kmock's included
-        try:
-            asyncio.run(
-                kopf.operator(
-                    registry=build_registry(SYNC_INTERVAL),
-                    settings=settings,
-                    clusterwide=True,
-                    standalone=True,
-                    memo=kopf.Memo(registries=registries),
-                    stop_flag=stop,
-                    liveness_endpoint=liveness,
-                )
-            )
-        except BaseException as e:
-            errors.append(e)
-
-    thread = threading.Thread(target=run, name="kopf", daemon=True)
-    thread.start()
-    await wait_for(lambda: len(kmock[kmock.action.WATCH, kmock.resource(GF)]) >= 1, what="kopf's watch")
-    cluster = Cluster(kmock, registries, liveness)
-    try:
+    async with operator_thread(registries, liveness=liveness):
+        await wait_for(lambda: len(api[api.action.WATCH, api.resource(GF)]) >= 1, what="kopf's watch")
+        cluster = Cluster(api, registries, liveness)
         yield cluster
-        assert thread.is_alive() and not errors, f"the operator stopped on its own: {errors}"
         await wait_for(cluster.settled, what="kopf to finish handling")
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 10)
-    assert not thread.is_alive() and not errors, errors

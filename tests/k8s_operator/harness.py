@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import itertools
 import json
 import re
 import socket
+import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,12 @@ from typing import Any
 import aiohttp.web
 import jsonpatch
 import kmock
+import kopf
 import yaml
 from gamefleet_operator import API_VERSION, KIND
 from gamefleet_operator.autoscale import ShardLoad, ShardState
+from gamefleet_operator.crd import crd
+from gamefleet_operator.handlers import build_registry
 from gamefleet_operator.registry import RegistryUnavailable
 from gamefleet_operator.spec import Fleet
 
@@ -29,11 +34,12 @@ from gameserver.cli.delete_fleet import USER_AGENT as DELETE_FLEET_AGENT
 
 GF = "gamefleet.dev/v1/gamefleets"
 FLEETS_URL = "/apis/gamefleet.dev/v1/namespaces/default/gamefleets"
+SCALE_PATHS = crd()["spec"]["versions"][0]["subresources"]["scale"]  # the CRD's /scale mapping
 SYNC_INTERVAL = 0.3
 LAST_HANDLED = "gamefleet.dev/last-handled-configuration"
 # resource -> (kind, namespaced, subresources): what the operator and kopf discover
 RESOURCES = {
-    GF: (KIND, True, {"status"}),
+    GF: (KIND, True, {"status", "scale"}),
     "v1/configmaps": ("ConfigMap", True, set()),
     "v1/services": ("Service", True, set()),
     "v1/secrets": ("Secret", True, set()),
@@ -167,7 +173,38 @@ class Emulator(kmock.KubernetesEmulator):
         if meta.get("finalizers") and not meta.get("deletionTimestamp"):
             self.objects[key].patch({"metadata": {"resourceVersion": str(next(self._versions))}})
 
+    async def _scale(self, request: Any) -> aiohttp.web.StreamResponse:
+        """The GameFleet's scale subresource as the API server serves it from the CRD's paths:
+        GET reads them, PATCH of spec.replicas writes the spec path (`kubectl scale`, an HPA)."""
+        paths = SCALE_PATHS
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return aiohttp.web.json_response({"kind": "Status", "code": 404}, status=404)
+        if request.action == kmock.action.UPDATE:
+            replicas = (request.data or {}).get("spec", {}).get("replicas")
+            if not isinstance(replicas, int):
+                return aiohttp.web.json_response({"kind": "Status", "code": 422}, status=422)
+            spec = paths["specReplicasPath"].removeprefix(".spec.")
+            object.__setattr__(request, "data", {"spec": {spec: replicas}})
+            object.__setattr__(request, "subresource", None)
+            await self._handle(request)
+        obj = self.objects[key].raw
+        return aiohttp.web.json_response(
+            {
+                "apiVersion": "autoscaling/v1",
+                "kind": "Scale",
+                "metadata": {"name": request.name, "namespace": request.namespace},
+                "spec": {"replicas": json_path(obj, paths["specReplicasPath"])},
+                "status": {
+                    "replicas": json_path(obj, paths["statusReplicasPath"]) or 0,
+                    "selector": json_path(obj, paths["labelSelectorPath"]) or "",
+                },
+            }
+        )
+
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        if request.resource is not None and request.subresource == "scale":
+            return await self._scale(request)
         if request.resource is not None and request.action == kmock.action.DELETE and request.name:
             self._mark_deleted(request)
         applying = request.headers.get("Content-Type", "").split(";")[0] == APPLY_PATCH
@@ -424,3 +461,51 @@ def table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ("   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
     return "\n".join(line.rstrip() for line in lines)
+
+
+@contextlib.asynccontextmanager
+async def operator_thread(
+    registries: FakeRegistries,
+    *,
+    liveness: str,
+    peering: tuple[str, int] | None = None,
+    peering_lifetime: int = 60,
+) -> AsyncIterator[Callable[[], None]]:
+    """An operator process's worth of kopf in its own thread (it waits for every task of its own
+    loop on exit: kmock's must not be among them), standalone or peering as (name, priority);
+    yields its stop. On the way out it is stopped, and must have stopped cleanly."""
+    settings = kopf.OperatorSettings()
+    settings.watching.server_timeout = 10
+    settings.queueing.exit_timeout = 0.2  # on exit, do not wait for workers to go idle
+    settings.peering.lifetime = peering_lifetime
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    name, priority = peering or (None, None)
+
+    def run() -> None:
+        try:
+            asyncio.run(
+                kopf.operator(
+                    registry=build_registry(SYNC_INTERVAL),
+                    settings=settings,
+                    clusterwide=True,
+                    standalone=peering is None,
+                    peering_name=name,
+                    priority=priority,
+                    memo=kopf.Memo(registries=registries, namespaces=[]),
+                    stop_flag=stop,
+                    liveness_endpoint=liveness,
+                )
+            )
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=run, name=f"kopf-{priority or 'standalone'}", daemon=True)
+    thread.start()
+    try:
+        yield stop.set
+        assert not errors, f"the operator stopped on its own: {errors}"
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 15)
+    assert not thread.is_alive() and not errors, errors

@@ -5,11 +5,22 @@ stay put while nothing changes."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import kmock
 import pytest
+from gamefleet_operator.kube import Kube
 
-from .harness import FLEETS_URL, SYNC_INTERVAL, Cluster, wait_for
+from .harness import (
+    FLEETS_URL,
+    SYNC_INTERVAL,
+    Cluster,
+    Emulator,
+    FakeRegistries,
+    free_port,
+    operator_thread,
+    wait_for,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -169,3 +180,56 @@ async def test_a_change_that_restarts_shards_is_announced_and_shown(
     (event,) = cluster.events("RollingShards")  # once, not every sync
     assert event["type"] == event_type
     assert ("cannot move" in event["message"]) is (event_type == "Warning")
+
+
+async def test_kubectl_scale_through_the_scale_subresource(cluster: Cluster) -> None:
+    """`kubectl scale gf/kappa --replicas=3` (and an HPA) go through /scale: spec.shards follows,
+    then the StatefulSet; reading /scale gives the replicas and the pods' selector from status."""
+    await cluster.create("kappa", {"image": IMAGE, "shards": 1})
+    await wait_for(lambda: cluster.replicas("kappa") == 1)
+    response = await cluster.kmock.patch(f"{FLEETS_URL}/kappa/scale", json={"spec": {"replicas": 3}})
+    assert response.status == 200
+    assert cluster.fleet("kappa")["spec"]["shards"] == 3
+    await wait_for(lambda: cluster.replicas("kappa") == 3, what="StatefulSet replicas 3")
+    await wait_for(lambda: cluster.status("kappa").get("shards") == 3, what="status.shards 3")
+    response = await cluster.kmock.get(f"{FLEETS_URL}/kappa/scale")
+    scale = await response.json()
+    assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
+    assert scale["status"]["selector"] == "gamefleet.dev/fleet=kappa,app.kubernetes.io/component=shard"
+
+
+async def test_an_operator_stopped_mid_reconcile_and_restarted_converges(
+    api: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first operator dies inside its first reconcile, two children applied and no status
+    written; a new operator process finds the fleet half built and finishes it."""
+    applied: list[str] = []
+    dying, release = threading.Event(), threading.Event()
+    apply = Kube.apply
+
+    def apply_then_die(self: Kube, manifest: dict) -> dict:
+        if len(applied) >= 2 and not release.is_set():
+            dying.set()
+            release.wait(30)  # frozen mid-reconcile until the test has stopped this operator,
+            raise RuntimeError("the operator process was killed")  # then gone: no further step of it
+        applied.append(manifest["kind"])
+        return apply(self, manifest)
+
+    monkeypatch.setattr(Kube, "apply", apply_then_die)
+    first = FakeRegistries()
+    async with operator_thread(first, liveness=f"http://127.0.0.1:{free_port()}/healthz") as stop:
+        cluster = Cluster(api, first, "")
+        await cluster.create("zeta", {"image": IMAGE, "shards": 2})
+        await wait_for(dying.is_set, what="the first operator mid-reconcile")
+        assert cluster.get("apps/v1/deployments", "zeta-router") is None and cluster.status("zeta") == {}
+        stop()
+        release.set()
+    second = FakeRegistries()
+    async with operator_thread(second, liveness=f"http://127.0.0.1:{free_port()}/healthz"):
+        await wait_for(lambda: cluster.get("apps/v1/deployments", "zeta-router") is not None, what="rebuilt")
+        await wait_for(lambda: cluster.get("apps/v1/statefulsets", "zeta-shard") is not None, what="shards")
+        await cluster.set_ready("zeta", 2)
+        await wait_for(lambda: cluster.condition("zeta", "Ready").get("status") == "True", what="Ready")
+        for resource, name in [("v1/services", "zeta"), ("policy/v1/poddisruptionbudgets", "zeta-shard")]:
+            assert cluster.get(resource, name) is not None, name
+        await wait_for(cluster.settled, what="kopf to finish handling")

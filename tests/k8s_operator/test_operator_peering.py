@@ -4,15 +4,21 @@ the fleets; the other waits and takes over once the first is gone."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import kopf
 import pytest
-from gamefleet_operator.handlers import build_registry
 
-from .harness import GF, SYNC_INTERVAL, Cluster, Emulator, FakeRegistries, free_port, wait_for
+from .harness import (
+    GF,
+    SYNC_INTERVAL,
+    Cluster,
+    Emulator,
+    FakeRegistries,
+    free_port,
+    operator_thread,
+    wait_for,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -21,47 +27,20 @@ REDIS = {"redis": {"address": "redis.default.svc:6379"}}  # the registry: who re
 
 
 @asynccontextmanager
-async def replica(api: Emulator, priority: int) -> AsyncIterator[tuple[FakeRegistries, Callable[[], None]]]:
-    """One operator process's worth of kopf, peering as `gamefleet operator` does."""
+async def replica(priority: int) -> AsyncIterator[tuple[FakeRegistries, Callable[[], None]]]:
+    """One operator process's worth of kopf, peering as `gamefleet operator` does (a replica that
+    dies unannounced lapses within seconds): its registries (who reconciles reads them) and stop."""
     registries = FakeRegistries()
-    settings = kopf.OperatorSettings()
-    settings.watching.server_timeout = 10
-    settings.queueing.exit_timeout = 0.2
-    settings.peering.lifetime = 5  # a replica that dies unannounced lapses within seconds
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(
-                kopf.operator(
-                    registry=build_registry(SYNC_INTERVAL),
-                    settings=settings,
-                    clusterwide=True,
-                    standalone=False,
-                    peering_name="gamefleet",
-                    priority=priority,
-                    memo=kopf.Memo(registries=registries, namespaces=[]),
-                    stop_flag=stop,
-                    liveness_endpoint=f"http://127.0.0.1:{free_port()}/healthz",
-                )
-            )
-        except BaseException as e:
-            errors.append(e)
-
-    thread = threading.Thread(target=run, name=f"kopf-{priority}", daemon=True)
-    thread.start()
-    try:
-        yield registries, stop.set
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 15)
-    assert not thread.is_alive() and not errors, errors
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    async with operator_thread(
+        registries, liveness=liveness, peering=("gamefleet", priority), peering_lifetime=5
+    ) as stop:
+        yield registries, stop
 
 
 async def test_one_replica_leads_and_the_other_takes_over_when_it_goes(api: Emulator) -> None:
     peerings = api.resource("kopf.dev/v1/clusterkopfpeerings")
-    async with replica(api, priority=20) as (leader, stop_leader), replica(api, priority=10) as (standby, _):
+    async with replica(priority=20) as (leader, stop_leader), replica(priority=10) as (standby, _):
         await wait_for(lambda: (peerings, None, "gamefleet") in api.objects, what="the peering object")
         await wait_for(
             lambda: len(api.objects[peerings, None, "gamefleet"].get("status", {})) == 2,
