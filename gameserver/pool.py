@@ -17,7 +17,7 @@ overlaps different pools, not calls on one pool).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -68,6 +68,7 @@ class Selection:
     ids: np.ndarray  # uint64[B], in the caller's order
     slots: np.ndarray  # int64[B], contiguous
     version: int
+    pool: object = field(repr=False, compare=False)  # the pool that made it: no other may trust it
 
     @property
     def size(self) -> int:
@@ -243,7 +244,7 @@ class GamePool:
         selection (a trainer's batch, call after call) give back that selection.
         """
         if isinstance(ids, Selection):
-            if ids.version == self._version:
+            if ids.pool is self and ids.version == self._version:
                 return ids
             ids = ids.ids
         last = self._last
@@ -258,7 +259,7 @@ class GamePool:
         id_array = _id_array(ids)
         _check_distinct(id_array)
         id_array = id_array.copy() if id_array is ids else id_array  # the caller may reuse its array
-        self._last = Selection(id_array, np.ascontiguousarray(self.slots_of(id_array)), self._version)
+        self._last = Selection(id_array, np.ascontiguousarray(self.slots_of(id_array)), self._version, self)
         return self._last
 
     def create(self, n: int, seeds: object = None, key_hash: int = 0) -> np.ndarray:

@@ -403,3 +403,42 @@ def test_id_map_matches_a_dict_model(ops: list[tuple[str, int, int]]) -> None:
         assert len(set(model.values())) == len(model)  # one game per slot
         if model:
             assert pool.slots_of(np.array(list(model), np.uint64)).tolist() == list(model.values())
+
+
+def test_a_selection_is_resolved_once_and_recognised_when_the_same_ids_come_again() -> None:
+    pool = GamePool(CONFIG, 8)
+    ids = pool.create(4)
+    first = pool.select(ids)
+    assert pool.select(ids.copy()) is first  # a trainer's batch, call after call
+    assert pool.select(first) is first
+    np.testing.assert_array_equal(first.slots, pool.slots_of(ids))
+
+
+def test_a_callers_array_changed_after_select_does_not_change_the_selection() -> None:
+    pool = GamePool(CONFIG, 8)
+    ids = pool.create(4)
+    chosen = pool.select(ids)
+    ids[0] = ids[1]  # the caller reuses its buffer
+    assert len(set(chosen.ids.tolist())) == 4
+    with pytest.raises(ValueError, match="distinct"):
+        pool.select(ids)  # the changed array is checked anew
+
+
+def test_a_release_makes_earlier_selections_stale() -> None:
+    pool = GamePool(CONFIG, 8)
+    ids = pool.create(4)
+    chosen = pool.select(ids)
+    pool.release(ids[:1])
+    with pytest.raises(UnknownGameError):
+        pool.step(chosen, passes(4))  # re-resolved: the released game is named, nothing steps
+    later = pool.select(ids[1:])
+    assert later.version != chosen.version and pool.step(later, passes(3)).rewards.shape == (3, 2)
+
+
+def test_another_pools_selection_is_not_trusted() -> None:
+    source = IdSource()
+    a, b = GamePool(CONFIG, 8, id_source=source), GamePool(CONFIG, 8, id_source=source)
+    chosen = a.select(a.create(2))
+    b.create(2)  # same version (0) and free slots in b as in a
+    with pytest.raises(UnknownGameError):
+        b.select(chosen)
