@@ -1,6 +1,6 @@
 """`gamefleet operator` as a process, the way its Deployment runs it: against the kmock API
 emulator (through $KUBECONFIG) and a real redis-server, where the test plays the shards by
-heartbeating through gameserver.store.FleetStore. Autoscaling, the drain contract, the
+heartbeating through gameserver.fleet.store.FleetStore. Autoscaling, the drain contract, the
 liveness probe, the metrics endpoint, the cleanup finalizer and SIGTERM, all for real."""
 
 from __future__ import annotations

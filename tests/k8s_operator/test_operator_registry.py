@@ -1,5 +1,5 @@
 """StoreRegistry against a real redis-server: the operator reads what shards heartbeat through
-gameserver.store.FleetStore, asks them to drain, and purges the fleet's keys."""
+gameserver.fleet.store.FleetStore, asks them to drain, and purges the fleet's keys."""
 
 from __future__ import annotations
 
