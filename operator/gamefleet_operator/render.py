@@ -206,6 +206,7 @@ def _pod_template(fleet: Fleet, component: str, container: dict[str, Any], grace
             "containers": [container],
             "terminationGracePeriodSeconds": grace,
             "enableServiceLinks": False,
+            "automountServiceAccountToken": False,  # fleet pods never call the Kubernetes API
             "securityContext": _POD_SECURITY,
             "volumes": [{"name": "tmp", "emptyDir": {}}],
             "affinity": {
@@ -366,6 +367,7 @@ def redis_stateful_set(fleet: Fleet) -> Manifest:
                 "metadata": {"labels": labels(fleet, "redis")},
                 "spec": {
                     "securityContext": _REDIS_POD_SECURITY,
+                    "automountServiceAccountToken": False,
                     "containers": [
                         {
                             "name": "redis",

@@ -392,3 +392,14 @@ def test_optional_children_are_the_ones_the_spec_leaves_out(spec: dict[str, Any]
     assert {(m["kind"], m["metadata"]["name"]) for m in children} == pruned
     rendered = {(m["kind"], m["metadata"]["name"]) for m in render(fleet(**spec))}
     assert not rendered & pruned
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_no_fleet_pod_mounts_a_service_account_token(example: Path) -> None:
+    """Shards, routers and the managed Redis never call the Kubernetes API: a token in them would
+    only be something to steal."""
+    body = yaml.safe_load(example.read_text())
+    for manifest in render(Fleet.from_body(body)):
+        if manifest["kind"] in ("StatefulSet", "Deployment"):
+            pod = manifest["spec"]["template"]["spec"]
+            assert pod["automountServiceAccountToken"] is False, manifest["metadata"]["name"]
