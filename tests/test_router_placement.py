@@ -7,7 +7,7 @@ import pytest
 
 from gameserver.router import fanout
 from gameserver.sharding import HashRing
-from gameserver.wire.errors import Unavailable
+from gameserver.wire.errors import InvalidArgument, Unavailable
 from gameserver.wire.generated import batch_pb2 as pb
 
 RING = HashRing(["a:1", "b:1", "c:1"])
@@ -46,3 +46,8 @@ def test_keyless_creates_land_on_ready_shards_only() -> None:
 def test_no_ready_shard_is_unavailable() -> None:
     with pytest.raises(Unavailable, match="no shard takes new games"):
         placed(create("k"), frozenset())
+
+
+def test_an_oversized_placement_key_is_refused_at_the_router() -> None:
+    with pytest.raises(InvalidArgument, match="placement_key: 300 bytes"):
+        placed(create("k" * 300), None)

@@ -206,6 +206,12 @@ CASES = {
         PRECONDITION,
         ["self-play", "open_seats"],
     ),
+    "placement key too long": (
+        CREATE,
+        lambda ids: create(num_games=2, config=config_to_proto(CONFIG), placement_key="k" * 257),
+        INVALID,
+        ["placement_key", "257 bytes", "256"],
+    ),
     "join unknown game": (
         "JoinGame",
         lambda ids: pb.JoinGameRequest(game_id=int(MISSING)).SerializeToString(),

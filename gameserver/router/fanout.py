@@ -38,7 +38,7 @@ from ..sharding import HashRing, key_hashes
 from ..wire import replies as wire
 from ..wire.errors import FailedPrecondition, GameFleetError, InvalidArgument, Unavailable, from_status
 from ..wire.generated import batch_pb2 as pb
-from ..wire.messages import parse_request, read_ids, read_tensor
+from ..wire.messages import parse_request, read_ids, read_placement_key, read_tensor
 
 _OBSERVATION_FIELDS = ("codes", "armies", "land", "army", "tick", "masks")
 _STEP_FIELDS = ("rewards", "terminated", "truncated", "status", "reset")
@@ -120,7 +120,7 @@ def _create(raw: bytes, ring: HashRing, placeable: frozenset[str] | None) -> Pla
     placeable shard owns. The ring itself keeps every member, so calls for games that already
     live on a shard still reach it."""
     request = parse_request(pb.CreateBatchGamesRequest, raw)
-    key = original = request.placement_key or secrets.token_hex(8)
+    key = original = read_placement_key(request) or secrets.token_hex(8)
     if placeable is not None and not placeable:
         raise Unavailable("no shard takes new games now (all warming up or draining): retry")
     for attempt in range(1, MAX_PLACEMENT_TRIES + 1):

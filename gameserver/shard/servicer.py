@@ -44,7 +44,14 @@ from ..wire.errors import (
     abort,
 )
 from ..wire.generated import batch_pb2 as pb
-from ..wire.messages import config_from_proto, config_to_proto, parse_request, read_ids, read_seeds
+from ..wire.messages import (
+    config_from_proto,
+    config_to_proto,
+    parse_request,
+    read_ids,
+    read_placement_key,
+    read_seeds,
+)
 from ..wire.services import SERVICE
 from .games import Route, ShardGames, ShardStep, Views
 from .roles import read_role
@@ -143,7 +150,7 @@ class BatchGameServicer:
         seeds = read_seeds(request, "seeds", n)
         role = read_role(request, config, self.games.transitions)
         self._check_reply(config, n, masks=request.include_masks, finals=False)
-        key = request.placement_key
+        key = read_placement_key(request)
         key_hash = placement_hash(key) if key else int(self._key_hashes.integers(1 << 32))
         effective = config_to_proto(config)
         ids, reply = await self.games.create(

@@ -3,6 +3,7 @@
 MAX_MESSAGE_BYTES = 256 << 20  # both directions; a reply that could pass it is refused up front
 MAX_GAMES_PER_CALL = 65536
 MAX_GAMES = 1 << 20  # held by one shard
+MAX_PLACEMENT_KEY_BYTES = 256  # a trainer's name for its batch, not a payload
 WORKERS = 4  # threads stepping pools in parallel
 
 

@@ -17,6 +17,7 @@ from ..engine import GameConfig
 from . import codec
 from .errors import InvalidArgument, ResourceExhausted
 from .generated import batch_pb2 as pb
+from .limits import MAX_PLACEMENT_KEY_BYTES
 
 _CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(GameConfig))
 
@@ -52,6 +53,17 @@ def read_ids(message: object, field: str, limit: int) -> np.ndarray:
     if ids.size == 0:
         raise InvalidArgument(f"{field} is empty: name at least one game")
     return ids
+
+
+def read_placement_key(message: object) -> str:
+    """A create request's placement key, at most MAX_PLACEMENT_KEY_BYTES (UTF-8)."""
+    key = message.placement_key
+    size = len(key.encode())
+    if size > MAX_PLACEMENT_KEY_BYTES:
+        raise InvalidArgument(
+            f"placement_key: {size} bytes, the limit is {MAX_PLACEMENT_KEY_BYTES} (it names a batch of games)"
+        )
+    return key
 
 
 def read_seeds(message: object, field: str, games: int) -> np.ndarray | None:
