@@ -81,8 +81,8 @@ class LocalFleet:
             # numba's cache, which the others then load instead of compiling them all at once.
             for first, last in ((0, 1), (1, self.shards)):
                 for ordinal in range(first, last):
-                    command = [sys.executable, "-m", "gameserver.cli.serve", "--port", "0", "--seed",
-                               str(self.seed + ordinal), *fleet_args, *self._telemetry(),
+                    command = [sys.executable, "-m", "gameserver.cli.serve", "--port", "0", "--reflection",
+                               "--seed", str(self.seed + ordinal), *fleet_args, *self._telemetry(),
                                *self.extra_args]  # fmt: skip
                     self._processes.append(self._spawn(command, f"shard-{ordinal}"))
                 pairs = zip(self._processes[first:last], self.logs[first:last], strict=True)
@@ -110,8 +110,8 @@ class LocalFleet:
     def _start_router(self, port: int) -> None:
         topology = ("--redis", self.redis_url, "--fleet", self.fleet) if self.redis_url else (
             "--shards", ",".join(self.addresses))  # fmt: skip
-        command = [sys.executable, "-m", "gameserver.cli.route", "--port", str(port), *topology,
-                   *self._telemetry(), *self.router_args]  # fmt: skip
+        command = [sys.executable, "-m", "gameserver.cli.route", "--port", str(port), "--reflection",
+                   *topology, *self._telemetry(), *self.router_args]  # fmt: skip
         self._processes.append(self._spawn(command, f"router-{len(self.logs)}"))
         self.router_address = self._wait_serving(self._processes[-1], self.logs[-1], _ROUTER_READY)
 

@@ -32,15 +32,31 @@ def test_gamefleet_serve_process_plays_and_stops_on_sigterm(serve_process):
     assert serve_process.terminate() == 0
 
 
-def test_reflection_lists_the_services(shard):
+def _reflected_services(address: str) -> set[str]:
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-    with grpc.insecure_channel(shard.address) as channel:
+    with grpc.insecure_channel(address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         reply = next(stub.ServerReflectionInfo(iter([request]), timeout=10))
-    names = {service.name for service in reply.list_services_response.service}
-    assert {"gamefleet.v1.BatchGameService", "grpc.health.v1.Health"} <= names
+    return {service.name for service in reply.list_services_response.service}
+
+
+def test_reflection_is_off_unless_asked_for(shard):
+    """Reflection maps the whole API for anyone who reaches the port: off by default."""
+    with pytest.raises(grpc.RpcError) as refused:
+        _reflected_services(shard.address)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_reflection_lists_the_services_when_asked_for():
+    shard = BackgroundShard(reflection=True)
+    try:
+        assert {"gamefleet.v1.BatchGameService", "grpc.health.v1.Health"} <= _reflected_services(
+            shard.address
+        )
+    finally:
+        shard.stop()
 
 
 def test_health_goes_not_serving_at_shutdown_and_in_flight_steps_finish():

@@ -19,6 +19,7 @@ import urllib.parse
 
 from ..telemetry.exposition import add_metrics_argument
 from ..wire import limits
+from .flags import add_reflection_argument
 
 SHARD_PORT = 50051
 
@@ -30,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=50050, help="0 picks a free port (printed at start)")
+    add_reflection_argument(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--shards", help="comma-separated shard addresses host:port")
     source.add_argument("--dns", help="NAME:PORT whose A/AAAA records are the shards (a headless Service)")
@@ -100,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         refresh_s=args.refresh,
         max_games_per_call=args.max_games_per_call,
         max_message_bytes=args.max_message_mb << 20,
+        reflection=args.reflection,
     )
     return process.run_server("router", args.host, args.metrics_port, server.serve_until_signal(args.grace))
 

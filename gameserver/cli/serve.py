@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from ..telemetry.exposition import add_metrics_argument
 from ..threads import wait_passively
 from ..wire import limits
+from .flags import add_reflection_argument
 
 if TYPE_CHECKING:  # numba and grpc load in run(), not for `gamefleet --help`
     from ..engine import GameConfig
@@ -102,6 +103,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed at start)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the maps and placement keys clients omit")
+    add_reflection_argument(parser)
     parser.add_argument("--max-games-per-call", type=int, default=limits.MAX_GAMES_PER_CALL)
     parser.add_argument("--max-games", type=int, default=limits.MAX_GAMES, help="games one shard holds")
     parser.add_argument("--max-message-mb", type=int, default=limits.MAX_MESSAGE_BYTES >> 20)
@@ -185,6 +187,7 @@ def shard_server(args: argparse.Namespace) -> ShardServer:
         replay_address=args.replay_address,
         game_defaults=game_defaults(args),
         drain_timeout_s=drain_timeout(args),
+        reflection=args.reflection,
     )
 
 

@@ -1,4 +1,5 @@
-"""A router process: the fleet service in a grpc.aio server, with health checking and reflection.
+"""A router process: the fleet service in a grpc.aio server, with health checking (and reflection on
+request: `--reflection`, which `gamefleet up` turns on).
 
 Health is SERVING once at least one shard of the topology is ready (NOT_SERVING while none
 is), so a load balancer sends trainers only to routers that can place games. The ring is
@@ -49,8 +50,10 @@ class RouterServer:
         virtual_nodes: int = DEFAULT_VIRTUAL_NODES,
         max_games_per_call: int = MAX_GAMES_PER_CALL,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        reflection: bool = False,
     ) -> None:
         self.source = source
+        self.reflection = reflection  # off unless asked: it maps the API for anyone who reaches the port
         self.host, self.port = host, port
         self.refresh_s = refresh_s
         self.virtual_nodes = virtual_nodes
@@ -79,8 +82,9 @@ class RouterServer:
         self.port = server.add_insecure_port(self.address)
         server.add_generic_rpc_handlers((self.servicer.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
-        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+        if self.reflection:
+            names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+            reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
         await self._set_health(False)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._watch = asyncio.create_task(watch(self.source, self.refresh_s, self._apply))

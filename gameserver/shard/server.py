@@ -1,4 +1,5 @@
-"""A shard process: the BatchGameService in a grpc.aio server, with health checking and reflection.
+"""A shard process: the BatchGameService in a grpc.aio server, with health checking (and reflection
+on request: `--reflection`, which `gamefleet up` turns on).
 
 Start-up compiles (or loads) every kernel a call can reach before the port reports
 SERVING, so the first trainer step does not pay for numba. Shutdown reports NOT_SERVING
@@ -104,9 +105,11 @@ class ShardServer:
         replay_address: str | None = None,
         game_defaults: GameConfig | None = None,
         drain_timeout_s: float = 60.0,
+        reflection: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.drain_timeout_s = drain_timeout_s  # SIGTERM: how long the drain may take (0: leave at once)
+        self.reflection = reflection  # off unless asked: it maps the API for anyone who reaches the port
         self.game_defaults = game_defaults  # fields a create request leaves unset (None: the engine's)
         self.fleet = fleet
         # games created with push_transitions send their steps to this ReplayService
@@ -188,8 +191,9 @@ class ShardServer:
             server.add_generic_rpc_handlers((self.member.handler(),))
             await self.member.join()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
-        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+        if self.reflection:
+            names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+            reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
         await server.start()
         self._server = server
         for service in ("", SERVICE.full_name, LIVENESS_SERVICE):
