@@ -5,17 +5,14 @@ status back, and the fleet's own status follows."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import pytest_asyncio
 import yaml
 from gamefleet_operator.render import GRPC_PORT
-from k8s_operator.conftest import api, kmock_options, kubeconfig  # noqa: F401 - fixtures
-from k8s_operator.harness import GF, Emulator, FakeRegistries, free_port, operator_thread, wait_for
 from k8s_operator.harness import Cluster as Api
+from k8s_operator.harness import wait_for
 
 from gameserver.client import FleetClient
 from gameserver.engine import GameConfig
@@ -24,23 +21,6 @@ from .cluster import Cluster
 from .controller import KubeletController
 
 SMALL = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "small.yaml"
-
-
-@pytest_asyncio.fixture
-async def fleets(api: Emulator) -> AsyncIterator[Api]:  # noqa: F811
-    """The operator against kmock, as tests/k8s_operator/conftest.py's `cluster` fixture."""
-    registries = FakeRegistries()
-    liveness = f"http://127.0.0.1:{free_port()}/healthz"
-    async with operator_thread(registries, liveness=liveness):
-        await wait_for(lambda: len(api[api.action.WATCH, api.resource(GF)]) >= 1, what="kopf's watch")
-        yield Api(api, registries, liveness)
-
-
-@pytest.fixture
-def kubelet(api: Emulator, cluster: Cluster) -> Iterator[KubeletController]:  # noqa: F811
-    controller = KubeletController(api, cluster)
-    yield controller
-    controller.close()
 
 
 async def ready(fleets: Api, name: str, timeout: float = 120) -> None:
