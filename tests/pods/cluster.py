@@ -1,5 +1,7 @@
-"""A cluster of real pods from rendered manifests, for one namespace: ConfigMaps and Secrets feed the
-pods' env, StatefulSets and Deployments become pods run by the test kubelet, Services become DNS.
+"""A cluster of real pods from rendered manifests: ConfigMaps and Secrets feed the pods' env,
+StatefulSets and Deployments become pods run by the test kubelet, Services become DNS. Services,
+ConfigMaps and Secrets are those of one namespace; a workload of another (the operator's, in
+gamefleet-system) runs its pods in that namespace on the same pod network, as a cluster's is flat.
 
 DNS is one hosts file every pod mounts as /etc/hosts, rewritten in place on every pod change (same
 inode, so the bind mounts see it): a StatefulSet pod behind its governing headless Service gets
@@ -27,6 +29,7 @@ from typing import Any
 
 from test_dockerfile import IMAGE
 
+from .apiserver import ApiAccess
 from .image import Image, redis_image
 from .kubelet import Manifest, PodNetwork, PodRunner, Termination
 
@@ -67,10 +70,12 @@ class Cluster:
         seed_numba_cache: bool = True,
         restart_backoff: float = 10.0,
         images: dict[str, Image] | None = None,
+        api: ApiAccess | None = None,
     ) -> None:
         self.image, self.namespace, self.seed_numba_cache = image, namespace, seed_numba_cache
         self.images = {repository(IMAGE): image, "redis": redis_image()} | (images or {})
         self.restart_backoff = restart_backoff
+        self.api = api  # what pods get to reach the API server (their service-account token)
         self.dir = Path(tempfile.mkdtemp(prefix="cluster.", dir=image.root.parent))
         os.chmod(self.dir, 0o755)
         self.hosts_file = self.dir / "hosts"
@@ -217,12 +222,13 @@ class Cluster:
             template["spec"].setdefault("volumes", []).append(
                 {"name": volume, "persistentVolumeClaim": {"claimName": f"{volume}-{name}"}}
             )
+        namespace = workload["metadata"].get("namespace", self.namespace)  # one pod network for all
         pod = PodRunner(
-            template, name, self.namespace,
+            template, name, namespace,
             image=self.image_for(template["spec"]["containers"][0]), network=self.network, workdir=self.dir,
             hosts_file=self.hosts_file, configmaps=self.configmaps, secrets=self.secrets, subdomain=subdomain,
             seed_numba_cache=self.seed_numba_cache, restart_backoff=self.restart_backoff, claims=claims,
-            on_change=self._pod_changed,
+            api=self.api, on_change=self._pod_changed,
         )  # fmt: skip
         self.pods[name] = pod
         return pod

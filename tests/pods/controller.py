@@ -139,6 +139,8 @@ class KubeletController:
         """Each workload's status (as the controllers compute it) written when it changed; children
         of an owner that is gone deleted."""
         for (kind, name), workload in list(self.cluster.workloads.items()):
+            if (kind, name) not in self.seen:  # applied to the cluster directly (the operator's own)
+                continue
             status = dict(workload.get("status", {}))
             status.setdefault("replicas", 0)
             status.setdefault("readyReplicas", 0)

@@ -6,7 +6,10 @@
 - its own network namespace on the cluster's bridge (its own IP, so every pod binds 0.0.0.0:50051);
 - its own mount namespace: the volumes (emptyDir: a fresh directory) at their mountPaths, the cluster's
   hosts file as /etc/hosts, and with readOnlyRootFilesystem everything else remounted read-only;
-- startup/readiness/liveness probes (gRPC health, TCP) at their periods and thresholds, restarts
+- the service-account token (unless automountServiceAccountToken is false) at
+  /var/run/secrets/kubernetes.io/serviceaccount with the API's CA, and KUBERNETES_SERVICE_HOST/PORT in
+  the env, when the cluster serves an API (`apiserver.ApiAccess`);
+- startup/readiness/liveness probes (gRPC health, TCP, HTTP GET) at their periods and thresholds, restarts
   (restartPolicy Always) with the kubelet's back-off;
 - deletion: preStop exec inside the pod, SIGTERM, SIGKILL when terminationGracePeriodSeconds is spent.
 
@@ -36,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +48,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from .apiserver import MOUNT, ApiAccess
 from .image import Image
 
 log = logging.getLogger(__name__)
@@ -288,6 +293,15 @@ def probe_once(probe: Manifest, ip: str, ports: Mapping[str, int]) -> bool:
             except grpc.RpcError:
                 return False
             return reply.status == health_pb2.HealthCheckResponse.SERVING
+    if "httpGet" in probe:
+        get = probe["httpGet"]
+        port = ports[get["port"]] if isinstance(get["port"], str) else get["port"]
+        try:
+            url = f"http://{ip}:{port}{get.get('path', '/')}"
+            with urllib.request.urlopen(url, timeout=timeout) as reply:
+                return 200 <= reply.status < 400
+        except OSError:  # HTTPError (4xx, 5xx) too
+            return False
     if "tcpSocket" in probe:
         port = probe["tcpSocket"]["port"]
         port = ports[port] if isinstance(port, str) else port
@@ -361,6 +375,7 @@ class PodRunner:
         seed_numba_cache: bool = True,
         restart_backoff: float = 10.0,
         claims: Mapping[str, Path] | None = None,
+        api: ApiAccess | None = None,
         on_change: Callable[[PodRunner], None] = lambda pod: None,
     ) -> None:
         spec = template["spec"]
@@ -386,6 +401,7 @@ class PodRunner:
         self.configmaps, self.secrets = configmaps or {}, secrets or {}
         self.seed_numba_cache = seed_numba_cache
         self.claims = claims or {}  # claimName -> its volume's directory (kept when the pod goes)
+        self.api = api if spec.get("automountServiceAccountToken", True) else None
         self.restart_backoff = restart_backoff  # the kubelet's first back-off; doubles up to 300 s
         self.on_change = on_change
         self.dir = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=workdir))
@@ -473,6 +489,17 @@ class PodRunner:
                     subprocess.run(["chown", "-R", f"{uid}:{gid}", str(target)], check=True)
                 return
 
+    def _service_account(self) -> list[dict[str, Any]]:
+        """The token volume a kubelet mounts (read-only) into a pod that does not opt out."""
+        if self.api is None:
+            return []
+        directory = self.dir / "serviceaccount"
+        directory.mkdir()
+        for name, text in self.api.files(self.namespace).items():
+            (directory / name).write_text(text)
+            os.chmod(directory / name, 0o644)
+        return [{"source": str(directory), "target": MOUNT, "readOnly": True, "volume": True}]
+
     def _files(self) -> list[dict[str, Any]]:
         resolv = self.dir / "resolv.conf"
         search = f"{self.namespace}.svc.cluster.local svc.cluster.local cluster.local"
@@ -496,9 +523,10 @@ class PodRunner:
         try:
             uid, gid, groups, read_only, no_new_privs = self.security()
             own = container_env(self.container, self.manifest, self.configmaps, self.secrets)
-            self.env = self.image.environment() | {"HOSTNAME": self.name} | own
+            services = self.api.env() if self.api else {}
+            self.env = self.image.environment() | services | {"HOSTNAME": self.name} | own
             command = container_command(self.container, self.image, own)
-            mounts = self._volumes()
+            mounts = [*self._volumes(), *self._service_account()]
             self._seed_numba(mounts, uid, gid)
         except PodConfigError:
             self.network.detach(self.netns)

@@ -1,0 +1,119 @@
+"""The operator as its Deployment's pods (manifests/operator.yaml, as `kubectl apply` installs it): the
+installed wheel under the image's env on a read-only root with no writable /tmp, reaching the API
+in-cluster (service-account token, CA, https), two replicas electing a leader through kopf peering.
+What it renders runs as real pods (the KubeletController), so a fleet it reconciles plays."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import yaml
+from gamefleet_operator.render import GRPC_PORT
+from k8s_operator.harness import Cluster as Api
+from k8s_operator.harness import Emulator, wait_for
+
+from gameserver.client import FleetClient
+from gameserver.engine import GameConfig
+
+from .apiserver import ApiAccess, serve_tls
+from .cluster import Cluster
+from .controller import KubeletController
+from .kubelet import PodRunner
+from .test_pods_operator_loop import play, ready
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR = ROOT / "manifests" / "operator.yaml"
+EXAMPLES = ROOT / "manifests" / "examples"
+PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
+
+
+@pytest_asyncio.fixture
+async def operator(api: Emulator, cluster: Cluster, tmp_path: Path) -> AsyncIterator[ApiAccess]:
+    """manifests/operator.yaml's Deployment run in `cluster`, its pods given the API over TLS; yields
+    once both replicas are live (their liveness probe, kopf's /healthz, answers)."""
+    async with serve_tls(api, cluster.network.gateway, tmp_path) as access:
+        cluster.api = access
+        deployment = yaml.safe_load(OPERATOR.read_text())
+        await asyncio.to_thread(cluster.apply, [deployment])
+        await wait_for(lambda: len(operator_pods(cluster)) == 2, 120, "two operator pods running")
+        yield access
+        await asyncio.to_thread(cluster.delete, [p.name for p in operator_pods(cluster)])
+
+
+def operator_pods(cluster: Cluster) -> list[PodRunner]:
+    return [p for p in list(cluster.pods.values()) if p.name.startswith("gamefleet-operator-")]
+
+
+def peers(api: Emulator) -> dict[str, Any]:
+    """The peering object's entries: replica (pod name) -> its priority and last heartbeat."""
+    key = (api.resource(PEERINGS), None, "gamefleet")
+    return dict(api.objects[key].get("status") or {}) if key in api.objects else {}
+
+
+def leader(api: Emulator) -> str:
+    entries = peers(api)
+    return max(entries, key=lambda name: entries[name]["priority"])
+
+
+def operator_requests(api: Emulator) -> list[Any]:
+    return [r for r in api if not r.headers.get("User-Agent", "").startswith("kmock/")]
+
+
+async def test_the_operator_pods_elect_a_leader_reconcile_a_fleet_and_the_standby_takes_over(
+    api: Emulator, cluster: Cluster, operator: ApiAccess, kubelet: KubeletController
+) -> None:
+    await wait_for(lambda: len(peers(api)) == 2, 60, "both replicas in the peering object")
+    assert set(peers(api)) == {p.name for p in operator_pods(cluster)}  # POD_ID: the pod's name
+
+    fleets = Api(api, None, "")
+    await fleets.apply(yaml.safe_load((EXAMPLES / "small.yaml").read_text()))
+    await ready(fleets, "small")
+    await asyncio.to_thread(play, cluster, 2)
+    first = leader(api)
+    (standby,) = {p.name for p in operator_pods(cluster)} - {first}
+    handled = "kopf.objects"  # the logger of kopf's handlers and timers on an object
+    assert handled in cluster.pods[first].log() and handled not in cluster.pods[standby].log()
+
+    calls = operator_requests(api)
+    assert calls and all(operator.authenticates(r.headers.get("Authorization")) for r in calls), (
+        "every call in-cluster: the mounted service-account token as the bearer"
+    )
+
+    ended = await asyncio.to_thread(cluster.delete, [first])  # a node drained, a rolling update
+    assert ended[first].exit_code == 0 and not ended[first].killed, cluster.describe()
+    await wait_for(lambda: set(peers(api)) == {standby}, 60, "the leader's entry gone")
+    await fleets.patch("small", {"spec": {"shards": 3}})
+    await wait_for(lambda: fleets.status("small").get("readyShards") == 3, 120, "the standby's scale-up")
+    await ready(fleets, "small")
+    assert handled in cluster.pods[standby].log()
+    await asyncio.to_thread(play, cluster, 3)
+
+
+async def test_the_operator_pod_reads_a_managed_redis_fleets_load_and_its_cleanup_finishes(
+    api: Emulator, cluster: Cluster, operator: ApiAccess, kubelet: KubeletController
+) -> None:
+    """The defect this guards: the operator imported the engine, whose numba cache cannot be written on
+    its read-only root, so a fleet with Redis never got its load read and its deletion hung."""
+    fleets = Api(api, None, "")
+    await fleets.apply(yaml.safe_load((EXAMPLES / "managed-redis.yaml").read_text()))
+    await ready(fleets, "durable", timeout=180)
+    (address,) = cluster.resolve("durable.default.svc")[:1]
+    with FleetClient(f"{address}:{GRPC_PORT}", timeout=30) as client:
+        created = await asyncio.to_thread(client.create, 24, GameConfig(width=12, height=10, players=2))
+        await wait_for(lambda: fleets.status("durable").get("games") == 24, 60, "the load read from Redis")
+        assert await asyncio.to_thread(client.close, created.ids) == 24
+    await wait_for(lambda: fleets.status("durable").get("games") == 0, 60, "the closed games out of the load")
+    for pod in operator_pods(cluster):
+        assert "RegistryUnavailable" not in pod.log() and "Traceback" not in pod.log(), pod.log()
+
+    response = await api.delete("/apis/gamefleet.dev/v1/namespaces/default/gamefleets/durable")
+    assert response.status == 200, await response.text()
+    await wait_for(lambda: fleets.fleet("durable") is None, 60, "the cleanup finalizer done")
+    await wait_for(lambda: not [p for p in cluster.pods if p.startswith("durable-")], 90, "its pods gone")
