@@ -223,6 +223,12 @@ class Cluster:
                 {"name": volume, "persistentVolumeClaim": {"claimName": f"{volume}-{name}"}}
             )
         namespace = workload["metadata"].get("namespace", self.namespace)  # one pod network for all
+        return self._runner(template, name, namespace, subdomain=subdomain, claims=claims)
+
+    def _runner(
+        self, template: Manifest, name: str, namespace: str, *, subdomain: str | None = None,
+        claims: dict[str, Path] | None = None,
+    ) -> PodRunner:  # fmt: skip
         pod = PodRunner(
             template, name, namespace,
             image=self.image_for(template["spec"]["containers"][0]), network=self.network, workdir=self.dir,
@@ -231,6 +237,21 @@ class Cluster:
             api=self.api, on_change=self._pod_changed,
         )  # fmt: skip
         self.pods[name] = pod
+        return pod
+
+    def run(self, manifest: Manifest, timeout: float) -> PodRunner:
+        """A bare Pod (a helm test) or a Job (a helm hook) run to its end, a Job's pod retried up to its
+        backoffLimit: the last pod, Succeeded or Failed."""
+        job = manifest["kind"] == "Job"
+        meta = manifest["metadata"]
+        template = manifest["spec"]["template"] if job else {"metadata": meta, "spec": manifest["spec"]}
+        for _ in range(manifest["spec"].get("backoffLimit", 6) + 1 if job else 1):
+            name = f"{meta['name']}-{next(self._serial):05x}" if job else meta["name"]
+            pod = self._runner(copy.deepcopy(template), name, meta.get("namespace", self.namespace))
+            self._start([pod])
+            self.wait(lambda p=pod: p.status.phase in ("Succeeded", "Failed"), timeout, f"{name} to end")
+            if pod.status.phase == "Succeeded":
+                break
         return pod
 
     # -- status --------------------------------------------------------------------------------------

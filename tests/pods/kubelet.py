@@ -10,7 +10,7 @@
   /var/run/secrets/kubernetes.io/serviceaccount with the API's CA, and KUBERNETES_SERVICE_HOST/PORT in
   the env, when the cluster serves an API (`apiserver.ApiAccess`);
 - startup/readiness/liveness probes (gRPC health, TCP, HTTP GET) at their periods and thresholds, restarts
-  (restartPolicy Always) with the kubelet's back-off;
+  (restartPolicy Always, OnFailure) with the kubelet's back-off, Succeeded/Failed once it ends for good;
 - deletion: preStop exec inside the pod, SIGTERM, SIGKILL when terminationGracePeriodSeconds is spent.
 
 Deviations from a node, each for a reason: no PID namespace (the process is not PID 1, signals go to it
@@ -602,10 +602,14 @@ class PodRunner:
             assert self.process is not None
             if healthy is False:  # startup or liveness failed: the kubelet kills the container
                 self._kill_container(self.grace)
-            code = self.process.wait()
-            self.status.exit_codes.append(exit_code(code))
+            code = exit_code(self.process.wait())
+            self.status.exit_codes.append(code)
+            policy = self.manifest["spec"].get("restartPolicy", "Always")
+            if policy == "Never" or (policy == "OnFailure" and code == 0):  # a pod of a Job, a test
+                self._set(ready=False, started=False, phase="Succeeded" if code == 0 else "Failed")
+                return
             self._set(ready=False, started=False, restarts=self.status.restarts + 1)
-            log.info("%s: container exited %s, restarting in %.0fs", self.name, exit_code(code), backoff)
+            log.info("%s: container exited %s, restarting in %.0fs", self.name, code, backoff)
             if self._stop.wait(backoff):
                 return
             backoff = min(backoff * 2, 300.0)

@@ -7,34 +7,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from gamefleet_operator.render import GRPC_PORT
 from k8s_operator.harness import Cluster as Api
 from k8s_operator.harness import wait_for
 
-from gameserver.client import FleetClient
-from gameserver.engine import GameConfig
-
 from .cluster import Cluster
 from .controller import KubeletController
+from .operated import play, ready
 
 SMALL = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "small.yaml"
-
-
-async def ready(fleets: Api, name: str, timeout: float = 120) -> None:
-    await wait_for(lambda: fleets.condition(name, "Ready").get("status") == "True", timeout, f"{name} Ready")
-
-
-def play(cluster: Cluster, shards: int) -> None:
-    (address,) = cluster.resolve(f"small.default.svc:{GRPC_PORT}")
-    with FleetClient(f"{address}:{GRPC_PORT}", timeout=30) as client:
-        cluster.wait(lambda: len(client.topology().shards) == shards, 30, "the router's ring")
-        created = client.create(16, GameConfig(width=12, height=10, players=2))
-        reply = client.step(created.ids, np.full((16, 2), -1))
-        assert reply.observations.codes.shape[0] == 16
-        assert client.close(created.ids) == 16
 
 
 @pytest.mark.slow

@@ -20,46 +20,24 @@ from k8s_operator.harness import Emulator, wait_for
 from gameserver.client import FleetClient
 from gameserver.engine import GameConfig
 
-from .apiserver import ApiAccess, serve_tls
+from .apiserver import ApiAccess
 from .cluster import Cluster
 from .controller import KubeletController
-from .kubelet import PodRunner
-from .test_pods_operator_loop import play, ready
+from .operated import leader, operator_pods, operator_running, peers, play, ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = ROOT / "manifests" / "operator.yaml"
 EXAMPLES = ROOT / "manifests" / "examples"
-PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
 
 
 @pytest_asyncio.fixture
 async def operator(api: Emulator, cluster: Cluster, tmp_path: Path) -> AsyncIterator[ApiAccess]:
-    """manifests/operator.yaml's Deployment run in `cluster`, its pods given the API over TLS; yields
-    once both replicas are live (their liveness probe, kopf's /healthz, answers)."""
-    async with serve_tls(api, cluster.network.gateway, tmp_path) as access:
-        cluster.api = access
-        deployment = yaml.safe_load(OPERATOR.read_text())
-        await asyncio.to_thread(cluster.apply, [deployment])
+    """manifests/operator.yaml's Deployment (as `kubectl apply` installs it) running in `cluster`."""
+    async with operator_running(api, cluster, yaml.safe_load(OPERATOR.read_text()), tmp_path) as access:
         await wait_for(lambda: len(operator_pods(cluster)) == 2, 120, "two operator pods running")
         yield access
-        await asyncio.to_thread(cluster.delete, [p.name for p in operator_pods(cluster)])
-
-
-def operator_pods(cluster: Cluster) -> list[PodRunner]:
-    return [p for p in list(cluster.pods.values()) if p.name.startswith("gamefleet-operator-")]
-
-
-def peers(api: Emulator) -> dict[str, Any]:
-    """The peering object's entries: replica (pod name) -> its priority and last heartbeat."""
-    key = (api.resource(PEERINGS), None, "gamefleet")
-    return dict(api.objects[key].get("status") or {}) if key in api.objects else {}
-
-
-def leader(api: Emulator) -> str:
-    entries = peers(api)
-    return max(entries, key=lambda name: entries[name]["priority"])
 
 
 def operator_requests(api: Emulator) -> list[Any]:
