@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gameserver.cli import build_parser
-from gameserver.cli.serve import drain_timeout, fleet_options, game_defaults
+from gameserver.cli.serve import drain_timeout, fleet_options, game_defaults, shard_server
 from gameserver.engine import GameConfig
 
 OPERATOR_ENV = {
@@ -36,7 +36,7 @@ def test_serve_takes_the_operators_environment(monkeypatch):
     assert options.fleet == "ns.small"  # the fleet id names the keys, as the operator's registry reads them
     assert (options.durability, options.snapshot_every, options.key_ttl_s) == ("log", 50, 600)
     assert options.shard_name == "small-shard-3"
-    assert options.advertise == "small-shard-3.small-shards.ns.svc:50051"
+    assert shard_server(serve_args([])).advertised == "small-shard-3.small-shards.ns.svc:50051"
     assert drain_timeout(serve_args(["--host", "0.0.0.0", "--port", "50051"])) == 90
 
 

@@ -7,6 +7,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -17,8 +18,10 @@ from gamefleet_operator.registry import StoreRegistry, shard_state
 from redis_fixture import RedisServer
 
 from gameserver.client import FleetClient, NotFound, Unavailable
+from gameserver.fleet.durability import Durability
 from gameserver.fleet.store import FleetStore
 from gameserver.local_fleet import LocalFleet
+from gameserver.shard.games import ShardGames
 from gameserver.shard.server import FleetOptions
 from gameserver.sharding import HashRing
 from gameserver.wire.generated import moves_pb2 as mpb
@@ -203,3 +206,28 @@ def test_a_drain_timeout_of_0_leaves_at_once(redis_server, mode, drain):
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_call_that_races_a_hand_off_answers_unavailable_and_changes_nothing(redis_server):
+    """Routed before the hand-off, run after it: the games live on elsewhere, so the caller is told
+    to retry (UNAVAILABLE), never that they were "never created or released" (NOT_FOUND)."""
+    store = FleetStore(redis_server.url, "race", ttl_s=60)
+    durability = Durability(store, "pod-a", "log", heartbeat_s=0.05, snapshot_interval_s=0)
+    with ThreadPoolExecutor(1) as executor:
+        games = ShardGames(executor, durability=durability)
+        ids, kept = [
+            await games.create(n, CONFIG, autoreset=False, seeds=None, key_hash=key, masks=False,
+                               finish=lambda ids, _: ids)
+            for n, key in ((4, 7), (2, 8))
+        ]  # fmt: skip
+        racing = games.route(ids)
+        assert (await games.hand_off(np.array([7], np.uint64))).tolist() == ids.tolist()
+        passes = np.full((4, CONFIG.players), -1, np.int32)
+        with pytest.raises(Unavailable, match="moved to another shard"):
+            await games.step(racing, passes, observe=False, masks=False, delta=False, finish=lambda s: s)
+        with pytest.raises(NotFound):  # closed, not moved: gone for good
+            route = games.route(kept)
+            assert await games.close(route) == 2
+            await games.step(route, passes[:2], observe=False, masks=False, delta=False, finish=lambda s: s)
+    durability.close(flush=False)

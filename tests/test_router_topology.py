@@ -18,7 +18,7 @@ from router_helpers import BackgroundRouter, RouterProcess
 from gameserver.client import FleetClient, Unavailable
 from gameserver.engine import GameConfig
 from gameserver.fleet.store import FleetStore
-from gameserver.router.topology import DnsSource, RegistrySource, split_host_port, watch
+from gameserver.router.topology import DnsSource, RegistrySource, StaticSource, split_host_port, watch
 
 SERVICE_HOST = "f-shards.ns.svc"
 
@@ -156,6 +156,30 @@ def test_an_in_process_router_over_dns_places_games_only_on_ready_shards():
     finally:
         router.stop()
         shard.stop()
+
+
+def test_a_create_a_draining_shard_refuses_is_placed_again_on_a_shard_that_takes_games():
+    """Between two readiness checks a shard starts draining: the creates the router still sends it
+    are refused (nothing created) and placed again elsewhere; the caller sees no error."""
+    staying, leaving = BackgroundShard(seed=1), BackgroundShard(seed=2)
+    router = BackgroundRouter(StaticSource([staying.address, leaving.address]), refresh_s=3600)
+    try:
+        with FleetClient(router.address, timeout=10) as client:
+            assert _eventually(client.healthy)
+            before = [client.create(1, GameConfig()) for _ in range(64)]
+            assert {c.shard for c in before} == {staying.address, leaving.address}  # keyless: both
+            held = leaving.server.games.active_games
+            drain = asyncio.run_coroutine_threadsafe(leaving.server.leave(), leaving.loop)  # SIGTERM
+            with FleetClient(leaving.address, timeout=10) as direct:
+                assert _eventually(lambda: not direct.healthy())  # takes no new games
+            assert {client.create(1, GameConfig()).shard for _ in range(64)} == {staying.address}
+            assert leaving.server.games.active_games == held
+            client.close(np.concatenate([c.ids for c in before]))
+            drain.result(10)  # its last game closed: it leaves
+    finally:
+        router.stop()
+        staying.stop()
+        leaving.stop()
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:

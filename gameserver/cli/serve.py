@@ -145,7 +145,6 @@ def fleet_options(args: argparse.Namespace) -> object:
         snapshot_every=args.snapshot_every,
         on_redis_error=args.on_redis_error,
         key_ttl_s=args.key_ttl,
-        advertise=args.advertise,
         shard_name=args.shard_name,
         dead_after_s=args.dead_after,
         heartbeat_s=args.heartbeat,
@@ -188,6 +187,7 @@ def shard_server(args: argparse.Namespace) -> ShardServer:
         game_defaults=game_defaults(args),
         drain_timeout_s=drain_timeout(args),
         reflection=args.reflection,
+        advertise=args.advertise,
     )
 
 

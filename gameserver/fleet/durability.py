@@ -453,7 +453,12 @@ class SnapshotRecorder(PoolRecorder):
         return ids
 
     def _created(self, ids: np.ndarray) -> None:
-        self._mark(ids.copy())  # the caller owns `ids`
+        ids = ids.copy()  # the caller owns `ids`
+        self._mark(ids)
+        # Recorded now (off the call's path): a game is found by its record, so until one names
+        # this shard, the owner a scale-up gives its key answers NOT_FOUND for it. A failed write
+        # leaves it dirty: the next round records it.
+        self._capture(ids, covering=False)
 
     def adopt(self, ids: object, snapshot: codec.Snapshot) -> None:
         """Take in games (recovery, migration) and record them here before returning, so their

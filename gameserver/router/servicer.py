@@ -103,12 +103,15 @@ class RouterServicer:
         if len(plan.parts) == 1:
             try:
                 return await self._call(method, plan.parts[0], timeout)
-            except (NotFound, Unavailable):
-                if self.refresh is None:
-                    raise
-                await self.refresh()
-                if self._ring().shards == ring.shards:
-                    raise
+            except (NotFound, Unavailable) as error:
+                if method == "CreateBatchGames" and isinstance(error, Unavailable):
+                    self._stop_placing_on(plan.parts[0].shard, ring)  # then placed again, elsewhere
+                else:
+                    if self.refresh is None:
+                        raise
+                    await self.refresh()
+                    if self._ring().shards == ring.shards:
+                        raise
             plan = fanout.plan(method, raw, self._ring(), self.max_games_per_call, self.placeable)
             if len(plan.parts) == 1:
                 return await self._call(method, plan.parts[0], timeout)
@@ -121,6 +124,12 @@ class RouterServicer:
         if sum(len(reply) for reply in outcomes) < _MERGE_OFF_LOOP_BYTES:
             return plan.merge(outcomes)
         return await asyncio.to_thread(plan.merge, outcomes)
+
+    def _stop_placing_on(self, shard: str, ring: HashRing) -> None:
+        """A shard refused a create (draining, gone; it created nothing): no new games go to it
+        until the next readiness check says it takes them again."""
+        placeable = self.placeable if self.placeable is not None else frozenset(ring.shards)
+        self.placeable = placeable - {shard}
 
     async def _call(self, method: str, part: fanout.Part, timeout: float) -> bytes:
         try:

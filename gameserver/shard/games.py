@@ -38,7 +38,7 @@ from ..replay.sink import TransitionSink
 from ..telemetry import metrics, tracing
 from ..wire import codec
 from ..wire.codec import ObservationDelta
-from ..wire.errors import InvalidArgument, NotFound, ResourceExhausted
+from ..wire.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from ..wire.generated import batch_pb2 as pb
 from .deltas import DeltaViews
 from .roles import PLAIN, PoolRole, step_with_role
@@ -126,6 +126,7 @@ class Route:
     ids: np.ndarray
     config: GameConfig
     groups: list[tuple[PoolEntry, np.ndarray | None]]
+    moved: Callable[[np.ndarray], bool]  # whether any of these ids were handed to another shard
 
     @property
     def entries(self) -> list[PoolEntry]:
@@ -145,10 +146,14 @@ class Route:
 
     def select(self) -> list[tuple[PoolEntry, Selection, np.ndarray | None]]:
         """Under the locks, before any change: every group's ids resolved to slots, once (raises
-        NotFound if a close that ran since routing took some of them)."""
+        NotFound if a close that ran since routing took some of them, Unavailable if a hand-off did:
+        the games live on, elsewhere, and a retry through a fresh ring reaches them)."""
         try:
             return [(entry, entry.pool.select(ids), rows) for entry, ids, rows in self.parts()]
         except UnknownGameError as error:
+            if self.moved(error.ids):
+                shown = error.ids[:8].tolist()
+                raise Unavailable(f"games moved to another shard during this call, retry: {shown}") from None
             raise NotFound(error.message) from None
 
 
@@ -175,6 +180,7 @@ class ShardGames:
         self._create_lock = asyncio.Lock()  # the IdSource is shared: one create at a time
         self._index_lock = threading.Lock()  # writers of _index (worker threads)
         self._index = (np.zeros(0, np.uint64), np.zeros(0, np.int32))  # live ids ascending, their pool
+        self._moved_keys = np.zeros(0, np.uint64)  # placement-key hashes handed to other shards
 
     @property
     def active_games(self) -> int:
@@ -201,7 +207,7 @@ class ShardGames:
         first = int(of_game[0])
         if np.all(of_game == first):
             entry = self._entries[first]
-            return Route(ids, entry.pool.config, [(entry, None)])
+            return Route(ids, entry.pool.config, [(entry, None)], self.moved)
         entries = [self._entries[i] for i in np.unique(of_game)]
         configs = {entry.pool.config for entry in entries}
         if len(configs) > 1:
@@ -209,7 +215,12 @@ class ShardGames:
                 f"game_ids span {len(configs)} game configs; one call takes games of one config "
                 "(their observations share one shape)"
             )
-        return Route(ids, entries[0].pool.config, [(e, np.flatnonzero(of_game == e.index)) for e in entries])
+        groups = [(e, np.flatnonzero(of_game == e.index)) for e in entries]
+        return Route(ids, entries[0].pool.config, groups, self.moved)
+
+    def moved(self, ids: np.ndarray) -> bool:
+        """Whether any of these ids' placement keys were handed to another shard."""
+        return bool(np.isin(ids >> np.uint64(32), self._moved_keys).any())
 
     async def create(
         self,
@@ -359,6 +370,7 @@ class ShardGames:
                 def work(entry: PoolEntry = entry, ids: np.ndarray = ids, snapshot=snapshot) -> None:
                     entry.recorder.adopt(ids, snapshot)
                     self._index_add(ids, entry.index)
+                    self._moved_keys = np.setdiff1d(self._moved_keys, ids >> np.uint64(32))  # back here
 
                 size = ids.size * scratch.config.players * scratch.config.tiles
                 await self._locked([entry], size, work, off_loop=True)  # it writes to Redis
@@ -384,6 +396,7 @@ class ShardGames:
                         entry.deltas.forget(ids)
                         moved.append(ids)
                 ids = np.concatenate(moved) if moved else np.zeros(0, np.uint64)
+                self._moved_keys = np.union1d(self._moved_keys, ids >> np.uint64(32))
                 self._index_remove(ids)
                 return ids
 

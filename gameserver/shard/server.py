@@ -78,7 +78,6 @@ class FleetOptions:
     snapshot_every: int = 100
     on_redis_error: OnRedisError = "fail"
     key_ttl_s: int = 86400
-    advertise: str | None = None  # the address others reach it at (default: the bound host:port)
     shard_name: str | None = None  # the pod name drain requests use (default: the advertised address)
     dead_after_s: float = 10.0  # heartbeat silence after which its games are recovered elsewhere
     heartbeat_s: float = 1.0
@@ -106,8 +105,11 @@ class ShardServer:
         game_defaults: GameConfig | None = None,
         drain_timeout_s: float = 60.0,
         reflection: bool = False,
+        advertise: str | None = None,
     ) -> None:
         self.host, self.port = host, port
+        # the address others reach it at (default: the bound host:port), and its name in replies
+        self.advertise = advertise
         self.drain_timeout_s = drain_timeout_s  # SIGTERM: how long the drain may take (0: leave at once)
         self.reflection = reflection  # off unless asked: it maps the API for anyone who reaches the port
         self.game_defaults = game_defaults  # fields a create request leaves unset (None: the engine's)
@@ -133,6 +135,11 @@ class ShardServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def advertised(self) -> str:
+        """The name its replies give (Created.shard, Topology) and the fleet registers it under."""
+        return self.advertise or _advertised(self.host, self.port)
+
     async def start(self) -> None:
         layer = await asyncio.to_thread(warm_up)
         # The ~100k objects numba and grpc leave behind go to the permanent generation: a full
@@ -149,7 +156,7 @@ class ShardServer:
             store = FleetStore(f.redis_url, f.fleet, f.key_ttl_s)
             self.durability = Durability(
                 store,
-                f.advertise or _advertised(self.host, self.port),
+                self.advertised,
                 f.durability,
                 snapshot_every=f.snapshot_every,
                 on_redis_error=f.on_redis_error,
@@ -166,10 +173,9 @@ class ShardServer:
         collectors.watch_games(self.games)
         if self.durability is not None:
             collectors.watch_durability(self.durability)
-        name = self.address if self.durability is None else self.durability.shard
         servicer = BatchGameServicer(
             self.games,
-            name=name,
+            name=self.advertised,
             max_games_per_call=self.max_games_per_call,
             max_message_bytes=self.max_message_bytes,
             game_defaults=self.game_defaults,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -28,7 +28,7 @@ import kopf
 from . import GROUP, PLURAL, VERSION, metrics
 from .autoscale import Decision, DrainPlan, Policy, Recommendation, desired_shards, drain_order
 from .kube import ApiError, Kube
-from .registry import RegistryUnavailable, ShardRegistry
+from .registry import HEARTBEAT_ALIVE_SECONDS, RegistryUnavailable, ShardRegistry
 from .render import (
     TEMPLATE_HASH_ANNOTATION,
     Manifest,
@@ -37,6 +37,7 @@ from .render import (
     shard_names,
     shard_set_name,
     shard_stateful_set,
+    termination_grace_seconds,
 )
 from .spec import Fleet, SpecError
 from .status import Observed, degraded_status, fleet_status
@@ -167,7 +168,9 @@ def plan_drain(
     if registry is not None:
         for shard in plan.drain:
             registry.request_drain(shard, plan.requested[shard])
-        for shard in (*plan.resume, *plan.gone):  # a pod that comes back by that name must serve
+        # A removed shard's request stays while its pod shuts down (cancelled, the shard would take
+        # games again in its preStop); it goes when a scale-up brings a pod back by that name.
+        for shard in (*plan.resume, *shard_names(fleet, plan.replicas)[len(names) :]):
             registry.cancel_drain(shard)
     if new := sorted(set(plan.requested) - set(requested)):
         kopf.info(body, reason="Draining", message=f"asked {', '.join(new)} to drain")
@@ -281,8 +284,8 @@ def sync_fleet(body: kopf.Body, status: Mapping, patch: kopf.Patch, memo: kopf.M
 
 
 @metrics.observed
-def cleanup(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    """Finalizer: delete the fleet's keys in Redis before the fleet goes."""
+def cleanup(body: kopf.Body, memo: kopf.Memo, retry: int, runtime: timedelta, **_: Any) -> None:
+    """Finalizer: stop the shards, then delete the fleet's keys in Redis before the fleet goes."""
     metrics.forget_fleet(body.metadata.namespace, body.metadata.name)
     try:
         fleet = Fleet.from_body(body)
@@ -291,7 +294,14 @@ def cleanup(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     if fleet.redis_host is None:
         return
     try:
-        removed = registry.purge() if (registry := registry_of(memo, fleet)) else 0
+        registry = registry_of(memo, fleet)
+        stopping = registry.loads() if registry else []
+        if stopping:  # a live shard records its games until it stops: purged now, its keys come back
+            memo.kube.delete("apps/v1", "StatefulSet", fleet.namespace, shard_set_name(fleet))
+            if runtime.total_seconds() < termination_grace_seconds(fleet) + HEARTBEAT_ALIVE_SECONDS:
+                names = ", ".join(sorted(load.shard for load in stopping))
+                raise kopf.TemporaryError(f"waiting for {names} to stop", delay=CLEANUP_RETRY_DELAY)
+        removed = registry.purge() if registry else 0
     except (RegistryUnavailable, ApiError) as e:  # Redis down, its Secret already deleted, ...
         if retry < CLEANUP_RETRIES:
             raise kopf.TemporaryError(str(e), delay=CLEANUP_RETRY_DELAY) from e

@@ -151,11 +151,15 @@ async def test_scale_down_waits_for_drained_shards_highest_first(cluster: Cluste
     await wait_for(lambda: cluster.replicas("delta") == 1, what="both leaving shards removed")
     await wait_for(lambda: cluster.events("Scaled"), what="the Scaled event")
     assert [e["message"] for e in cluster.events("Scaled")] == ["shard StatefulSet 3 -> 1"]
-    assert registry.drains == {}  # done: a later delta-shard-1 must not start out draining
+    # the requests stay while the pods shut down: withdrawn, a shard would take games in its preStop
+    assert set(registry.drains) == {"delta-shard-1", "delta-shard-2"}
     replicas = [v["spec"]["replicas"] for v in cluster.kmock.objects[STS, "default", "delta-shard"].history]
     assert replicas == sorted(replicas, reverse=True) and 2 not in replicas  # 3 -> 1 once both drained
     await wait_for(lambda: cluster.status("delta").get("shards") == 1)
     await wait_for(lambda: cluster.condition("delta", "Progressing").get("reason") != "Draining")
+    await cluster.patch("delta", {"spec": {"shards": 2}})  # delta-shard-1 comes back: it must serve
+    await wait_for(lambda: cluster.replicas("delta") == 2, what="scaled back up")
+    assert set(registry.drains) == {"delta-shard-2"}
 
 
 async def test_delete_runs_the_cleanup_finalizer(cluster: Cluster) -> None:
@@ -166,6 +170,20 @@ async def test_delete_runs_the_cleanup_finalizer(cluster: Cluster) -> None:
     await wait_for(lambda: cluster.fleet("eps") is None, what="the finalizer to let the fleet go")
     assert cluster.registries["eps"].purges == 1
     await wait_for(lambda: cluster.events("CleanedUp"), what="the CleanedUp event")
+
+
+async def test_cleanup_stops_the_shards_before_it_purges_their_keys(cluster: Cluster) -> None:
+    """A live shard records its games until it stops: keys purged under it would come back."""
+    registry = cluster.registries["zeta"]
+    await cluster.create("zeta", {"image": IMAGE, "shards": 2, "redis": {"address": "redis:6379"}})
+    await wait_for(lambda: cluster.replicas("zeta") == 2)
+    registry.report("zeta-shard-0", 5)
+    await cluster.kmock.delete(f"{FLEETS_URL}/zeta")
+    await wait_for(lambda: cluster.replicas("zeta") is None, what="the shard StatefulSet deleted")
+    assert registry.purges == 0 and cluster.fleet("zeta") is not None
+    registry.reports.clear()  # its pods stopped: no heartbeat left
+    await wait_for(lambda: cluster.fleet("zeta") is None, what="the finalizer to let the fleet go")
+    assert registry.purges == 1
 
 
 async def test_cleanup_gives_up_on_an_unreachable_redis(cluster: Cluster, monkeypatch) -> None:

@@ -85,6 +85,8 @@ class Cluster:
         self.configmaps: dict[str, Manifest] = {}
         self.secrets: dict[str, Manifest] = {}
         self.services: dict[str, Manifest] = {}
+        # names served from outside this namespace (another namespace's Service): name -> IP
+        self.external: dict[str, str] = {}
         self.workloads: dict[tuple[str, str], Manifest] = {}  # (kind, name) -> StatefulSet/Deployment
         self.pods: dict[str, PodRunner] = {}
         self.gone: list[PodRunner] = []
@@ -308,25 +310,32 @@ class Cluster:
         ]
 
     def hosts(self) -> str:
+        """/etc/hosts for every pod: each pod's own names on a line of its own first, then one line
+        per (Service, endpoint). gRPC resolves with c-ares, which merges hosts lines sharing a name:
+        with a headless Service's name on every shard's own line, shard-1's name would resolve to
+        shard-0 too (the first line wins). c-ares matches a line by its IP before its names, so a
+        Service line joins only its own pod's entry; glibc still finds every endpoint of a Service,
+        and each IP's own line first (the reverse record)."""
         ns = self.namespace
-        names: dict[str, list[str]] = {}
+        own, services = [], []
         for pod in list(self.pods.values()):
             if pod.ip and pod.status.phase == "Running":
                 sub = pod.manifest["spec"].get("subdomain")
-                own = [f"{pod.name}.{sub}.{ns}.{SUFFIX}", f"{pod.name}.{sub}.{ns}.svc"] if sub else []
-                names[pod.ip] = [*own, pod.name]
-        for service in self.services:
-            for pod in self.endpoints(service):
-                names.setdefault(pod.ip, [pod.name])
-                names[pod.ip] += [
-                    f"{service}.{ns}.{SUFFIX}",
-                    f"{service}.{ns}.svc",
-                    f"{service}.{ns}",
-                    service,
-                ]
+                fqdn = [f"{pod.name}.{sub}.{ns}.{SUFFIX}", f"{pod.name}.{sub}.{ns}.svc"] if sub else []
+                own.append((pod.ip, [*fqdn, pod.name]))
+        for service in list(self.services):
+            names = [f"{service}.{ns}.{SUFFIX}", f"{service}.{ns}.svc", f"{service}.{ns}", service]
+            services += [(pod.ip, names) for pod in self.endpoints(service)]
+        external = [(ip, [name]) for name, ip in sorted(self.external.items())]
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-        lines += [f"{ip}\t{' '.join(aliases)}" for ip, aliases in sorted(names.items())]
+        entries = [*sorted(own), *sorted(services), *external]
+        lines += [f"{ip}\t{' '.join(aliases)}" for ip, aliases in entries]
         return "\n".join(lines) + "\n"
+
+    def add_external(self, ip: str, *names: str) -> None:
+        """`names` resolve to `ip` in every pod (a Service of another namespace, outside the cluster)."""
+        self.external |= dict.fromkeys(names, ip)
+        self._write_hosts()
 
     def _write_hosts(self) -> None:
         """In place (the pods bind-mount this inode): write, then cut what is left of the old text."""
@@ -358,7 +367,8 @@ class Cluster:
         with ThreadPoolExecutor(max(1, len(pods))) as pool:
             ended = dict(zip([p.name for p in pods], pool.map(lambda p: p.delete(grace), pods), strict=True))
         for pod in pods:
-            self.gone.append(self.pods.pop(pod.name))
+            if self.pods.get(pod.name) is pod:  # a delete racing this one (the controller's) took it
+                self.gone.append(self.pods.pop(pod.name))
         self._write_hosts()
         return ended
 

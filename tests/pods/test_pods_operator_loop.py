@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import yaml
+from gamefleet_operator.render import GRPC_PORT
 from k8s_operator.harness import Cluster as Api
 from k8s_operator.harness import wait_for
+
+from gameserver.client import Created, FleetClient
 
 from .cluster import Cluster
 from .controller import KubeletController
@@ -93,3 +98,91 @@ async def test_deleting_the_fleet_removes_every_child_and_pod(
     await wait_for(lambda: fleets.fleet("small") is None, 60, "the fleet gone (finalizer done)")
     await wait_for(lambda: not cluster.pods, 60, "every pod gone")
     await wait_for(lambda: not kubelet.objects(), 30, "every child gone from the API")
+
+
+def small(**spec: Any) -> dict[str, Any]:
+    body = yaml.safe_load(SMALL.read_text())
+    body["spec"] |= spec
+    return body
+
+
+def spread(client: FleetClient) -> list[Created]:
+    """Keyless batches (each a random placement key) until both shards hold some."""
+    batches: list[Created] = []
+    while len({b.shard for b in batches}) < 2:
+        assert len(batches) < 64, "64 random keys, all on one of two shards"
+        batches.append(client.create(4))
+    return batches
+
+
+def placed_on_shard_0(cluster: Cluster, client: FleetClient, in_a_row: int = 8) -> list[Created]:
+    """A game created on each check until `in_a_row` land on shard 0: the router has seen shard 1
+    stop taking games (its health checks come every few seconds)."""
+    batches: list[Created] = []
+
+    def settled() -> bool:
+        batches.append(client.create(1))
+        last = batches[-in_a_row:]
+        return len(last) == in_a_row and all(b.shard.startswith("small-shard-0.") for b in last)
+
+    cluster.wait(settled, 60, "the router placing new games on shard 0 only")
+    return batches
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_shard_without_redis_scaled_away_keeps_serving_its_games_until_they_close(
+    fleets: Api, kubelet: KubeletController, cluster: Cluster
+) -> None:
+    """As Agones never deletes an allocated game server: the leaving shard takes no new game, plays the
+    ones it holds, and exits (code 0, within its grace) once the last is closed."""
+    await fleets.apply(small(drainTimeoutSeconds=120))
+    await ready(fleets, "small")
+    (address,) = cluster.resolve(f"small.default.svc:{GRPC_PORT}")
+    with FleetClient(f"{address}:{GRPC_PORT}", timeout=30) as client:
+        await asyncio.to_thread(cluster.wait, lambda: len(client.topology().shards) == 2, 30, "the ring")
+        batches = await asyncio.to_thread(spread, client)
+        held = np.concatenate([b.ids for b in batches if b.shard.startswith("small-shard-1.")])
+        await fleets.patch("small", {"spec": {"shards": 1}})
+        leaving = cluster.pods["small-shard-1"]
+        await wait_for(lambda: leaving.terminating, 60, "small-shard-1 terminating")
+        batches += await asyncio.to_thread(placed_on_shard_0, cluster, client)
+        for _ in range(3):
+            reply = await asyncio.to_thread(client.step, held, np.full((len(held), 2), -1))
+            assert (reply.status == 0).all() and leaving.process.poll() is None
+        every = np.concatenate([b.ids for b in batches])
+        assert await asyncio.to_thread(client.close, every) == len(every)
+        await wait_for(lambda: leaving.status.phase in ("Succeeded", "Failed"), 60, "small-shard-1 ended")
+    end = leaving.status.termination
+    assert end.exit_code == 0 and not end.killed and end.duration < end.grace, end
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_spec_game_drain_zero_and_dropped_settings_reach_the_pods(
+    fleets: Api, kubelet: KubeletController, cluster: Cluster
+) -> None:
+    """drainTimeoutSeconds 0 starts (no crash loop); games created without a config get spec.game;
+    a setting the spec drops (tracing off: OTEL_SDK_DISABLED) is gone from the rolled pods' env."""
+    await fleets.apply(small(drainTimeoutSeconds=0))
+    await ready(fleets, "small")
+    shards = ["small-shard-0", "small-shard-1"]
+    assert all(cluster.pods[s].status.restarts == 0 for s in shards)
+    assert all(cluster.pods[s].env["OTEL_SDK_DISABLED"] == "true" for s in shards)
+    (address,) = cluster.resolve(f"small.default.svc:{GRPC_PORT}")
+    with FleetClient(f"{address}:{GRPC_PORT}", timeout=30) as client:
+        created = await asyncio.to_thread(client.create, 4)
+        assert (created.config.width, created.config.height) == (20, 20)
+        assert await asyncio.to_thread(client.close, created.ids) == 4
+
+    tracing = {"otlpEndpoint": "http://otel-collector.observability.svc:4317"}
+    await fleets.patch("small", {"spec": {"telemetry": {"tracing": tracing}}})
+
+    def rolled() -> bool:
+        pods = [cluster.pods.get(s) for s in shards]
+        return all(p and p.status.ready and "OTEL_EXPORTER_OTLP_ENDPOINT" in p.env for p in pods)
+
+    await wait_for(rolled, 120, "the shards rolled onto the tracing config")
+    for shard in shards:
+        assert "OTEL_SDK_DISABLED" not in cluster.pods[shard].env
+    await ready(fleets, "small")
