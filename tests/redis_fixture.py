@@ -1,4 +1,5 @@
-"""A real redis-server for tests: a free localhost port, a temp dir, no persistence.
+"""A real redis-server for tests: a free port (localhost unless told), a temp dir, no persistence,
+a password if given.
 
 `kill()` is a kill -9 (the outage tests), `start()` brings it back, empty, on the same port.
 Use it as a context manager so the process is stopped however the test ends.
@@ -10,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import redis
@@ -17,37 +19,45 @@ import redis
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = _free_port()
+    def __init__(
+        self, directory: Path, host: str = "127.0.0.1", password: str | None = None, port: int = 0
+    ) -> None:
+        self.directory, self.host, self.password = directory, host, password
+        self.port = port or _free_port(host)
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{urllib.parse.quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    def client(self, **options: object) -> redis.Redis:
+        return redis.Redis(self.host, self.port, password=self.password, **options)
 
     def start(self) -> None:
         options = {
             "port": self.port,
-            "bind": "127.0.0.1",
+            "bind": self.host,
             "dir": self.directory,
             "save": "",
             "appendonly": "no",
+            "logfile": self.directory / "redis.log",
         }
-        options["logfile"] = self.directory / "redis.log"
+        if self.password:
+            options["requirepass"] = self.password
         self.process = subprocess.Popen(
             [REDIS_SERVER, *(arg for name, value in options.items() for arg in (f"--{name}", str(value)))],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = self.client(socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while True:
             try:

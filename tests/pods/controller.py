@@ -144,7 +144,10 @@ class KubeletController:
             status = dict(workload.get("status", {}))
             status.setdefault("replicas", 0)
             status.setdefault("readyReplicas", 0)
-            status.setdefault("updatedReplicas", 0)
+            # against the template as it is now: a new one has no updated pod yet (the status the
+            # pods' changes last wrote counted them against the template before it)
+            pods = self.cluster.workload_pods(kind, name)
+            status["updatedReplicas"] = sum(p.revision == revision(workload) for p in pods)
             status["observedGeneration"] = workload["metadata"].get("generation", 1)
             if kind == "StatefulSet":
                 update = f"{name}-{revision(workload)}"

@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def owners_locked() -> Iterator[None]:
+    """Held while bridges are taken or given back, by every test process on the host."""
+    OWNERS.mkdir(parents=True, exist_ok=True)
+    with open(OWNERS / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def remove_stale_networks() -> None:
     """The bridges and network namespaces of test processes that died without closing their cluster."""
     for owner in OWNERS.glob("gfpods*"):
@@ -223,9 +232,7 @@ class PodNetwork:
     network namespace with a veth on the bridge. The host (the tests, the probes) has .1."""
 
     def __init__(self) -> None:
-        OWNERS.mkdir(parents=True, exist_ok=True)
-        with open(OWNERS / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with owners_locked():
             remove_stale_networks()
             for n in range(1, 250):
                 bridge = f"gfpods{n}"
@@ -273,9 +280,11 @@ class PodNetwork:
             _ip("netns", "del", netns)
 
     def close(self) -> None:
-        """The bridge and every pod network of it (also those of pods that failed to start)."""
-        remove_networks(self.n)
-        (OWNERS / self.bridge).unlink(missing_ok=True)
+        """The bridge and every pod network of it (also those of pods that failed to start). Under
+        the lock: another process may take bridge N once it is gone, and must find N's file its own."""
+        with owners_locked():
+            remove_networks(self.n)
+            (OWNERS / self.bridge).unlink(missing_ok=True)
 
 
 # --- probes -------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from gameserver.client import Created, FleetClient
 
 from .cluster import Cluster
 from .controller import KubeletController
+from .kubelet import PodRunner
 from .operated import play, ready
 
 SMALL = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "small.yaml"
@@ -129,6 +130,21 @@ def placed_on_shard_0(cluster: Cluster, client: FleetClient, in_a_row: int = 8) 
     return batches
 
 
+def on_shard(batches: list[Created], ordinal: int) -> np.ndarray:
+    return np.concatenate([b.ids for b in batches if b.shard.startswith(f"small-shard-{ordinal}.")])
+
+
+def rolling(fleets: Api) -> bool:
+    return fleets.condition("small", "Progressing").get("reason") == "RollingShards"
+
+
+async def ends_cleanly(pod: PodRunner) -> None:
+    """Until the pod's process has ended: on its own (code 0), within its grace."""
+    await wait_for(lambda: pod.status.phase in ("Succeeded", "Failed"), 60, f"{pod.name} ended")
+    end = pod.status.termination
+    assert end.exit_code == 0 and not end.killed and end.duration < end.grace, end
+
+
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_a_shard_without_redis_scaled_away_keeps_serving_its_games_until_they_close(
@@ -142,7 +158,7 @@ async def test_a_shard_without_redis_scaled_away_keeps_serving_its_games_until_t
     with FleetClient(f"{address}:{GRPC_PORT}", timeout=30) as client:
         await asyncio.to_thread(cluster.wait, lambda: len(client.topology().shards) == 2, 30, "the ring")
         batches = await asyncio.to_thread(spread, client)
-        held = np.concatenate([b.ids for b in batches if b.shard.startswith("small-shard-1.")])
+        held = on_shard(batches, 1)
         await fleets.patch("small", {"spec": {"shards": 1}})
         leaving = cluster.pods["small-shard-1"]
         await wait_for(lambda: leaving.terminating, 60, "small-shard-1 terminating")
@@ -152,9 +168,7 @@ async def test_a_shard_without_redis_scaled_away_keeps_serving_its_games_until_t
             assert (reply.status == 0).all() and leaving.process.poll() is None
         every = np.concatenate([b.ids for b in batches])
         assert await asyncio.to_thread(client.close, every) == len(every)
-        await wait_for(lambda: leaving.status.phase in ("Succeeded", "Failed"), 60, "small-shard-1 ended")
-    end = leaving.status.termination
-    assert end.exit_code == 0 and not end.killed and end.duration < end.grace, end
+        await ends_cleanly(leaving)
 
 
 @pytest.mark.slow
@@ -186,3 +200,34 @@ async def test_spec_game_drain_zero_and_dropped_settings_reach_the_pods(
     for shard in shards:
         assert "OTEL_SDK_DISABLED" not in cluster.pods[shard].env
     await ready(fleets, "small")
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_roll_without_redis_warns_and_each_shard_waits_for_its_games_to_close(
+    fleets: Api, kubelet: KubeletController, cluster: Cluster
+) -> None:
+    """A game config edit restarts every shard, and without Redis their games cannot move: an Event
+    and the Progressing condition say so, and each old shard goes only once its games are closed."""
+    await fleets.apply(small(drainTimeoutSeconds=120))
+    await ready(fleets, "small")
+    (address,) = cluster.resolve(f"small.default.svc:{GRPC_PORT}")
+    with FleetClient(f"{address}:{GRPC_PORT}", timeout=30) as client:
+        await asyncio.to_thread(cluster.wait, lambda: len(client.topology().shards) == 2, 30, "the ring")
+        batches = await asyncio.to_thread(spread, client)
+        await fleets.patch("small", {"spec": {"game": {"width": 24}}})
+        await wait_for(lambda: fleets.events("RollingShards"), 60, "the RollingShards Event")
+        (event,) = fleets.events("RollingShards")
+        assert event["type"] == "Warning" and "cannot move" in event["message"], event
+        for ordinal in (1, 0):  # highest first, each old pod kept until its games are closed
+            old = cluster.pods[f"small-shard-{ordinal}"]
+            await wait_for(lambda old=old: old.terminating, 60, f"small-shard-{ordinal} terminating")
+            await wait_for(lambda: rolling(fleets), 30, "Progressing: RollingShards")
+            assert "cannot move" in fleets.condition("small", "Progressing")["message"]
+            held = on_shard(batches, ordinal)
+            reply = await asyncio.to_thread(client.step, held, np.full((len(held), 2), -1))
+            assert (reply.status == 0).all() and old.process.poll() is None
+            assert await asyncio.to_thread(client.close, held) == len(held)
+            await ends_cleanly(old)
+        await ready(fleets, "small")
+    assert all(cluster.pods[f"small-shard-{i}"].env["GAMEFLEET_GAME_WIDTH"] == "24" for i in (0, 1))

@@ -21,9 +21,10 @@ from gameserver.client import FleetClient
 from gameserver.engine import GameConfig
 
 from .apiserver import ApiAccess
-from .cluster import Cluster
+from .cluster import SUFFIX, Cluster
 from .controller import KubeletController
 from .operated import leader, operator_pods, operator_running, peers, play, ready
+from .redis_fleet import ExternalRedis, password_secret
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
@@ -73,6 +74,15 @@ async def test_the_operator_pods_elect_a_leader_reconcile_a_fleet_and_the_standb
     assert handled in cluster.pods[standby].log()
     await asyncio.to_thread(play, cluster, 3)
 
+    await fleets.patch("small", {"spec": {"shards": 1}})
+    cluster.pods[standby].process.kill()  # at the change (SIGKILL: no peering cleanup, handler cut short)
+    await wait_for(lambda: cluster.pods[standby].status.restarts == 1, 60, "the kubelet's restart")
+    await wait_for(lambda: fleets.status("small").get("readyShards") == 1, 120, "converged after the kill")
+    shards = lambda: sorted(p for p in cluster.pods if p.startswith("small-shard"))  # noqa: E731
+    await wait_for(lambda: shards() == ["small-shard-0"], 60, "the leaving shards gone")
+    await ready(fleets, "small")
+    await asyncio.to_thread(play, cluster, 1)
+
 
 async def test_the_operator_pod_reads_a_managed_redis_fleets_load_and_its_cleanup_finishes(
     api: Emulator, cluster: Cluster, operator: ApiAccess, kubelet: KubeletController
@@ -95,3 +105,30 @@ async def test_the_operator_pod_reads_a_managed_redis_fleets_load_and_its_cleanu
     assert response.status == 200, await response.text()
     await wait_for(lambda: fleets.fleet("durable") is None, 60, "the cleanup finalizer done")
     await wait_for(lambda: not [p for p in cluster.pods if p.startswith("durable-")], 90, "its pods gone")
+
+
+async def test_the_operator_pod_runs_the_autoscaled_example_on_its_external_redis(
+    api: Emulator, cluster: Cluster, operator: ApiAccess, kubelet: KubeletController, tmp_path: Path
+) -> None:
+    """autoscaled.yaml as written: its Redis is redis.redis.svc:6379 (here a redis-server on the pod
+    network's gateway, by that name in every pod) behind the password Secret the example names. The
+    load the shards report reaches the status; deleting the fleet leaves none of its keys."""
+    with ExternalRedis(cluster.network.gateway, tmp_path, port=6379) as store:
+        cluster.add_external(store.host, "redis.redis.svc", f"redis.redis.svc.{SUFFIX}")
+        fleets = Api(api, None, "")
+        await fleets.apply(password_secret())
+        await fleets.apply(yaml.safe_load((EXAMPLES / "autoscaled.yaml").read_text()))
+        await ready(fleets, "autoscaled", timeout=180)
+        await asyncio.to_thread(play, cluster, 2, "autoscaled")
+        (address,) = cluster.resolve("autoscaled.default.svc")[:1]
+        with FleetClient(f"{address}:{GRPC_PORT}", timeout=30) as client:
+            await asyncio.to_thread(client.create, 24, GameConfig(width=12, height=10, players=2))
+            await wait_for(lambda: fleets.status("autoscaled").get("games") == 24, 60, "the load")
+        assert fleets.fleet("autoscaled")["spec"]["shards"] == 2  # 24 of 2 x 8192: minShards holds
+        assert any(":snap:" in key for key in await asyncio.to_thread(store.keys, "autoscaled"))
+
+        response = await api.delete("/apis/gamefleet.dev/v1/namespaces/default/gamefleets/autoscaled")
+        assert response.status == 200, await response.text()
+        await wait_for(lambda: fleets.fleet("autoscaled") is None, 120, "the cleanup finalizer done")
+        await wait_for(lambda: not [p for p in cluster.pods if p.startswith("autoscaled-")], 90, "pods gone")
+        assert await asyncio.to_thread(store.keys, "autoscaled") == []
