@@ -67,7 +67,7 @@ async def test_scaling_by_spec_starts_the_new_shard_and_removes_the_leaving_ones
 
 @pytest.mark.slow
 @pytest.mark.asyncio
-async def test_a_deleted_router_deployment_is_recreated_and_its_pod_comes_back(
+async def test_a_deleted_or_edited_router_deployment_is_repaired_and_its_pod_comes_back(
     fleets: Api, kubelet: KubeletController, cluster: Cluster
 ) -> None:
     await fleets.apply(yaml.safe_load(SMALL.read_text()))
@@ -84,6 +84,16 @@ async def test_a_deleted_router_deployment_is_recreated_and_its_pod_comes_back(
     await wait_for(router_ready, 60, "a new router pod ready")
     await ready(fleets, "small")
     await asyncio.to_thread(play, cluster, 2)
+
+    # edited by hand (`kubectl scale deployment small-router --replicas 0`): set back by the timer
+    rendered = fleets.get("apps/v1/deployments", "small-router")["spec"]["replicas"]
+    url = "/apis/apps/v1/namespaces/default/deployments/small-router"
+    response = await fleets.kmock.patch(url, json={"spec": {"replicas": 0}})
+    assert response.status == 200 and (await response.json())["spec"]["replicas"] == 0
+    await wait_for(lambda: fleets.get("apps/v1/deployments", "small-router")["spec"]["replicas"] == rendered,
+                   30, "the edit set back")  # fmt: skip
+    await wait_for(router_ready, 60, "a router pod ready again")
+    await ready(fleets, "small")
 
 
 @pytest.mark.slow
