@@ -3,7 +3,9 @@ ENV/USER/WORKDIR/ENTRYPOINT read from the Dockerfile itself (through tests/test_
 so the harness and the image cannot drift.
 
 The venv holds the wheel only; its dependencies come from the test venv's site-packages through a
-plain .pth path (not a site dir, so the test venv's editable install of /work/main is not loaded).
+plain .pth path (not a site dir, so the test venv's editable install of the checkout is not loaded).
+Pods see them bind-mounted (read-only) at `dependencies/<n>` in the image, wherever the test venv
+lives: a checkout under /tmp is hidden in a pod by its /tmp emptyDir.
 The installed image is cached under /var/tmp by the wheel's content (not /tmp: pods mount their
 emptyDir there) and built under a file lock, so xdist workers share one.
 """
@@ -102,6 +104,14 @@ class Image:
         return self.root / "numba"
 
     @property
+    def dependencies(self) -> list[tuple[Path, Path]]:
+        """(the test venv's site-packages, where the image's .pth expects it) for each one."""
+        if not self.venv.is_dir():
+            return []
+        sources = dependency_dirs()
+        return [(Path(source), self.root / "dependencies" / str(n)) for n, source in enumerate(sources)]
+
+    @property
     def hidden_python_parent(self) -> Path | None:
         """Where the interpreter hides from non-root users on this host (see prelude.expose)."""
         return readable_by_others(self.python_home / "bin") if self.venv.is_dir() else None
@@ -142,13 +152,19 @@ def redis_image() -> Image:
     return Image(config, root)
 
 
+def dependency_dirs() -> list[str]:
+    """The test venv's site-packages: what the image's venv imports its dependencies from."""
+    return sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+
+
 def _digest(wheel: Path) -> str:
-    """The wheel's content (names and bytes, not zip timestamps)."""
+    """The wheel's content (names and bytes, not zip timestamps), the interpreter, the dependencies."""
     h = hashlib.sha256()
     with zipfile.ZipFile(wheel) as z:
         for name in sorted(z.namelist()):
             h.update(name.encode() + b"\0" + z.read(name))
-    h.update(sys.base_prefix.encode())
+    for path in (sys.base_prefix, *dependency_dirs()):
+        h.update(path.encode() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -168,8 +184,12 @@ def _install(wheel: Path, root: Path, config: ImageConfig) -> None:
     venv = root / "venv"
     subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     purelib = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
-    deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    (purelib / "_gamefleet_test_dependencies.pth").write_text("\n".join(sorted(deps)) + "\n")
+    # in a pod the mount points (the sources may be hidden there); here, empty, the sources
+    mounted = [root / "dependencies" / str(n) for n in range(len(dependency_dirs()))]
+    for path in mounted:
+        path.mkdir(parents=True)
+    lines = [*map(str, mounted), *dependency_dirs()]
+    (purelib / "_gamefleet_test_dependencies.pth").write_text("\n".join(lines) + "\n")
     pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q"]
     subprocess.run([*pip, "--no-deps", "--no-index", str(wheel)], check=True, timeout=300)
     # numba compiles the engine's kernels at a shard's start (~30 s of CPU): compile them once, into

@@ -537,12 +537,16 @@ class PodRunner:
             command = container_command(self.container, self.image, own)
             mounts = [*self._volumes(), *self._service_account()]
             self._seed_numba(mounts, uid, gid)
+            dependencies = [
+                {"source": str(source), "target": str(target), "readOnly": True}
+                for source, target in self.image.dependencies
+            ]  # first: a volume mounted over a source's parent (/tmp) would hide it
         except PodConfigError:
             self.network.detach(self.netns)
             self.netns = ""
             raise
         spec: dict[str, Any] = {
-            "mounts": [*mounts, *self._files()],
+            "mounts": [*dependencies, *mounts, *self._files()],
             "readOnlyRoot": read_only,
             "hostname": self.name,
             "workdir": self.container.get("workingDir", self.image.config.workdir),
@@ -581,12 +585,13 @@ class PodRunner:
     def exec(self, command: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
         """`kubectl exec`: the command in the running container's namespaces, user and environment."""
         assert self.process is not None
-        spec = self._spec | {"enter": True, "command": command}
+        spec = self._spec | {"enter": self.process.pid, "command": command}
         path = self.dir / f"exec-{time.monotonic_ns()}.json"
         path.write_text(json.dumps(spec))
-        enter = ["nsenter", f"--target={self.process.pid}", "--mount", "--uts", "--net", "--"]
+        # started on the host (this interpreter and the prelude may live where the pod cannot see,
+        # under /tmp), the prelude joins the container's namespaces itself
         return subprocess.run(
-            [*enter, sys.executable, "-I", "-S", str(PRELUDE), str(path)],
+            [sys.executable, "-I", "-S", str(PRELUDE), str(path)],
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 

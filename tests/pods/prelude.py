@@ -2,9 +2,9 @@
 namespaces (`unshare --mount --uts`), then exec'd into the container's command.
 
 `python -I -S prelude.py SPEC.json`. SPEC: mounts (volumes, /etc/hosts, ...), whether the root is
-read-only, hostname, workdir, uid/gid/groups, no_new_privs, env and command. With "enter": true it only
-drops privileges and execs (a preStop exec entered into a running pod with nsenter). Stdlib only: it runs
-before the image's interpreter, with no site-packages.
+read-only, hostname, workdir, uid/gid/groups, no_new_privs, env and command. With "enter": <pid> it
+joins that container's namespaces, drops privileges and execs (`kubectl exec`, a preStop). Stdlib
+only: it runs before the image's interpreter, with no site-packages.
 """
 
 import ctypes
@@ -69,6 +69,19 @@ def setup_mounts(spec: dict) -> None:
             subprocess.run(["mount", "-o", "remount,bind,ro", point], check=False, stderr=subprocess.DEVNULL)
 
 
+def enter(pid: int) -> None:
+    """Into a running container's namespaces (`kubectl exec`); the mount namespace's root and working
+    directory become the container's."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for kind in ("net", "uts", "mnt"):
+        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, 0) != 0:
+                raise OSError(ctypes.get_errno(), f"setns({kind})")
+        finally:
+            os.close(fd)
+
+
 def drop_privileges(spec: dict) -> None:
     os.setgroups(spec["groups"])
     os.setresgid(spec["gid"], spec["gid"], spec["gid"])
@@ -82,7 +95,9 @@ def drop_privileges(spec: dict) -> None:
 def main() -> None:
     with open(sys.argv[1]) as f:
         spec = json.load(f)
-    if not spec.get("enter"):
+    if spec.get("enter"):
+        enter(spec["enter"])
+    else:
         setup_mounts(spec)
         socket.sethostname(spec["hostname"])
     os.chdir(spec["workdir"])
