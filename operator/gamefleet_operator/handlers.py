@@ -3,7 +3,7 @@
   apply_fleet  (create/update/resume)  reconcile at once when the spec changes
   sync_fleet   (timer)                 autoscale, then reconcile: level-triggered, so a child deleted
                                        or edited by hand is back to its rendered state within a sync
-  cleanup      (delete, finalizer)     remove the fleet's keys from Redis
+  cleanup      (delete, finalizer)     stop the shards, then remove the fleet's keys from Redis
 
 A reconcile renders every child for where the drains stand, server-side applies each (fields a
 spec change drops are removed), deletes the optional children the spec no longer renders (a
