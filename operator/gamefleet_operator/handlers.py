@@ -45,6 +45,7 @@ from .status import Observed, degraded_status, fleet_status
 FINALIZER = f"{GROUP}/cleanup"
 CLEANUP_RETRIES = 3  # then the keys are left to expire (durability.ttlSeconds): deletion never hangs
 CLEANUP_RETRY_DELAY = 5.0
+TIMER_EXIT_WAIT = 2.0  # seconds between checks that a deleted fleet's sync has returned
 
 
 def _timestamp(now: float) -> str:
@@ -64,6 +65,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
+    # a fleet deleted mid-sync waits for that sync before its finalizer runs: kopf re-checks a
+    # busy timer every minute by default; a sync takes seconds
+    settings.background.instant_exit_timeout = TIMER_EXIT_WAIT
+    settings.background.cancellation_polling = TIMER_EXIT_WAIT
     memo.kube = Kube.connect()
     if not settings.peering.standalone:
         for manifest in peering_objects(settings.peering.name, memo.get("namespaces") or []):

@@ -14,6 +14,7 @@ import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -463,6 +464,26 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+class OperatorProcess:
+    """An operator_thread as its process looks from outside: told to stop, and then gone."""
+
+    def __init__(self, flag: threading.Event, thread: threading.Thread, executor: Executor) -> None:
+        self._flag = flag
+        self._thread = thread
+        self._executor = executor
+
+    def stop(self) -> None:
+        """SIGTERM: kopf stops, leaving a handler still running orphaned in its executor."""
+        self._flag.set()
+
+    async def gone(self) -> None:
+        """Stopped and exited: a process's exit ends its orphaned handlers with it; in a thread
+        they run on, so wait for them (a repair still under way is not the next replica's)."""
+        self.stop()
+        await asyncio.to_thread(self._thread.join, 15)
+        await asyncio.to_thread(self._executor.shutdown, True)
+
+
 @contextlib.asynccontextmanager
 async def operator_thread(
     registries: FakeRegistries,
@@ -470,10 +491,10 @@ async def operator_thread(
     liveness: str,
     peering: tuple[str, int] | None = None,
     peering_lifetime: int = 60,
-) -> AsyncIterator[Callable[[], None]]:
+) -> AsyncIterator[OperatorProcess]:
     """An operator process's worth of kopf in its own thread (it waits for every task of its own
-    loop on exit: kmock's must not be among them), standalone or peering as (name, priority);
-    yields its stop. On the way out it is stopped, and must have stopped cleanly."""
+    loop on exit: kmock's must not be among them), standalone or peering as (name, priority).
+    On the way out it is stopped, and must have stopped cleanly."""
     settings = kopf.OperatorSettings()
     settings.watching.server_timeout = 10
     settings.queueing.exit_timeout = 0.2  # on exit, do not wait for workers to go idle
@@ -502,10 +523,10 @@ async def operator_thread(
 
     thread = threading.Thread(target=run, name=f"kopf-{priority or 'standalone'}", daemon=True)
     thread.start()
+    process = OperatorProcess(stop, thread, settings.execution.executor)
     try:
-        yield stop.set
+        yield process
         assert not errors, f"the operator stopped on its own: {errors}"
     finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 15)
+        await process.gone()
     assert not thread.is_alive() and not errors, errors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import aiohttp
 import kmock
@@ -170,6 +171,31 @@ async def test_delete_runs_the_cleanup_finalizer(cluster: Cluster) -> None:
     await wait_for(lambda: cluster.fleet("eps") is None, what="the finalizer to let the fleet go")
     assert cluster.registries["eps"].purges == 1
     await wait_for(lambda: cluster.events("CleanedUp"), what="the CleanedUp event")
+
+
+async def test_a_fleet_deleted_mid_sync_goes_once_that_sync_returns(cluster: Cluster) -> None:
+    """kopf runs the finalizer only after the fleet's timer has returned; it must notice within
+    seconds (its default re-check is a minute away)."""
+    registry = cluster.registries["iota"]
+    syncing, release = threading.Event(), threading.Event()
+    loads = registry.loads
+
+    def slow_loads() -> list:
+        if not release.is_set():
+            syncing.set()
+            release.wait(30)
+        return loads()
+
+    await cluster.create("iota", {"image": IMAGE, "redis": {"address": "redis:6379"}})
+    await wait_for(lambda: "gamefleet.dev/cleanup" in cluster.fleet("iota")["metadata"].get("finalizers", []))
+    await wait_for(cluster.settled, what="the create handled")
+    registry.loads = slow_loads
+    await wait_for(syncing.is_set, what="a sync under way")
+    await cluster.kmock.delete(f"{FLEETS_URL}/iota")
+    await wait_for(lambda: cluster.fleet("iota")["metadata"].get("deletionTimestamp"), what="deleting")
+    release.set()
+    await wait_for(lambda: cluster.fleet("iota") is None, timeout=20, what="the finalizer after the sync")
+    assert registry.purges == 1
 
 
 async def test_cleanup_stops_the_shards_before_it_purges_their_keys(cluster: Cluster) -> None:

@@ -217,12 +217,12 @@ async def test_an_operator_stopped_mid_reconcile_and_restarted_converges(
 
     monkeypatch.setattr(Kube, "apply", apply_then_die)
     first = FakeRegistries()
-    async with operator_thread(first, liveness=f"http://127.0.0.1:{free_port()}/healthz") as stop:
+    async with operator_thread(first, liveness=f"http://127.0.0.1:{free_port()}/healthz") as process:
         cluster = Cluster(api, first, "")
         await cluster.create("zeta", {"image": IMAGE, "shards": 2})
         await wait_for(dying.is_set, what="the first operator mid-reconcile")
         assert cluster.get("apps/v1/deployments", "zeta-router") is None and cluster.status("zeta") == {}
-        stop()
+        process.stop()
         release.set()
     second = FakeRegistries()
     async with operator_thread(second, liveness=f"http://127.0.0.1:{free_port()}/healthz"):

@@ -4,7 +4,7 @@ the fleets; the other waits and takes over once the first is gone."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -15,6 +15,7 @@ from .harness import (
     Cluster,
     Emulator,
     FakeRegistries,
+    OperatorProcess,
     free_port,
     operator_thread,
     wait_for,
@@ -27,20 +28,20 @@ REDIS = {"redis": {"address": "redis.default.svc:6379"}}  # the registry: who re
 
 
 @asynccontextmanager
-async def replica(priority: int) -> AsyncIterator[tuple[FakeRegistries, Callable[[], None]]]:
+async def replica(priority: int) -> AsyncIterator[tuple[FakeRegistries, OperatorProcess]]:
     """One operator process's worth of kopf, peering as `gamefleet operator` does (a replica that
-    dies unannounced lapses within seconds): its registries (who reconciles reads them) and stop."""
+    dies unannounced lapses within seconds): its registries (who reconciles reads them) and process."""
     registries = FakeRegistries()
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
     async with operator_thread(
         registries, liveness=liveness, peering=("gamefleet", priority), peering_lifetime=5
-    ) as stop:
-        yield registries, stop
+    ) as process:
+        yield registries, process
 
 
 async def test_one_replica_leads_and_the_other_takes_over_when_it_goes(api: Emulator) -> None:
     peerings = api.resource("kopf.dev/v1/clusterkopfpeerings")
-    async with replica(priority=20) as (leader, stop_leader), replica(priority=10) as (standby, _):
+    async with replica(priority=20) as (leader, leader_process), replica(priority=10) as (standby, _):
         await wait_for(lambda: (peerings, None, "gamefleet") in api.objects, what="the peering object")
         await wait_for(
             lambda: len(api.objects[peerings, None, "gamefleet"].get("status", {})) == 2,
@@ -51,7 +52,7 @@ async def test_one_replica_leads_and_the_other_takes_over_when_it_goes(api: Emul
         await wait_for(lambda: cluster.get("apps/v1/deployments", "duo-router") is not None, what="children")
         await asyncio.sleep(4 * SYNC_INTERVAL)  # timer rounds: only the leader's
         assert "duo" in leader.fleets and "duo" not in standby.fleets
-        stop_leader()
+        await leader_process.gone()
         await wait_for(
             lambda: len(api.objects[peerings, None, "gamefleet"].get("status", {})) == 1,
             timeout=30,
