@@ -1,13 +1,15 @@
 """A real redis-server for tests: a free port (localhost unless told), a temp dir, no persistence,
 a password if given.
 
-`kill()` is a kill -9 (the outage tests), `start()` brings it back, empty, on the same port.
+`kill()` is a kill -9 (the outage tests), `start()` brings it back, empty, on the same port;
+`freeze()`/`thaw()` hang it (SIGSTOP) and let it go on.
 Use it as a context manager so the process is stopped however the test ends.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -71,6 +73,15 @@ class RedisServer:
                 time.sleep(0.01)
             finally:
                 client.close()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the port still accepts connections, nothing answers (a hung Redis)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         if self.process is not None:

@@ -84,6 +84,52 @@ def test_redis_down_in_fail_mode_refuses_steps_clearly_and_loses_nothing(redis_s
         recovered_equal_reference(redis_server.url, "fail", trainer.batches)
 
 
+def test_a_frozen_redis_costs_a_call_one_timeout_then_calls_fail_at_once_and_nothing_is_lost(redis_server):
+    """SIGSTOP Redis: its port accepts, nothing answers. A step waits one --redis-timeout, then the
+    breaker refuses the next ones at once (no wait) until Redis is tried again; once it goes on,
+    the trainer's retries land and nothing acknowledged is lost."""
+    timing = ("--redis-timeout", "0.5", "--redis-breaker", "1")
+    with LocalFleet(
+        1, redis_url=redis_server.url, fleet="frozen", durability="log",
+        extra_args=(*FAST_SHARD, "--on-redis-error", "fail", *timing),
+    ) as fleet, FleetClient(fleet.addresses[0], timeout=10) as client:  # fmt: skip
+        trainer = Trainer(client, ["frozen"], games=4)
+        batch = trainer.batches[0]
+        for _ in range(3):
+            trainer.round()
+        thawed = threading.Event()
+
+        def keep_stepping() -> None:
+            while not thawed.is_set():
+                trainer.round(timeout_s=120)
+
+        redis_server.freeze()
+        frozen_at = time.monotonic()
+        stepping = threading.Thread(target=keep_stepping)
+        try:
+            stepping.start()
+            wait_for(lambda: any("circuit open" in e.details for e in batch.failures), "the breaker", 60)
+        finally:
+            redis_server.thaw()
+            thawed.set()
+            frozen_s = time.monotonic() - frozen_at
+        stepping.join()
+        assert all(isinstance(e, Unavailable) for e in batch.failures)
+        details = [e.details for e in batch.failures]
+        # the first waited out --redis-timeout; after it one call a second (the probe) tries Redis,
+        # the rest fail at once
+        assert "TimeoutError" in details[0]
+        waited = [d for d in details if "TimeoutError" in d and "circuit open" not in d]
+        assert len(waited) <= 1 + frozen_s / 1.0, (len(waited), frozen_s)
+        assert all(d in waited or "retrying shortly" in d or "circuit open" in d for d in details)
+        acked = batch.acked
+        for _ in range(3):
+            trainer.round()
+        assert batch.acked == acked + 3 and fleet._processes[0].poll() is None
+        kill_all(fleet)
+        recovered_equal_reference(redis_server.url, "frozen", trainer.batches)
+
+
 def test_redis_down_in_degrade_mode_keeps_serving_reports_it_and_catches_up(redis_server):
     with LocalFleet(
         1, redis_url=redis_server.url, fleet="degrade", durability="log",

@@ -52,6 +52,7 @@ assert shards.loads() == [] and shards.purge() == 1
     assert [m for m in loaded if m.startswith("gameserver")] == [
         "gameserver",
         "gameserver.fleet",
+        "gameserver.fleet.breaker",
         "gameserver.fleet.registry",
     ]
     assert not [m for m in loaded if m.startswith(("numba", "numpy"))]

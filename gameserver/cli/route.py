@@ -19,7 +19,7 @@ import urllib.parse
 
 from ..telemetry.exposition import add_metrics_argument
 from ..wire import limits
-from .flags import add_reflection_argument
+from .flags import add_redis_timing_arguments, add_reflection_argument
 
 SHARD_PORT = 50051
 
@@ -43,6 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=os.environ.get("GAMEFLEET_FLEET_ID") or os.environ.get("GAMEFLEET_FLEET"),
         help="the fleet's name in Redis (with --redis)",
     )
+    add_redis_timing_arguments(parser)
     parser.add_argument("--refresh", type=float, default=5.0, help="seconds between topology polls")
     parser.add_argument(
         "--alive-within",
@@ -73,7 +74,9 @@ def _source(args: argparse.Namespace) -> object:
             raise SystemExit("gamefleet route: --redis needs --fleet (or GAMEFLEET_FLEET_ID)")
         from ..fleet.store import FleetStore
 
-        return RegistrySource(FleetStore(with_password(args.redis), args.fleet, ttl_s=1), args.alive_within)
+        timing = {"timeout_s": args.redis_timeout, "breaker_s": args.redis_breaker}
+        store = FleetStore(with_password(args.redis), args.fleet, ttl_s=1, **timing)
+        return RegistrySource(store, args.alive_within)
     service = os.environ.get("GAMEFLEET_SHARD_SERVICE")
     if service:
         return DnsSource(f"{service}:{SHARD_PORT}")

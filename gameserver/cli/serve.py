@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..telemetry.exposition import add_metrics_argument
 from ..threads import wait_passively
 from ..wire import limits
-from .flags import add_reflection_argument
+from .flags import add_redis_timing_arguments, add_reflection_argument
 
 if TYPE_CHECKING:  # numba and grpc load in run(), not for `gamefleet --help`
     from ..engine import GameConfig
@@ -79,6 +79,7 @@ def _add_fleet(parser: argparse.ArgumentParser) -> None:
         help="heartbeat silence (s) after which a shard's games move",
     )
     fleet.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+    add_redis_timing_arguments(fleet)
     fleet.add_argument(
         "--drain-timeout", type=float, default=float(_env_int("GAMEFLEET_DRAIN_TIMEOUT_SECONDS", 60)),
         help="SIGTERM: seconds to hand the games over before exiting (0: leave at once; the games "
@@ -148,6 +149,8 @@ def fleet_options(args: argparse.Namespace) -> object:
         shard_name=args.shard_name,
         dead_after_s=args.dead_after,
         heartbeat_s=args.heartbeat,
+        redis_timeout_s=args.redis_timeout,
+        redis_breaker_s=args.redis_breaker,
     )
 
 

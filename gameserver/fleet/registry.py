@@ -29,6 +29,8 @@ from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.retry import Retry
 
+from .breaker import CircuitBreaker
+
 T = TypeVar("T")
 _RELEASE_CLAIM = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -91,8 +93,16 @@ class FleetRegistry:
     connections); every call may raise StoreUnavailableError."""
 
     def __init__(
-        self, redis_target: str | redis.Redis, fleet: str, ttl_s: int, *, timeout_s: float = 2.0
+        self,
+        redis_target: str | redis.Redis,
+        fleet: str,
+        ttl_s: int,
+        *,
+        timeout_s: float = 2.0,
+        breaker_s: float = 1.0,
     ) -> None:
+        """`timeout_s`: the most one Redis command may take (connect, send, reply); `breaker_s`:
+        after a command Redis did not answer, how long the next ones fail at once (breaker.py)."""
         if not fleet or ":" in fleet:
             raise ValueError(f"fleet must be a non-empty name without ':', got {fleet!r}")
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or ttl_s < 1:
@@ -100,7 +110,10 @@ class FleetRegistry:
         self.fleet = fleet
         self.ttl_s = ttl_s
         self.prefix = f"gamefleet:{fleet}:"
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         self.redis = _client(redis_target, timeout_s)
+        self.breaker = CircuitBreaker(breaker_s)
 
     def key(self, *parts: object) -> str:
         """The fleet's key named by `parts` (every key of the fleet shares its prefix: see purge)."""
@@ -108,9 +121,13 @@ class FleetRegistry:
 
     def _call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         try:
-            return fn(*args, **kwargs)
-        except redis.RedisError as error:
+            self.breaker.before()
+            result = fn(*args, **kwargs)
+        except (redis.RedisError, OSError) as error:
+            self.breaker.failed(error)
             raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
+        self.breaker.succeeded()
+        return result
 
     def _pipeline(self, fill: Callable[[Pipeline], object]) -> list:
         """Run the commands `fill` queues in one round trip."""

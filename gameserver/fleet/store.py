@@ -27,6 +27,7 @@ import numpy as np
 import redis
 from redis.client import Pipeline
 
+from .breaker import CircuitBreaker
 from .records import EntryId, StoredGames, decode_records, record_owner
 from .registry import FleetRegistry, ShardInfo, StoreUnavailableError
 
@@ -148,7 +149,7 @@ class FleetStore(FleetRegistry):
         pool = self.redis.connection_pool
         connection = self._call(pool.get_connection)
         try:
-            link = _Link(connection)
+            link = _Link(connection, self.breaker)
             link.send(commands)
             link.receive(len(commands))
         finally:
@@ -241,13 +242,15 @@ class _Link:
     (`python -m gameserver.bench.store`). A command is never retried; any error drops the
     connection, so no reply of it lingers for the next command, and raises StoreUnavailableError."""
 
-    def __init__(self, connection: redis.connection.AbstractConnection) -> None:
+    def __init__(self, connection: redis.connection.AbstractConnection, breaker: CircuitBreaker) -> None:
         self.connection = connection
+        self.breaker = breaker
 
     def send(self, commands: list[tuple]) -> None:
         """Send `commands` (each a tuple of arguments), reconnecting first if Redis hung up."""
         connection = self.connection
         try:
+            self.breaker.before()
             connection.connect()  # a no-op while connected
             try:  # readable before a request: Redis hung up (or restarted) since the last one
                 stale = connection.can_read()
@@ -263,11 +266,14 @@ class _Link:
     def receive(self, replies: int) -> list:
         """The next `replies` replies; an error reply raises (StoreUnavailableError)."""
         try:
-            return [self.connection.read_response() for _ in range(replies)]
+            answers = [self.connection.read_response() for _ in range(replies)]
         except (OSError, redis.RedisError) as error:
             self._drop(error)
+        self.breaker.succeeded()
+        return answers
 
     def _drop(self, error: Exception) -> NoReturn:
+        self.breaker.failed(error)
         self.connection.disconnect()
         raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
 
@@ -285,7 +291,7 @@ class LogAppender:
     def __init__(self, store: FleetStore, shard: str) -> None:
         self._key = store.key("log", shard)
         self._expire = ("EXPIRE", self._key, store.ttl_s)
-        self._raw = _Link(store.redis.connection_pool.make_connection())  # a bare connection of its own
+        self._raw = _Link(store.redis.connection_pool.make_connection(), store.breaker)  # its own connection
         self._ids: np.ndarray | None = None  # the last ids array sent, and its encoding:
         self._ids_field: tuple[str, memoryview] = ("ids", memoryview(b""))  # a trainer resends it
 

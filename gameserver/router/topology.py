@@ -3,7 +3,9 @@
 Every source answers the current member addresses; `watch` polls it and hands each new
 membership (sorted, so every router builds the same ring from the same members) to the
 router, which rebuilds its ring. A failed poll keeps the last membership: a DNS or Redis
-hiccup must not empty a working fleet.
+hiccup must not empty a working fleet. So does an empty answer after a known membership: a
+Redis that restarted without its data lists no shard until their next heartbeats, while they
+serve on (a fleet of no shards serves nothing either way).
 
 Ring members are names that survive a pod restart where the source allows: the Redis
 registry holds each shard's `$GAMEFLEET_ADDRESS` (`<pod>.<service>:<port>`), and the DNS
@@ -121,7 +123,9 @@ async def watch(
         except Exception as error:  # keep the last membership; say why once per failed poll
             log.warning("topology from %s failed, keeping %s: %s", source.describe(), current, error)
         else:
-            if members != current:
+            if not members and current:
+                log.warning("topology from %s lists no shards, keeping %s", source.describe(), current)
+            elif members != current:
                 gone, added = set(current or ()) - set(members), set(members) - set(current or ())
                 log.info(
                     "topology from %s: %d shards (+%s -%s)",

@@ -81,6 +81,8 @@ class FleetOptions:
     shard_name: str | None = None  # the pod name drain requests use (default: the advertised address)
     dead_after_s: float = 10.0  # heartbeat silence after which its games are recovered elsewhere
     heartbeat_s: float = 1.0
+    redis_timeout_s: float = 2.0  # the most one Redis command may take
+    redis_breaker_s: float = 1.0  # after one got no answer, the next fail at once for this long
 
 
 def _advertised(host: str, port: int) -> str:
@@ -153,7 +155,9 @@ class ShardServer:
         store = None
         if self.fleet is not None:
             f = self.fleet
-            store = FleetStore(f.redis_url, f.fleet, f.key_ttl_s)
+            store = FleetStore(
+                f.redis_url, f.fleet, f.key_ttl_s, timeout_s=f.redis_timeout_s, breaker_s=f.redis_breaker_s
+            )
             self.durability = Durability(
                 store,
                 self.advertised,
