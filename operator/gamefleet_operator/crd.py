@@ -53,13 +53,53 @@ QUANTITY: Schema = {
 }
 
 
-def resources(description: str, cpu: str, memory: str) -> Schema:
+def resources(pod: str, requests: dict[str, str], limits: dict[str, str], why: str = "") -> Schema:
+    """A container's requests and limits, defaulted as a whole: a spec that sets the field keeps
+    exactly what it sets (a default merged into it could put a limit below the user's request)."""
     quantities = {"type": "object", "additionalProperties": QUANTITY}
+    shown = lambda q: ", ".join(f"{k} {v}" for k, v in q.items())  # noqa: E731
+    description = (
+        f"Requests and limits of {pod} (a Kubernetes ResourceRequirements). Left out: requests"
+        f" {shown(requests)}, limits {shown(limits)}{why}. Set, it is used exactly as written."
+    )
     return {
         "type": "object",
         "description": description,
-        "default": {"requests": {"cpu": cpu, "memory": memory}},
+        "default": {"requests": requests, "limits": limits},
         "properties": {"requests": quantities, "limits": quantities},
+    }
+
+
+# A Kubernetes LabelSelector (matchLabels and matchExpressions).
+LABEL_SELECTOR: Schema = {
+    "type": "object",
+    "properties": {
+        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "matchExpressions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["key", "operator"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                    "values": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+
+
+def peer(description: str, pods: str, namespaces: str) -> Schema:
+    """Who a NetworkPolicy rule admits: a NetworkPolicyPeer's podSelector and namespaceSelector."""
+    return {
+        "type": "object",
+        "description": description,
+        "properties": {
+            "podSelector": LABEL_SELECTOR | {"description": pods},
+            "namespaceSelector": LABEL_SELECTOR | {"description": namespaces},
+        },
     }
 
 
@@ -105,7 +145,13 @@ SPEC: Schema = {
         "imagePullPolicy": string(
             "Pull policy of the fleet's pods.", "IfNotPresent", enum=["Always", "IfNotPresent", "Never"]
         ),
-        "resources": resources("Requests and limits of one shard pod.", "1", "1Gi"),
+        "resources": resources(
+            "one shard pod",
+            {"cpu": "1", "memory": "1Gi"},
+            {"cpu": "2", "memory": "1Gi"},
+            " (the engine's threads, NUMBA_NUM_THREADS, follow limits.cpu; a memory limit equal to the"
+            " request keeps the pod within it, and the kubelet evicts pods over their request first)",
+        ),
         "drainTimeoutSeconds": integer(
             0,
             3600,
@@ -154,6 +200,13 @@ SPEC: Schema = {
                         "image": string("Redis image.", "redis:7.4-alpine", minLength=1),
                         "storage": QUANTITY | {"default": "1Gi", "description": "Volume size."},
                         "storageClassName": string("StorageClass of the volume (cluster default if unset)."),
+                        "resources": resources(
+                            "the Redis pod",
+                            {"cpu": "250m", "memory": "512Mi"},
+                            {"cpu": "1", "memory": "1Gi"},
+                            " (room above the request for the copy-on-write of an append-only file"
+                            " rewrite; raise both with the games the fleet keeps)",
+                        ),
                     },
                 ),
             },
@@ -174,7 +227,46 @@ SPEC: Schema = {
             "The fleet service: routers that split each batch by shard.",
             {
                 "replicas": integer(1, 64, 2, "Router pods."),
-                "resources": resources("Requests and limits of one router pod.", "500m", "512Mi"),
+                "resources": resources(
+                    "one router pod", {"cpu": "500m", "memory": "512Mi"}, {"cpu": "1", "memory": "512Mi"}
+                ),
+            },
+        ),
+        "networkPolicy": section(
+            "NetworkPolicies for the fleet's pods (ingress only; enforced where the cluster's network"
+            " plugin supports NetworkPolicy). Shards take gRPC (50051) from the fleet's routers, its"
+            " other shards (games move between shards) and the clients; routers from the clients; the"
+            " metrics port from the metrics scrapers; a managed Redis only from the fleet's shards and"
+            " routers and the operator. The kubelet's probes are not subject to NetworkPolicy. Egress"
+            " is not restricted.",
+            {
+                "enabled": boolean(
+                    True,
+                    "Render the NetworkPolicies (false deletes them). On, a client the `clients`"
+                    " selectors do not match (an unlabelled trainer pod) can no longer reach the fleet.",
+                ),
+                "clients": peer(
+                    "Trainers and other clients of the fleet service and the shards.",
+                    "Client pods. Left out: pods labelled gamefleet.dev/client=<fleet name>; {}: every pod"
+                    " of the namespaces selected.",
+                    "Namespaces of the client pods. Left out: the fleet's namespace only; {}: every"
+                    " namespace.",
+                ),
+                "metrics": peer(
+                    "Who may scrape the metrics port. With neither selector (the default) the port is open"
+                    " to every source, so any Prometheus can scrape it; with either, only the pods it"
+                    " selects (NetworkPolicyPeer semantics: a podSelector alone means the fleet's"
+                    " namespace).",
+                    "Scraper pods (e.g. matchLabels app.kubernetes.io/name: prometheus).",
+                    "Namespaces of the scrapers (e.g. matchLabels kubernetes.io/metadata.name: monitoring).",
+                ),
+                "operator": peer(
+                    "The operator's pods, which read the shard registry in a managed Redis.",
+                    "Left out: pods labelled app.kubernetes.io/name=gamefleet-operator (manifests/ and the"
+                    " chart label the operator's pods so).",
+                    "Left out: the namespace the operator runs in (its pod's namespace), or every namespace"
+                    " when it runs outside the cluster.",
+                ),
             },
         ),
         "telemetry": section(

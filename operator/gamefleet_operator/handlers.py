@@ -7,12 +7,13 @@
 
 A reconcile renders every child for where the drains stand, server-side applies each (fields a
 spec change drops are removed), deletes the optional children the spec no longer renders (a
-ServiceMonitor or a managed Redis switched off), and writes status only where it changed. A child
-that cannot be applied makes the fleet Degraded (ApplyFailed) for as long as it fails, with one
-Event per distinct failure; the other children are applied all the same.
+ServiceMonitor, a managed Redis or the NetworkPolicies switched off), and writes status only where
+it changed. A child that cannot be applied makes the fleet Degraded (ApplyFailed) for as long as it
+fails, with one Event per distinct failure; the other children are applied all the same.
 
 The memo carries the two outside connections: `kube` (Kube, opened at startup) and
-`registries` (fleet, password -> ShardRegistry; tests pass an in-memory one).
+`registries` (fleet, password -> ShardRegistry; tests pass an in-memory one); and
+`operator_namespace`, where the operator's pods run (a managed Redis's NetworkPolicy admits them).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import kopf
 
 from . import GROUP, PLURAL, VERSION, metrics
 from .autoscale import Decision, DrainPlan, Policy, Recommendation, desired_shards, drain_order
-from .kube import ApiError, Kube
+from .kube import ApiError, Kube, own_namespace
 from .registry import HEARTBEAT_ALIVE_SECONDS, RegistryUnavailable, ShardRegistry
 from .render import (
     TEMPLATE_HASH_ANNOTATION,
@@ -70,6 +71,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.background.instant_exit_timeout = TIMER_EXIT_WAIT
     settings.background.cancellation_polling = TIMER_EXIT_WAIT
     memo.kube = Kube.connect()
+    memo.operator_namespace = own_namespace()
     if not settings.peering.standalone:
         for manifest in peering_objects(settings.peering.name, memo.get("namespaces") or []):
             memo.kube.apply(manifest)
@@ -202,7 +204,7 @@ def report(
 def apply_children(memo: kopf.Memo, body: kopf.Body, fleet: Fleet, replicas: int) -> list[str]:
     """Apply every rendered child and prune the dropped ones; the failures, one line each."""
     failures = []
-    for manifest in render(fleet, replicas):
+    for manifest in render(fleet, replicas, operator_namespace=memo.get("operator_namespace")):
         kopf.adopt(manifest, owner=body)
         try:
             memo.kube.apply(manifest)

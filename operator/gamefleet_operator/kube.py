@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -25,12 +27,25 @@ PLURALS = {
     "Deployment": "deployments",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "ServiceMonitor": "servicemonitors",
+    "NetworkPolicy": "networkpolicies",
     "ClusterKopfPeering": "clusterkopfpeerings",
     "KopfPeering": "kopfpeerings",
 }
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the client sends the manifest as JSON
 FIELD_MANAGER = "gamefleet-operator"
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def own_namespace() -> str | None:
+    """The namespace the operator's pod runs in: $POD_NAMESPACE (the downward API, as manifests/ and
+    the chart set it), else its mounted service account's; None outside a pod."""
+    if namespace := os.environ.get("POD_NAMESPACE", "").strip():
+        return namespace
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 class ApiError(Exception):

@@ -9,6 +9,8 @@ Children and their names (fleet `f`):
   f-shard    PodDisruptionBudget  one shard away at a time
   f          ServiceMonitor       when telemetry.metrics.serviceMonitor
   f-redis    StatefulSet + Service  when redis.managed.enabled
+  f-shard, f-router (f-redis)  NetworkPolicy  when networkPolicy.enabled (the default): who may
+             connect to the shards, the routers (and the managed Redis); applied before the pods
 
 Shutdown budget of a shard pod (`termination_grace_seconds`), in order:
   PRESTOP_SECONDS          preStop sleeps: endpoints and routers drop the pod
@@ -43,6 +45,10 @@ FLEET_LABEL = "gamefleet.dev/fleet"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 CONFIG_HASH_ANNOTATION = "gamefleet.dev/config-hash"
 TEMPLATE_HASH_ANNOTATION = "gamefleet.dev/template-hash"  # on the shard StatefulSet: a change rolls its pods
+CLIENT_LABEL = "gamefleet.dev/client"  # value: the fleet's name; the clients the NetworkPolicies admit
+# the labels manifests/ and the chart put on the operator's pods: whom a managed Redis admits
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "gamefleet-operator"}
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every namespace
 
 Manifest = dict[str, Any]
 
@@ -185,6 +191,9 @@ def _fleet_container(fleet: Fleet, role: str, args: list[str], resources: dict[s
         "env": [
             {"name": "OTEL_SERVICE_NAME", "value": f"gamefleet-{role}"},
             {"name": "NUMBA_CACHE_DIR", "value": "/tmp/numba"},
+            # as many engine threads as the CPU limit (rounded up; no limit: the node's CPUs): more
+            # threads than the CFS quota would be throttled in every parallel kernel
+            {"name": "NUMBA_NUM_THREADS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
             *_password_env(fleet, "GAMEFLEET_REDIS_PASSWORD"),
         ],
         "resources": resources,
@@ -375,6 +384,7 @@ def redis_stateful_set(fleet: Fleet) -> Manifest:
                             "command": command,
                             "env": password,
                             "ports": [{"name": "redis", "containerPort": REDIS_PORT}],
+                            "resources": copy.deepcopy(managed["resources"]),
                             "readinessProbe": probe,
                             "livenessProbe": probe | {"periodSeconds": 10},
                             "securityContext": _CONTAINER_SECURITY,
@@ -401,10 +411,108 @@ def redis_service(fleet: Fleet) -> Manifest:
     }
 
 
-def render(fleet: Fleet, shard_replicas: int | None = None) -> list[Manifest]:
-    """Every child of the fleet, in apply order. `shard_replicas` overrides the StatefulSet's
-    replicas while leaving shards drain (see autoscale.drain_order); default: fleet.shards."""
-    manifests = [config_map(fleet)]
+def _tcp(port: int) -> dict[str, Any]:
+    return {"protocol": "TCP", "port": port}
+
+
+def _pods(fleet: Fleet, *components: str) -> dict[str, Any]:
+    """A NetworkPolicyPeer: the fleet's pods of these components (its own namespace)."""
+    return {
+        "podSelector": {
+            "matchLabels": {FLEET_LABEL: fleet.name},
+            "matchExpressions": [{"key": COMPONENT_LABEL, "operator": "In", "values": list(components)}],
+        }
+    }
+
+
+def client_peer(fleet: Fleet) -> dict[str, Any]:
+    """The clients (trainers) as a NetworkPolicyPeer: spec.networkPolicy.clients, by default the
+    pods labelled gamefleet.dev/client=<fleet> in the fleet's namespace."""
+    given = fleet.spec["networkPolicy"].get("clients", {})
+    peer = {
+        "podSelector": copy.deepcopy(given.get("podSelector", {"matchLabels": {CLIENT_LABEL: fleet.name}}))
+    }
+    if "namespaceSelector" in given:
+        peer["namespaceSelector"] = copy.deepcopy(given["namespaceSelector"])
+    return peer
+
+
+def operator_peer(fleet: Fleet, operator_namespace: str | None) -> dict[str, Any]:
+    """The operator's pods as a NetworkPolicyPeer: spec.networkPolicy.operator, by default the pods
+    labelled as manifests/ and the chart label the operator's, in the namespace it runs in (any
+    namespace when that is unknown: an operator outside the cluster)."""
+    given = fleet.spec["networkPolicy"].get("operator", {})
+    namespaces = {"matchLabels": {NAMESPACE_NAME_LABEL: operator_namespace}} if operator_namespace else {}
+    return {
+        "namespaceSelector": copy.deepcopy(given.get("namespaceSelector", namespaces)),
+        "podSelector": copy.deepcopy(given.get("podSelector", {"matchLabels": OPERATOR_POD_LABELS})),
+    }
+
+
+def _metrics_rules(fleet: Fleet) -> list[dict[str, Any]]:
+    """The metrics port's ingress rule: from spec.networkPolicy.metrics, or from anywhere."""
+    metrics = fleet.spec["telemetry"]["metrics"]
+    if not metrics["enabled"]:
+        return []
+    rule: dict[str, Any] = {"ports": [_tcp(metrics["port"])]}
+    if scrapers := fleet.spec["networkPolicy"].get("metrics"):
+        rule["from"] = [copy.deepcopy(dict(scrapers))]
+    return [rule]
+
+
+def _network_policy(fleet: Fleet, name: str, component: str, ingress: list[dict[str, Any]]) -> Manifest:
+    """Ingress to the component's pods only by these rules (egress stays open)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(fleet, name, component),
+        "spec": {
+            "podSelector": {"matchLabels": selector(fleet, component)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
+def shard_network_policy(fleet: Fleet) -> Manifest:
+    """gRPC from the routers, the other shards (a game moves from shard to shard) and the clients
+    (who may route to the shards themselves); metrics from the scrapers."""
+    peers = [_pods(fleet, "router", "shard"), client_peer(fleet)]
+    grpc = {"ports": [_tcp(GRPC_PORT)], "from": peers}
+    return _network_policy(fleet, shard_set_name(fleet), "shard", [grpc, *_metrics_rules(fleet)])
+
+
+def router_network_policy(fleet: Fleet) -> Manifest:
+    grpc = {"ports": [_tcp(GRPC_PORT)], "from": [client_peer(fleet)]}
+    return _network_policy(fleet, f"{fleet.name}-router", "router", [grpc, *_metrics_rules(fleet)])
+
+
+def redis_network_policy(fleet: Fleet, operator_namespace: str | None) -> Manifest:
+    """The managed Redis: the fleet's shards and routers (state, the registry) and the operator
+    (the registry: load, drains, the cleanup), nobody else."""
+    peers = [_pods(fleet, "router", "shard"), operator_peer(fleet, operator_namespace)]
+    return _network_policy(
+        fleet, f"{fleet.name}-redis", "redis", [{"ports": [_tcp(REDIS_PORT)], "from": peers}]
+    )
+
+
+def network_policies(fleet: Fleet, operator_namespace: str | None = None) -> list[Manifest]:
+    if not fleet.spec["networkPolicy"]["enabled"]:
+        return []
+    policies = [shard_network_policy(fleet), router_network_policy(fleet)]
+    if fleet.spec["redis"]["managed"]["enabled"]:
+        policies.append(redis_network_policy(fleet, operator_namespace))
+    return policies
+
+
+def render(
+    fleet: Fleet, shard_replicas: int | None = None, *, operator_namespace: str | None = None
+) -> list[Manifest]:
+    """Every child of the fleet, in apply order (the NetworkPolicies before the pods they guard).
+    `shard_replicas` overrides the StatefulSet's replicas while leaving shards drain (see
+    autoscale.drain_order); default: fleet.shards. `operator_namespace`: where the operator's pods
+    run, whom a managed Redis's NetworkPolicy admits (None: unknown)."""
+    manifests = [config_map(fleet), *network_policies(fleet, operator_namespace)]
     if fleet.spec["redis"]["managed"]["enabled"]:
         manifests += [redis_service(fleet), redis_stateful_set(fleet)]
     manifests += [
@@ -421,10 +529,11 @@ def render(fleet: Fleet, shard_replicas: int | None = None) -> list[Manifest]:
 
 def optional_children(fleet: Fleet) -> list[Manifest]:
     """Children render() emits for this fleet only with an option on (ServiceMonitor, managed
-    Redis): those the current spec does not render are deleted."""
+    Redis, NetworkPolicies): those the current spec does not render are deleted."""
     spec = copy.deepcopy(dict(fleet.spec))
     spec["telemetry"]["metrics"]["serviceMonitor"] = True
     spec["redis"]["managed"]["enabled"] = True
+    spec["networkPolicy"]["enabled"] = True
     everything = render(dataclasses.replace(fleet, spec=spec))
     rendered = {(m["kind"], m["metadata"]["name"]) for m in render(fleet)}
     return [m for m in everything if (m["kind"], m["metadata"]["name"]) not in rendered]

@@ -103,17 +103,18 @@ def dangling(objects: Iterable[dict[str, Any]], provided: Iterable[Ref] = ()) ->
     namespace) nor `provided` (object, or object and key: made by a hook, or the user's own).
     An `optional` reference counts too: the chart names only what it renders."""
     objects = list(objects)
+    pods = {o["metadata"].get("namespace") for o in objects if o["kind"] in (*WORKLOADS, "Pod", "CronJob")}
+    assert len(pods) <= 1, pods  # (Roles may go in other namespaces: the operator's, namespaced)
     have: dict[tuple[str, str], set[str] | None] = {}
     for o in objects:
-        have[(o["kind"], o["metadata"]["name"])] = keys(o)
+        if o["metadata"].get("namespace") in (None, *pods):  # a pod sees its own namespace's
+            have[(o["kind"], o["metadata"]["name"])] = keys(o)
     for ref in provided:
         known = have.setdefault((ref.kind, ref.name), set())
         if ref.key is None:
             have[(ref.kind, ref.name)] = None  # any key
         elif known is not None:
             known.add(ref.key)
-    namespaces = {o["metadata"].get("namespace") for o in objects if o["metadata"].get("namespace")}
-    assert len(namespaces) <= 1, namespaces
     missing = []
     for where, _, pod in pod_templates(objects):
         for ref in references(pod):

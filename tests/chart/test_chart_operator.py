@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from k8s_operator.harness import rbac_rules, role_rules
+from k8s_operator.harness import NAMESPACED_RBAC, rbac_rules, role_rules
 
 from .helm import FULLNAME, NAMESPACE, ROOT, find, rendered
 
@@ -61,3 +61,74 @@ def test_metrics_service_selects_the_operator_pod() -> None:
     labels = operator_deployment()["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics"}]
+
+
+# --- the namespaced install: operator.namespaces ------------------------------------------------
+
+NAMESPACED = "fleet-autoscaled"  # operator.namespaces: the release's and "research"
+WATCHED = [NAMESPACE, "research"]
+# What a ClusterRole must not grant in a namespaced install: any Secret, any write to a workload
+SECRETS = {"secrets"}
+WORKLOADS = {"pods", "deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs"}
+WRITES = {"create", "update", "patch", "delete", "deletecollection", "*"}
+
+
+def test_namespaced_install_has_a_role_per_watched_namespace_as_manifests_namespaced() -> None:
+    objects = rendered(NAMESPACED)
+    roles = [o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == f"{FULLNAME}-operator"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(WATCHED)
+    for role in roles:
+        assert role_rules(role) == rbac_rules(NAMESPACED_RBAC, "Role"), role["metadata"]["namespace"]
+    account = operator_deployment(NAMESPACED)["spec"]["template"]["spec"]["serviceAccountName"]
+    bindings = [
+        o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["name"] == f"{FULLNAME}-operator"
+    ]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(WATCHED)
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": account,
+        }
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    cluster_role = find(objects, "ClusterRole", f"{FULLNAME}-operator")
+    assert role_rules(cluster_role) == rbac_rules(NAMESPACED_RBAC, "ClusterRole")
+
+
+def dangerous_cluster_grants(objects: tuple[dict[str, Any], ...]) -> list[str]:
+    """(ClusterRole, rule) pairs bound cluster-wide that grant Secrets or workload writes."""
+    bound = {
+        o["roleRef"]["name"]
+        for o in objects
+        if o["kind"] == "ClusterRoleBinding" and o["roleRef"]["kind"] == "ClusterRole"
+    }
+    found = []
+    for role in (o for o in objects if o["kind"] == "ClusterRole" and o["metadata"]["name"] in bound):
+        for group, resource, verb in role_rules(role):
+            plain = resource.split("/")[0]
+            if plain in SECRETS | {"*"} or (plain in WORKLOADS and verb in WRITES) or group == "*":
+                found.append(f"{role['metadata']['name']}: {group}/{resource} {verb}")
+    return found
+
+
+def test_namespaced_install_grants_no_secret_and_no_workload_cluster_wide() -> None:
+    assert dangerous_cluster_grants(rendered(NAMESPACED)) == []
+    # the check can fail: the cluster-wide install grants both through its ClusterRole
+    found = dangerous_cluster_grants(rendered("default"))
+    assert f"{FULLNAME}-operator: /secrets get" in found
+    assert f"{FULLNAME}-operator: apps/statefulsets create" in found
+
+
+def test_namespaced_operator_runs_with_the_namespaces_it_has_roles_in() -> None:
+    args = operator_deployment(NAMESPACED)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a.removeprefix("--namespace=") for a in args if a.startswith("--namespace=")] == WATCHED
+    assert not [
+        a
+        for a in operator_deployment()["spec"]["template"]["spec"]["containers"][0]["args"]
+        if "namespace" in a
+    ]
+    assert not [
+        o
+        for o in rendered("default")
+        if o["kind"] in ("Role", "RoleBinding") and "operator" in o["metadata"]["name"]
+    ]

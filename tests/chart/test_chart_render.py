@@ -10,8 +10,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from gamefleet_operator.render import render
+from gamefleet_operator.render import GRPC_PORT, render
 from gamefleet_operator.spec import SPEC, Fleet, with_defaults
+from k8s_operator.netpol import Pod, admitted, pod_of
 from k8s_operator.test_operator_crd import SCHEMA, cel_violations
 from k8s_operator.test_operator_manifests import strict
 
@@ -297,3 +298,23 @@ def test_uninstall_deletes_the_fleet_first_with_a_pre_delete_hook() -> None:
     assert hook["RoleBinding"]["subjects"][0]["name"] == pod["serviceAccountName"]
     assert hook["RoleBinding"]["roleRef"]["name"] == hook["Role"]["metadata"]["name"]
     assert hook["Role"]["rules"][0]["resourceNames"] == ["trainers"]
+
+
+def test_the_charts_fleet_clients_get_through_its_network_policies() -> None:
+    """The `helm test` pod and the load test call the chart's fleet: they carry the client label
+    its NetworkPolicies admit (the operator's default), and a pod without it would not get in."""
+    objects = rendered("loadtest")
+    children = render(Fleet.from_body(find(objects, "GameFleet", "gamefleet")))
+    policies = [c for c in children if c["kind"] == "NetworkPolicy"]
+    assert policies
+    router = pod_of(children, "Deployment", "gamefleet-router")
+    shard = pod_of(children, "StatefulSet", "gamefleet-shard")
+    test_pod = find(objects, "Pod", f"{FULLNAME}-test-fleet-health")
+    loadtest = find(objects, "Job", f"{FULLNAME}-loadtest-1")["spec"]["template"]
+    for client in (test_pod, loadtest):
+        pod = Pod(NAMESPACE, client["metadata"]["labels"])
+        assert admitted(policies, pod, router, GRPC_PORT) and admitted(policies, pod, shard, GRPC_PORT)
+        unlabelled = {k: v for k, v in client["metadata"]["labels"].items() if k != "gamefleet.dev/client"}
+        assert not admitted(policies, Pod(NAMESPACE, unlabelled), router, GRPC_PORT)
+    other = find(rendered("external-grafana-datasources"), "Job", f"{FULLNAME}-loadtest-1")  # another fleet's
+    assert "gamefleet.dev/client" not in other["spec"]["template"]["metadata"]["labels"]

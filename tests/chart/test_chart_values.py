@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from .fleet_spec_schema import VALUES_SCHEMA, fleet_spec_schema
-from .helm import CHART, VALUE_SETS, HelmFailed, helm, template
+from .helm import CHART, NAMESPACE, VALUE_SETS, HelmFailed, helm, template
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)
@@ -60,6 +60,15 @@ def test_bad_values_are_refused_by_the_schema(values: dict[str, Any], refusal: s
 def test_a_load_test_without_a_fleet_to_load_is_refused() -> None:
     with pytest.raises(HelmFailed, match=r"loadtest\.enabled needs a fleet to load"):
         template({"loadtest": {"enabled": True}})
+
+
+def test_a_fleet_the_namespaced_operator_would_not_watch_is_refused() -> None:
+    """operator.namespaces without the release namespace: the chart's fleet would never run (and
+    its pre-delete hook would wait for a cleanup that never comes)."""
+    values = {"fleet": {"enabled": True}, "operator": {"namespaces": ["research"]}}
+    with pytest.raises(HelmFailed, match=r"operator\.namespaces \(research\) leaves out"):
+        template(values)
+    assert template(values | {"operator": {"namespaces": ["research", NAMESPACE]}})
 
 
 def test_values_yaml_defaults_pass_their_own_schema() -> None:

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.asyncio
 IMAGE = "ghcr.io/gamefleet/gamefleet:0.1.0"
 NS = "/apis/apps/v1/namespaces/default"
 MONITORED = {"image": IMAGE, "shards": 1, "telemetry": {"metrics": {"serviceMonitor": True}}}
+NETWORK_POLICIES = "networking.k8s.io/v1/networkpolicies"
 
 
 def config(cluster: Cluster, name: str) -> dict[str, str]:
@@ -86,8 +87,25 @@ async def test_optional_children_the_spec_drops_are_deleted(cluster: Cluster) ->
     )
     await wait_for(lambda: cluster.get("apps/v1/statefulsets", "upsilon-redis") is None, what="Redis gone")
     assert cluster.get("v1/services", "upsilon-redis") is None
+    assert cluster.get(NETWORK_POLICIES, "upsilon-redis") is None  # no Redis left to guard
+    assert cluster.get(NETWORK_POLICIES, "upsilon-shard") is not None
     assert "GAMEFLEET_REDIS_URL" not in config(cluster, "upsilon")
-    await wait_for(lambda: len(cluster.events("Removed")) == 3, what="an Event per removed child")
+    await wait_for(lambda: len(cluster.events("Removed")) == 4, what="an Event per removed child")
+
+
+async def test_network_policies_turned_off_are_deleted_and_back_when_on(cluster: Cluster) -> None:
+    await cluster.create("psi", {"image": IMAGE, "shards": 1})
+    names = ("psi-shard", "psi-router")
+    await wait_for(lambda: all(cluster.get(NETWORK_POLICIES, n) for n in names), what="NetworkPolicies")
+    await cluster.patch("psi", {"spec": {"networkPolicy": {"enabled": False}}})
+    await wait_for(lambda: not any(cluster.get(NETWORK_POLICIES, n) for n in names), what="them deleted")
+    removed = {"NetworkPolicy psi-shard", "NetworkPolicy psi-router"}
+    await wait_for(  # kopf posts Events in the background
+        lambda: {e["message"].split(":")[0] for e in cluster.events("Removed")} == removed, what="the Events"
+    )
+    assert cluster.get("apps/v1/statefulsets", "psi-shard") is not None  # the pods they guarded stay
+    await cluster.patch("psi", {"spec": {"networkPolicy": {"enabled": True}}})
+    await wait_for(lambda: all(cluster.get(NETWORK_POLICIES, n) for n in names), what="them back")
 
 
 async def test_a_child_that_cannot_be_applied_degrades_without_flapping(cluster: Cluster) -> None:

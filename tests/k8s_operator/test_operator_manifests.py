@@ -84,7 +84,10 @@ def test_operator_replicas_elect_a_leader_and_have_a_liveness_probe() -> None:
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert "--standalone" not in container["args"]  # kopf peering: one replica acts at a time
-    assert container["env"] == [{"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    assert container["env"] == [
+        {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
     peering = {d["metadata"]["name"] for d in documents(MANIFESTS / "peering.yaml")}
     assert peering == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
     assert container["command"] == ["gamefleet", "operator"]
@@ -121,9 +124,60 @@ def test_rbac_grants_exactly_what_the_operator_uses() -> None:
         *(("", "configmaps", v) for v in crud),  # server-side apply creates or patches
         *(("policy", "poddisruptionbudgets", v) for v in crud),
         *(("apps", "deployments", v) for v in (*crud, "get")),  # ready routers
-        # the optional children (managed Redis, ServiceMonitor) are read and pruned when dropped
+        # the optional children (managed Redis, ServiceMonitor, NetworkPolicies) are read and pruned
+        # when dropped
         *(("", "services", v) for v in (*crud, "get", "delete")),
         *(("monitoring.coreos.com", "servicemonitors", v) for v in (*crud, "get", "delete")),
         *(("apps", "statefulsets", v) for v in (*crud, "get", "delete")),
+        *(("networking.k8s.io", "networkpolicies", v) for v in (*crud, "get", "delete")),
     }
     assert rbac_rules() == expected
+
+
+# --- the namespaced install (manifests/namespaced/) ------------------------------------------------
+
+NAMESPACED = MANIFESTS / "namespaced"
+CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings"}
+
+
+@pytest.mark.parametrize("path", sorted(NAMESPACED.glob("*.yaml")), ids=lambda p: p.name)
+def test_namespaced_manifests_are_valid(path: Path) -> None:
+    for manifest in documents(path):
+        strict(manifest)
+
+
+def test_namespaced_rbac_splits_the_cluster_wide_rules_by_scope() -> None:
+    """A Role grants, in its namespace, every namespaced call the cluster-wide ClusterRole grants
+    (the ClusterKopfPeering aside: one KopfPeering per watched namespace instead); the ClusterRole
+    keeps only the reads of cluster-scoped kinds kopf makes, and nothing about Secrets or workloads."""
+    path = NAMESPACED / "rbac.yaml"
+    role, cluster_role = rbac_rules(path, "Role"), rbac_rules(path, "ClusterRole")
+    everything = rbac_rules()
+    assert role == {r for r in everything if r[1] not in CLUSTER_SCOPED}
+    assert cluster_role == {r for r in everything if r[1] in CLUSTER_SCOPED - {"clusterkopfpeerings"}}
+    assert {verb for _, _, verb in cluster_role} <= {"get", "list", "watch"}
+
+
+def test_the_namespaced_operator_watches_the_namespaces_it_has_a_role_in() -> None:
+    """manifests/namespaced/operator.yaml is ../operator.yaml with a --namespace per Role."""
+    cluster_wide = documents(MANIFESTS / "operator.yaml")[0]
+    deployment = documents(NAMESPACED / "operator.yaml")[0]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    watched = [a.removeprefix("--namespace=") for a in args if a.startswith("--namespace=")]
+    cluster_wide["spec"]["template"]["spec"]["containers"][0]["args"] += [f"--namespace={n}" for n in watched]
+    assert deployment == cluster_wide
+    rbac = documents(NAMESPACED / "rbac.yaml")
+    roles = [d for d in rbac if d["kind"] == "Role"]
+    bindings = [d for d in rbac if d["kind"] == "RoleBinding"]
+    assert sorted(d["metadata"]["namespace"] for d in roles) == sorted(watched) == ["games"]
+    assert sorted(d["metadata"]["namespace"] for d in bindings) == sorted(watched)
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    for binding in [*bindings, *(d for d in rbac if d["kind"] == "ClusterRoleBinding")]:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account, "namespace": deployment["metadata"]["namespace"]}
+        ]
+        kind = "Role" if binding["kind"] == "RoleBinding" else "ClusterRole"
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": account}
+    assert [d for d in rbac if d["kind"] == "ServiceAccount"] == [
+        d for d in documents(MANIFESTS / "rbac.yaml") if d["kind"] == "ServiceAccount"
+    ]

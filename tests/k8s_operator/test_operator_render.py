@@ -19,6 +19,7 @@ from gamefleet_operator.render import (
     CONFIG_HASH_ANNOTATION,
     GRPC_PORT,
     PRESTOP_SECONDS,
+    REDIS_PORT,
     SHUTDOWN_MARGIN_SECONDS,
     STOP_GRACE_SECONDS,
     config_data,
@@ -33,6 +34,8 @@ from gamefleet_operator.spec import Fleet
 from gameserver.cli import build_parser
 from gameserver.cli.serve import drain_timeout, fleet_options, game_defaults
 from gameserver.engine import GameConfig
+
+from .netpol import Pod, admitted, pod_of, selects
 
 IMAGE = "ghcr.io/gamefleet/gamefleet:0.1.0"
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "manifests" / "examples").glob("*.yaml"))
@@ -59,6 +62,7 @@ def env(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 MANAGED = {"redis": {"managed": {"enabled": True}}}
+REDIS_POLICY = ("NetworkPolicy", "f-redis")
 
 
 @pytest.mark.parametrize(
@@ -68,6 +72,8 @@ MANAGED = {"redis": {"managed": {"enabled": True}}}
             {},
             [
                 ("ConfigMap", "f-config"),
+                ("NetworkPolicy", "f-shard"),
+                ("NetworkPolicy", "f-router"),
                 ("Service", "f-shards"),
                 ("StatefulSet", "f-shard"),
                 ("PodDisruptionBudget", "f-shard"),
@@ -75,13 +81,36 @@ MANAGED = {"redis": {"managed": {"enabled": True}}}
                 ("Service", "f"),
             ],
         ),
-        (MANAGED, [("ConfigMap", "f-config"), ("Service", "f-redis"), ("StatefulSet", "f-redis"), "..."]),
+        (
+            MANAGED,
+            [
+                ("ConfigMap", "f-config"),
+                ("NetworkPolicy", "f-shard"),
+                ("NetworkPolicy", "f-router"),
+                ("NetworkPolicy", "f-redis"),
+                ("Service", "f-redis"),
+                ("StatefulSet", "f-redis"),
+                "...",
+            ],
+        ),
         ({"telemetry": {"metrics": {"serviceMonitor": True}}}, ["...", ("ServiceMonitor", "f")]),
+        (
+            {"networkPolicy": {"enabled": False}},
+            [
+                ("ConfigMap", "f-config"),
+                ("Service", "f-shards"),
+                ("StatefulSet", "f-shard"),
+                ("PodDisruptionBudget", "f-shard"),
+                ("Deployment", "f-router"),
+                ("Service", "f"),
+            ],
+        ),
     ],
-    ids=["plain", "managed redis", "service monitor"],
+    ids=["plain", "managed redis", "service monitor", "no network policies"],
 )
 def test_children_in_apply_order(spec: dict[str, Any], children: list[Any]) -> None:
-    """ConfigMap first (pods read it), Redis before the shards that use it, extras last."""
+    """ConfigMap first (pods read it), the NetworkPolicies before any pod they guard exists, Redis
+    before the shards that use it, extras last."""
     rendered = [(m["kind"], m["metadata"]["name"]) for m in render(fleet(**spec))]
     if children[-1] == "...":
         assert rendered[: len(children) - 1] == children[:-1]
@@ -373,18 +402,30 @@ def test_render_is_pure() -> None:
 @pytest.mark.parametrize(
     ("spec", "pruned"),
     [
-        ({}, {("ServiceMonitor", "f"), ("Service", "f-redis"), ("StatefulSet", "f-redis")}),
+        (
+            {},
+            {("ServiceMonitor", "f"), ("Service", "f-redis"), ("StatefulSet", "f-redis"), REDIS_POLICY},
+        ),
         (
             {"telemetry": {"metrics": {"serviceMonitor": True}}},
-            {("Service", "f-redis"), ("StatefulSet", "f-redis")},
+            {("Service", "f-redis"), ("StatefulSet", "f-redis"), REDIS_POLICY},
         ),
         ({"redis": {"managed": {"enabled": True}}}, {("ServiceMonitor", "f")}),
         (
             {"redis": {"managed": {"enabled": True}}, "telemetry": {"metrics": {"serviceMonitor": True}}},
             set(),
         ),
+        (
+            {"redis": {"managed": {"enabled": True}}, "networkPolicy": {"enabled": False}},
+            {
+                ("ServiceMonitor", "f"),
+                ("NetworkPolicy", "f-shard"),
+                ("NetworkPolicy", "f-router"),
+                REDIS_POLICY,
+            },
+        ),
     ],
-    ids=["plain", "monitored", "managed redis", "both"],
+    ids=["plain", "monitored", "managed redis", "all", "no network policies"],
 )
 def test_optional_children_are_the_ones_the_spec_leaves_out(spec: dict[str, Any], pruned: set) -> None:
     """What the operator deletes when the spec drops it: never a child render() emits now."""
@@ -403,3 +444,200 @@ def test_no_fleet_pod_mounts_a_service_account_token(example: Path) -> None:
         if manifest["kind"] in ("StatefulSet", "Deployment"):
             pod = manifest["spec"]["template"]["spec"]
             assert pod["automountServiceAccountToken"] is False, manifest["metadata"]["name"]
+
+
+# --- least privilege: resources, NetworkPolicies -------------------------------------------------
+
+UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "m": 1e-3}
+
+
+def quantity(value: str | int) -> float:
+    text = str(value)
+    unit = next((u for u in UNITS if text.endswith(u)), "")
+    return float(text.removesuffix(unit) or 0) * UNITS.get(unit, 1)
+
+
+# component -> the workload (kind, name suffix) whose pods it is
+COMPONENTS = {
+    "shard": ("StatefulSet", "shard"),
+    "router": ("Deployment", "router"),
+    "redis": ("StatefulSet", "redis"),
+}
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_every_fleet_pod_has_cpu_and_memory_requests_and_limits_by_default(component: str) -> None:
+    """Shards, routers and the managed Redis: a spec that says nothing still schedules on what the
+    pod needs and stops a runaway at its limit; the limits never below the requests."""
+    kind, suffix = COMPONENTS[component]
+    resources = container(by_kind(render(fleet(**MANAGED)), kind, f"f-{suffix}"))["resources"]
+    for what in ("requests", "limits"):
+        assert set(resources[what]) == {"cpu", "memory"}, (what, resources)
+    for unit in ("cpu", "memory"):
+        assert quantity(resources["limits"][unit]) >= quantity(resources["requests"][unit]) > 0, resources
+    assert quantity(resources["limits"]["memory"]) >= 256 * 2**20  # room for Python, numba, Redis
+
+
+@pytest.mark.parametrize(
+    ("spec", "component", "given"),
+    [
+        ({"resources": {"requests": {"cpu": "3", "memory": "6Gi"}}}, "shard", ["resources"]),
+        (
+            {"router": {"resources": {"limits": {"cpu": 4, "memory": "2Gi"}}}},
+            "router",
+            ["router", "resources"],
+        ),
+        (
+            {"redis": {"managed": {"enabled": True, "resources": {"requests": {"memory": "8Gi"}}}}},
+            "redis",
+            ["redis", "managed", "resources"],
+        ),
+    ],
+)
+def test_resources_a_spec_sets_are_kept_as_written(
+    spec: dict[str, Any], component: str, given: list[str]
+) -> None:
+    """No default is merged into what the user wrote: a default limit could sit below their request."""
+    kind, suffix = COMPONENTS[component]
+    written = spec
+    for key in given:
+        written = written[key]
+    assert container(by_kind(render(fleet(**spec)), kind, f"f-{suffix}"))["resources"] == written
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "Deployment"])
+def test_the_engine_threads_follow_the_cpu_limit(kind: str) -> None:
+    """numba starts a thread per CPU it sees (the node's): under a CPU limit the surplus would be
+    throttled in every parallel kernel, so NUMBA_NUM_THREADS is the limit, rounded up."""
+    assert env(by_kind(render(fleet()), kind))["NUMBA_NUM_THREADS"] == {
+        "resourceFieldRef": {"resource": "limits.cpu"}
+    }
+
+
+def fleet_pods(manifests: list[dict[str, Any]], name: str = "f") -> dict[str, Pod]:
+    """component -> its pods, of the components rendered."""
+    rendered = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+    return {
+        component: pod_of(manifests, kind, f"{name}-{suffix}")
+        for component, (kind, suffix) in COMPONENTS.items()
+        if (kind, f"{name}-{suffix}") in rendered
+    }
+
+
+def test_each_network_policy_guards_its_components_pods_for_ingress_only() -> None:
+    manifests = render(fleet(**MANAGED))
+    workloads = [m for m in manifests if m["kind"] in ("StatefulSet", "Deployment")]
+    for component, (kind, suffix) in COMPONENTS.items():
+        policy = by_kind(manifests, "NetworkPolicy", f"f-{suffix}")
+        assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress (DNS, Redis, OTLP) stays open
+        guarded = [
+            w["metadata"]["name"]
+            for w in workloads
+            if selects(policy["spec"]["podSelector"], w["spec"]["template"]["metadata"]["labels"])
+        ]
+        assert guarded == [by_kind(manifests, kind, f"f-{suffix}")["metadata"]["name"]], component
+
+
+OPERATOR_NS = "gamefleet-system"
+OPERATOR = Pod(OPERATOR_NS, {"app.kubernetes.io/name": "gamefleet-operator"})
+CLIENT = Pod("games", {"gamefleet.dev/client": "f"})
+PROMETHEUS = Pod("monitoring", {"app.kubernetes.io/name": "prometheus"})
+OTHER_FLEET = fleet_pods(render(fleet("g", **MANAGED)), "g")
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "port", "expected"),
+    [
+        ("router", "shard", GRPC_PORT, True),  # the fan-out
+        ("shard", "shard", GRPC_PORT, True),  # a game moves to another shard
+        ("client", "router", GRPC_PORT, True),  # a trainer labelled gamefleet.dev/client=f
+        ("client", "shard", GRPC_PORT, True),  # ... routing to the shards itself
+        (Pod("games", {}), "router", GRPC_PORT, False),  # an unlabelled pod of the namespace
+        (Pod("games", {"gamefleet.dev/client": "g"}), "router", GRPC_PORT, False),  # another fleet's client
+        (Pod("elsewhere", {"gamefleet.dev/client": "f"}), "router", GRPC_PORT, False),  # another namespace
+        ("redis", "shard", GRPC_PORT, False),
+        ("g-shard", "shard", GRPC_PORT, False),  # another fleet's shard
+        ("prometheus", "shard", 9100, True),  # metrics: open to any scraper by default
+        ("prometheus", "router", 9100, True),
+        ("prometheus", "shard", GRPC_PORT, False),
+        ("client", "shard", 9101, False),  # a port nobody opened
+        ("shard", "redis", REDIS_PORT, True),
+        ("router", "redis", REDIS_PORT, True),  # the registry: where the shards are
+        ("operator", "redis", REDIS_PORT, True),  # the registry: load, drains, cleanup
+        (Pod("games", {"app.kubernetes.io/name": "gamefleet-operator"}), "redis", REDIS_PORT, False),
+        (Pod(OPERATOR_NS, {}), "redis", REDIS_PORT, False),  # another pod of the operator's namespace
+        ("client", "redis", REDIS_PORT, False),
+        ("g-shard", "redis", REDIS_PORT, False),
+        ("prometheus", "redis", REDIS_PORT, False),
+    ],
+)  # fmt: skip
+def test_who_may_connect_to_whom_by_default(source: Any, target: str, port: int, expected: bool) -> None:
+    manifests = render(fleet(**MANAGED), operator_namespace=OPERATOR_NS)
+    pods = fleet_pods(manifests) | {
+        "client": CLIENT,
+        "prometheus": PROMETHEUS,
+        "operator": OPERATOR,
+        "g-shard": OTHER_FLEET["shard"],
+    }
+    policies = [m for m in manifests if m["kind"] == "NetworkPolicy"]
+    source_pod = pods[source] if isinstance(source, str) else source
+    assert admitted(policies, source_pod, pods[target], port) is expected
+
+
+@pytest.mark.parametrize(
+    ("policy", "source", "target", "port", "expected"),
+    [
+        # clients in namespaces labelled team=rl, any pod of them
+        ({"clients": {"namespaceSelector": {"matchLabels": {"team": "rl"}}, "podSelector": {}}},
+         Pod("trainers", {}, {"team": "rl"}), "router", GRPC_PORT, True),
+        ({"clients": {"namespaceSelector": {"matchLabels": {"team": "rl"}}, "podSelector": {}}},
+         Pod("games", {"gamefleet.dev/client": "f"}), "router", GRPC_PORT, False),
+        # clients by a label of the user's choosing, in the fleet's namespace
+        ({"clients": {"podSelector": {"matchLabels": {"role": "trainer"}}}},
+         Pod("games", {"role": "trainer"}), "shard", GRPC_PORT, True),
+        ({"clients": {"podSelector": {"matchLabels": {"role": "trainer"}}}},
+         Pod("other", {"role": "trainer"}), "shard", GRPC_PORT, False),
+        # the metrics port only for the monitoring namespace's scrapers
+        ({"metrics": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}},
+         PROMETHEUS, "shard", 9100, True),
+        ({"metrics": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}},
+         Pod("games", {"gamefleet.dev/client": "f"}), "shard", 9100, False),
+        # an operator whose pods are labelled otherwise, in a namespace of the user's choosing
+        ({"operator": {"podSelector": {"matchLabels": {"app": "gf-op"}},
+                       "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}},
+         Pod("ops", {"app": "gf-op"}), "redis", REDIS_PORT, True),
+        ({"operator": {"podSelector": {"matchLabels": {"app": "gf-op"}},
+                       "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}},
+         OPERATOR, "redis", REDIS_PORT, False),
+    ],
+    ids=["client-namespace", "client-namespace-only", "client-label", "client-label-other-namespace",
+         "metrics-scrapers", "metrics-others", "operator-custom", "operator-default-not-any-more"],
+)  # fmt: skip
+def test_the_spec_chooses_clients_scrapers_and_the_operator(
+    policy: dict[str, Any], source: Pod, target: str, port: int, expected: bool
+) -> None:
+    manifests = render(fleet(networkPolicy=policy, **MANAGED), operator_namespace=OPERATOR_NS)
+    policies = [m for m in manifests if m["kind"] == "NetworkPolicy"]
+    assert admitted(policies, source, fleet_pods(manifests)[target], port) is expected
+
+
+def test_the_operator_outside_a_cluster_is_admitted_from_any_namespace_by_its_labels() -> None:
+    """Where the operator does not know its namespace (run from a workstation, which reaches no
+    in-cluster Redis anyway), its pods' labels are what the Redis policy goes by."""
+    manifests = render(fleet(**MANAGED))
+    policies = [m for m in manifests if m["kind"] == "NetworkPolicy"]
+    redis = fleet_pods(manifests)["redis"]
+    assert admitted(policies, Pod("anywhere", OPERATOR.labels), redis, REDIS_PORT)
+    assert not admitted(policies, Pod("anywhere", {}), redis, REDIS_PORT)
+
+
+def test_metrics_off_opens_no_metrics_port() -> None:
+    manifests = render(fleet(telemetry={"metrics": {"enabled": False}}))
+    policy = by_kind(manifests, "NetworkPolicy", "f-shard")
+    assert [port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]] == [GRPC_PORT]
+    assert not admitted([policy], PROMETHEUS, fleet_pods(manifests)["shard"], 9100)
+
+
+def test_network_policies_off_render_none() -> None:
+    manifests = render(fleet(networkPolicy={"enabled": False}, **MANAGED))
+    assert not [m for m in manifests if m["kind"] == "NetworkPolicy"]

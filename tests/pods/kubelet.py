@@ -1,6 +1,7 @@
 """A test kubelet: runs one pod's container as a real process the way a node would.
 
-- env as the kubelet builds it (envFrom, then env in order; configMapKeyRef/secretKeyRef/fieldRef;
+- env as the kubelet builds it (envFrom, then env in order; configMapKeyRef/secretKeyRef/fieldRef/
+  resourceFieldRef, an unset limit being this host's CPUs or memory, a node's allocatable;
   `$(VAR)` expanded in env values, command and args), over the image's ENV and HOME;
 - the image's USER (or the pod's runAsUser), no new privileges, no capabilities;
 - its own network namespace on the cluster's bridge (its own IP, so every pod binds 0.0.0.0:50051);
@@ -30,6 +31,7 @@ import fcntl
 import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -42,6 +44,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +122,40 @@ def field_ref(path: str, pod: Manifest) -> str:
     raise PodConfigError(f"unsupported fieldRef {path!r}")
 
 
+QUANTITY_UNITS = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000),
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+}  # fmt: skip
+
+
+def quantity(value: str | int | float) -> Fraction:
+    """A Kubernetes resource quantity, exactly (suffixes binary and decimal; no exponent form)."""
+    text = str(value).strip()
+    unit = next((u for u in sorted(QUANTITY_UNITS, key=len, reverse=True) if text.endswith(u)), "")
+    return Fraction(text.removesuffix(unit) if unit else text) * QUANTITY_UNITS.get(unit, 1)
+
+
+def resource_field_ref(ref: Mapping[str, Any], container: Manifest) -> str:
+    """A resourceFieldRef as the kubelet resolves it: the container's limit or request over the
+    divisor, rounded up; an unset limit is the node's allocatable (here: this host's CPUs, memory),
+    an unset request the limit (the API server's defaulting) or else 0."""
+    if ref.get("containerName", container["name"]) != container["name"]:
+        raise PodConfigError(f"resourceFieldRef of another container {ref['containerName']!r}")
+    kind, _, resource = ref["resource"].partition(".")
+    if kind not in ("limits", "requests") or resource not in ("cpu", "memory"):
+        raise PodConfigError(f"unsupported resourceFieldRef {ref['resource']!r}")
+    resources = container.get("resources") or {}
+    host = {
+        "cpu": len(os.sched_getaffinity(0)),
+        "memory": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+    }
+    limit = (resources.get("limits") or {}).get(resource)
+    value = (resources.get("requests") or {}).get(resource, limit) if kind == "requests" else limit
+    amount = quantity(value) if value is not None else Fraction(host[resource] if kind == "limits" else 0)
+    return str(math.ceil(amount / quantity(ref.get("divisor", 1))))
+
+
 def _lookup(kind: str, store: Mapping[str, Manifest], ref: Mapping[str, Any]) -> dict[str, str] | None:
     obj = store.get(ref["name"])
     if obj is None:
@@ -148,6 +185,8 @@ def container_env(
         source = var["valueFrom"]
         if "fieldRef" in source:
             env[name] = field_ref(source["fieldRef"]["fieldPath"], pod)
+        elif "resourceFieldRef" in source:
+            env[name] = resource_field_ref(source["resourceFieldRef"], container)
         elif "configMapKeyRef" in source or "secretKeyRef" in source:
             kind, ref = (
                 ("configmap", source["configMapKeyRef"])

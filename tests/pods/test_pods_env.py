@@ -5,6 +5,7 @@ image config read from the Dockerfile."""
 from __future__ import annotations
 
 import base64
+import os
 
 import pytest
 from test_dockerfile import UID, stages
@@ -113,3 +114,38 @@ def test_the_image_config_is_the_runtime_stage_of_the_dockerfile() -> None:
     assert ("WORKDIR", config.workdir) in runtime
     assert config.env["NUMBA_CACHE_DIR"] == "/tmp/numba" and config.env["PYTHONUNBUFFERED"] == "1"
     assert config.home == "/nonexistent" and config.entrypoint == ["gamefleet"]
+
+
+@pytest.mark.parametrize(
+    ("resources", "ref", "expected"),
+    [
+        ({"limits": {"cpu": "2"}}, {"resource": "limits.cpu"}, "2"),
+        ({"limits": {"cpu": "500m"}}, {"resource": "limits.cpu"}, "1"),  # rounded up, never 0 threads
+        ({"limits": {"cpu": "1500m"}}, {"resource": "limits.cpu", "divisor": "1m"}, "1500"),
+        ({"limits": {"cpu": 3}}, {"resource": "requests.cpu"}, "3"),  # an unset request is the limit
+        ({"requests": {"memory": "1Gi"}}, {"resource": "requests.memory", "divisor": "1Mi"}, "1024"),
+        ({"limits": {"memory": "1G"}}, {"resource": "limits.memory", "divisor": "1Mi"}, "954"),
+        ({}, {"resource": "requests.cpu"}, "0"),
+    ],
+)
+def test_resource_field_refs_resolve_as_the_kubelet_does(resources: dict, ref: dict, expected: str) -> None:
+    container = {
+        "name": "c",
+        "resources": resources,
+        "env": [{"name": "N", "valueFrom": {"resourceFieldRef": ref}}],
+    }
+    assert container_env(container, POD, CONFIGMAPS, SECRETS) == {"N": expected}
+
+
+def test_an_unset_limit_resolves_to_the_nodes_allocatable() -> None:
+    """Here the node is this host: a NUMBA_NUM_THREADS from limits.cpu of a pod without a CPU limit
+    is the CPUs the process may run on, as numba's default would be."""
+    env = [{"name": "N", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}]
+    assert container_env({"name": "c", "env": env}, POD, CONFIGMAPS, SECRETS) == {
+        "N": str(len(os.sched_getaffinity(0)))
+    }
+    other = [
+        {"name": "N", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "containerName": "x"}}}
+    ]
+    with pytest.raises(PodConfigError):
+        container_env({"name": "c", "env": other}, POD, CONFIGMAPS, SECRETS)

@@ -74,3 +74,14 @@ label -> the pod label it comes from.
 component: app_kubernetes_io_component
 fleet: gamefleet_dev_fleet
 {{- end -}}
+
+{{/*
+The label the chart's fleet's NetworkPolicies admit its clients by (the operator's default,
+gamefleet.dev/client: <fleet>), for a pod that calls that fleet (.address empty). A pod calling
+another fleet (.address) must be admitted by that fleet's networkPolicy.clients.
+*/}}
+{{- define "gamefleet.clientLabel" -}}
+{{- if and (not .address) .root.Values.fleet.enabled -}}
+gamefleet.dev/client: {{ .root.Values.fleet.name | quote }}
+{{- end -}}
+{{- end -}}
