@@ -19,6 +19,7 @@ The memo carries the two outside connections: `kube` (Kube, opened at startup) a
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -235,7 +236,14 @@ def prune(kube: Kube, body: kopf.Body, manifest: Manifest) -> None:
 
 def reconcile(body: kopf.Body, status: Mapping, patch: kopf.Patch, memo: kopf.Memo, *, tick: bool) -> None:
     """Bring the fleet's children and status to what the spec and the registry say (`tick`: the
-    timer's round, which also autoscales; else a spec change, announced by an Applied event)."""
+    timer's round, which also autoscales; else a spec change, announced by an Applied event).
+    kopf runs a fleet's timer beside its change handler: one at a time per fleet (the memo is the
+    fleet's own), or both would see the old children and both announce the change."""
+    with memo.setdefault("reconcile_lock", threading.Lock()):
+        _reconcile(body, status, patch, memo, tick=tick)
+
+
+def _reconcile(body: kopf.Body, status: Mapping, patch: kopf.Patch, memo: kopf.Memo, *, tick: bool) -> None:
     if (fleet := valid_fleet(body, status, patch)) is None:
         return
     seen, registry = observe(memo, fleet)

@@ -310,14 +310,27 @@ class FakeRegistry:
         self.drains: dict[str, float] = {}
         self.purges = 0
         self.down = False
+        self.linger = 0.0  # seconds a read waits for a second reader to come in beside it
+        self.most_at_once = 0  # the most reads seen in flight together
+        self._readers = threading.Condition()
+        self._reading = 0
 
     def report(self, shard: str, games: int, state: ShardState = ShardState.SERVING) -> None:
         self.reports[shard] = ShardLoad(shard, games, state)
 
     def loads(self) -> list[ShardLoad]:
-        if self.down:
-            raise RegistryUnavailable("redis: connection refused")
-        return list(self.reports.values())
+        with self._readers:
+            self._reading += 1
+            self.most_at_once = max(self.most_at_once, self._reading)
+            self._readers.notify_all()
+            self._readers.wait_for(lambda: self._reading > 1, timeout=self.linger)
+        try:
+            if self.down:
+                raise RegistryUnavailable("redis: connection refused")
+            return list(self.reports.values())
+        finally:
+            with self._readers:
+                self._reading -= 1
 
     def request_drain(self, shard: str, at: float) -> None:
         self.drains[shard] = at

@@ -167,6 +167,24 @@ async def test_a_steadily_autoscaled_fleet_writes_no_status_each_sync(cluster: C
     assert len(cluster.kmock[f"patch {FLEETS_URL}/psi/status"]) == writes
 
 
+async def test_a_change_seen_by_the_timer_and_the_change_handler_at_once_is_announced_once(
+    cluster: Cluster,
+) -> None:
+    """kopf runs the timer beside the change handler: their reconciles take turns, so only the first
+    sees the old template. The registry read lingers for a second reader to force the overlap."""
+    await cluster.create("psi", {"image": IMAGE, "shards": 2, "redis": {"address": "r.default.svc:6379"}})
+    await wait_for(lambda: cluster.get("apps/v1/statefulsets", "psi-shard") is not None)
+    registry = cluster.registries["psi"]
+    registry.linger = 4 * SYNC_INTERVAL
+    await cluster.patch("psi", {"spec": {"image": IMAGE.replace("0.1.0", "0.1.1")}})
+    await wait_for(lambda: cluster.events("RollingShards"), what="the RollingShards event")
+    await wait_for(lambda: len(cluster.events("Applied")) >= 2, what="the change applied")
+    await asyncio.sleep(4 * SYNC_INTERVAL)
+    registry.linger = 0.0
+    assert registry.most_at_once == 1
+    assert len(cluster.events("RollingShards")) == 1
+
+
 @pytest.mark.parametrize(
     ("extra", "event_type"),
     [
