@@ -61,6 +61,7 @@ from .wire.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
     Unimplemented,
     from_rpc_error,
@@ -70,6 +71,7 @@ from .wire.generated import batch_pb2 as pb
 from .wire.limits import channel_options
 from .wire.messages import config_to_proto, write_tensor
 from .wire.replies import Created, Observations, StepReply
+from .wire.security import PLAINTEXT, Credentials, SecurityError
 from .wire.services import SERVICE
 
 __all__ = [
@@ -77,6 +79,7 @@ __all__ = [
     "AlreadyExists",
     "AsyncFleetClient",
     "Created",
+    "Credentials",
     "FailedPrecondition",
     "FleetClient",
     "GameFleetError",
@@ -86,9 +89,11 @@ __all__ = [
     "Observations",
     "PermissionDenied",
     "ResourceExhausted",
+    "SecurityError",
     "SharedView",
     "StepReply",
     "Topology",
+    "Unauthenticated",
     "Unavailable",
     "Unimplemented",
 ]
@@ -236,22 +241,31 @@ def _method(channel: Any, name: str, streaming: bool = False) -> Any:
     return make(path, request_serializer=lambda m: m.SerializeToString())
 
 
-def _stream_metadata() -> tuple[tuple[str, str], ...] | None:
+def _stream_metadata(credentials: Credentials) -> tuple[tuple[str, str], ...] | None:
     """A stream carries the caller's trace context from its start (its steps' spans on the shard
-    then join the caller's trace); None when tracing is off."""
-    return tracing.outgoing_metadata() if tracing.ACTIVE else None
+    then join the caller's trace; None when tracing is off) and the fleet's token."""
+    return credentials.with_metadata(tracing.outgoing_metadata() if tracing.ACTIVE else None)
 
 
 class FleetClient:
-    """Blocking client of one shard or router address; a context manager that closes its channel."""
+    """Blocking client of one shard or router address; a context manager that closes its channel.
+    `credentials`: TLS (a CA, a client certificate for mutual TLS) and the fleet's token, e.g.
+    `Credentials.from_files(ca="ca.pem", token_file="token")` or `Credentials.from_env()`."""
 
     def __init__(
-        self, address: str, *, timeout: float | None = None, max_message_bytes: int | None = None
+        self,
+        address: str,
+        *,
+        timeout: float | None = None,
+        max_message_bytes: int | None = None,
+        credentials: Credentials = PLAINTEXT,
     ) -> None:
         options = channel_options() if max_message_bytes is None else channel_options(max_message_bytes)
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address, options=options)
+        self.credentials = credentials
+        self._metadata = credentials.metadata or None
+        self._channel = credentials.channel(address, options)
         self._calls = {name: _method(self._channel, name) for name in _READERS if name != "StreamSteps"}
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -269,8 +283,9 @@ class FleetClient:
         try:
             if tracing.ACTIVE:  # a CLIENT span, its context sent along in the metadata
                 with tracing.client_span(f"/{SERVICE.full_name}/{name}", self.address) as metadata:
+                    metadata = self.credentials.with_metadata(metadata)
                     return read(self._calls[name](request, timeout=self.timeout, metadata=metadata))
-            return read(self._calls[name](request, timeout=self.timeout))
+            return read(self._calls[name](request, timeout=self.timeout, metadata=self._metadata))
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
@@ -372,7 +387,7 @@ class FleetClient:
     def stream(self) -> StepStream:
         """A StreamSteps stream: one long-lived call, one reply per step, in order (lowest latency)."""
         method = _method(self._channel, "StreamSteps", streaming=True)
-        return StepStream(functools.partial(method, metadata=_stream_metadata()))
+        return StepStream(functools.partial(method, metadata=_stream_metadata(self.credentials)))
 
 
 class StepStream:
@@ -417,12 +432,19 @@ class AsyncFleetClient:
     """The asyncio twin of FleetClient (grpc.aio); `async with` closes the channel."""
 
     def __init__(
-        self, address: str, *, timeout: float | None = None, max_message_bytes: int | None = None
+        self,
+        address: str,
+        *,
+        timeout: float | None = None,
+        max_message_bytes: int | None = None,
+        credentials: Credentials = PLAINTEXT,
     ) -> None:
         options = channel_options() if max_message_bytes is None else channel_options(max_message_bytes)
         self.address = address
         self.timeout = timeout
-        self._channel = aio.insecure_channel(address, options=options)
+        self.credentials = credentials
+        self._metadata = credentials.metadata or None
+        self._channel = credentials.aio_channel(address, options)
         self._calls = {name: _method(self._channel, name) for name in _READERS if name != "StreamSteps"}
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -440,8 +462,9 @@ class AsyncFleetClient:
         try:
             if tracing.ACTIVE:
                 with tracing.client_span(f"/{SERVICE.full_name}/{name}", self.address) as metadata:
+                    metadata = self.credentials.with_metadata(metadata)
                     return read(await self._calls[name](request, timeout=self.timeout, metadata=metadata))
-            return read(await self._calls[name](request, timeout=self.timeout))
+            return read(await self._calls[name](request, timeout=self.timeout, metadata=self._metadata))
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
@@ -523,7 +546,7 @@ class AsyncFleetClient:
 
     def stream(self) -> AsyncStepStream:
         return AsyncStepStream(
-            _method(self._channel, "StreamSteps", streaming=True)(metadata=_stream_metadata())
+            _method(self._channel, "StreamSteps", streaming=True)(metadata=_stream_metadata(self.credentials))
         )
 
 

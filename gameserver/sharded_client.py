@@ -23,7 +23,17 @@ from typing import Any
 
 import grpc
 
-from .client import FleetClient, GameFleetError, NotFound, SharedView, Topology, Unavailable, _reader
+from .client import (
+    PLAINTEXT,
+    Credentials,
+    FleetClient,
+    GameFleetError,
+    NotFound,
+    SharedView,
+    Topology,
+    Unavailable,
+    _reader,
+)
 from .router import fanout
 from .wire.limits import MAX_GAMES_PER_CALL, channel_options
 from .wire.services import SERVICE
@@ -35,9 +45,16 @@ class ShardedClient(FleetClient):
     """FleetClient of a whole fleet that sends each call straight to the shards holding its games."""
 
     def __init__(
-        self, router_address: str, *, timeout: float | None = None, max_message_bytes: int | None = None
+        self,
+        router_address: str,
+        *,
+        timeout: float | None = None,
+        max_message_bytes: int | None = None,
+        credentials: Credentials = PLAINTEXT,
     ) -> None:
-        super().__init__(router_address, timeout=timeout, max_message_bytes=max_message_bytes)
+        super().__init__(
+            router_address, timeout=timeout, max_message_bytes=max_message_bytes, credentials=credentials
+        )
         self._options = channel_options() if max_message_bytes is None else channel_options(max_message_bytes)
         self._shards: dict[str, grpc.Channel] = {}
         self._methods: dict[tuple[str, str], grpc.UnaryUnaryMultiCallable] = {}
@@ -52,7 +69,7 @@ class ShardedClient(FleetClient):
             self._shards.pop(shard).close()
             self._methods = {key: call for key, call in self._methods.items() if key[0] != shard}
         for shard in set(topology.shards) - set(self._shards):
-            self._shards[shard] = grpc.insecure_channel(shard, options=self._options)
+            self._shards[shard] = self.credentials.channel(shard, self._options)
         return topology
 
     def close_channel(self) -> None:
@@ -71,7 +88,7 @@ class ShardedClient(FleetClient):
     def _send(self, name: str, part: fanout.Part) -> bytes | GameFleetError:
         """The shard's reply, or its refusal as the fleet's error (returned: the caller picks which)."""
         try:
-            return self._method(part.shard, name)(part.request, timeout=self.timeout)
+            return self._method(part.shard, name)(part.request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             return fanout.shard_error(part.shard, error.code(), error.details() or "", self.timeout)
 

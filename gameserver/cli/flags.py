@@ -44,3 +44,58 @@ def add_redis_timing_arguments(parser: argparse.ArgumentParser | argparse._Argum
         help="after a Redis command that got no answer, seconds the next ones fail at once without "
         "trying Redis (0: off; default: $GAMEFLEET_REDIS_BREAKER_SECONDS, else 1)",
     )  # fmt: skip
+
+
+def add_security_arguments(parser: argparse.ArgumentParser, *, client_only: bool = False) -> None:
+    """--tls-cert/--tls-key/--tls-ca/--tls-server-name/--token-file (and --tls for a client): the
+    process's TLS and the fleet's bearer token, for its server and the channels it opens; each
+    defaults to its $GAMEFLEET_* variable (the operator mounts them so). Nothing set: plaintext,
+    no token (`gamefleet up` on loopback)."""
+    env = os.environ.get
+    group = parser.add_argument_group("security (TLS, mutual TLS, the fleet's token)")
+    mine = "client" if client_only else "server (and client)"
+    group.add_argument(
+        "--tls-cert", default=env("GAMEFLEET_TLS_CERT"),
+        help=f"PEM certificate of this {mine}; needs --tls-key (default: $GAMEFLEET_TLS_CERT)",
+    )  # fmt: skip
+    group.add_argument(
+        "--tls-key", default=env("GAMEFLEET_TLS_KEY"), help="its PEM key (default: $GAMEFLEET_TLS_KEY)"
+    )
+    group.add_argument(
+        "--tls-ca", default=env("GAMEFLEET_TLS_CA"),
+        help="PEM CA that verifies the other side: a server given one requires client certificates "
+        "(mutual TLS) (default: $GAMEFLEET_TLS_CA)",
+    )  # fmt: skip
+    group.add_argument(
+        "--tls-server-name", default=env("GAMEFLEET_TLS_SERVER_NAME"),
+        help="the name servers' certificates are checked against, instead of the address dialled "
+        "(default: $GAMEFLEET_TLS_SERVER_NAME)",
+    )  # fmt: skip
+    group.add_argument(
+        "--token-file", default=env("GAMEFLEET_TOKEN_FILE"),
+        help="file holding the fleet's bearer token (default: $GAMEFLEET_TOKEN_FILE, else the token "
+        "in $GAMEFLEET_TOKEN): calls without it are refused, but for health and seat play",
+    )  # fmt: skip
+    if client_only:
+        group.add_argument(
+            "--tls", action="store_true", help="TLS verified by the system's roots (no --tls-ca)"
+        )
+
+
+def credentials(args: argparse.Namespace, command: str) -> object:
+    """The Credentials the security flags name; a missing file or a certificate without its key
+    ends the command at start-up with a message saying which."""
+    from ..wire.security import Credentials, SecurityError
+
+    try:
+        return Credentials.from_files(
+            args.tls_cert,
+            args.tls_key,
+            args.tls_ca,
+            args.token_file,
+            token=os.environ.get("GAMEFLEET_TOKEN"),
+            tls=getattr(args, "tls", False),
+            server_name=args.tls_server_name,
+        )
+    except SecurityError as error:
+        raise SystemExit(f"gamefleet {command}: {error}") from None

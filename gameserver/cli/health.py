@@ -12,6 +12,8 @@ import argparse
 import sys
 import time
 
+from .flags import add_security_arguments, credentials
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -22,6 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to keep trying (0: check once)")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between checks")
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of one check (s)")
+    add_security_arguments(parser, client_only=True)  # health needs no token, but TLS where served
     parser.set_defaults(run=run)
     return parser
 
@@ -39,14 +42,13 @@ def check(stub: object, service: str, timeout: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import grpc
     from grpc_health.v1 import health_pb2_grpc
 
     if args.wait < 0 or args.interval <= 0 or args.timeout <= 0:
         raise SystemExit("gamefleet health: --wait must be >= 0, --interval and --timeout > 0")
     started = time.monotonic()
     seen = None
-    with grpc.insecure_channel(args.address) as channel:
+    with credentials(args, "health").channel(args.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             state = check(stub, args.service, args.timeout)

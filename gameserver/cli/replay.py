@@ -11,6 +11,7 @@ import argparse
 
 from ..telemetry.exposition import add_metrics_argument
 from ..wire import limits
+from .flags import add_security_arguments, credentials
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     serve.add_argument("--seed", type=int, default=0, help="seeds the sampling")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
     add_metrics_argument(serve)
+    add_security_arguments(serve)
     serve.set_defaults(run=run)
     return replay
 
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..replay.transitions import transition_spec
     from ..telemetry import process
 
+    security = credentials(args, "replay serve")
     try:
         spec = transition_spec(GameConfig(args.height, args.width))
         limiter = RateLimiter(args.samples_per_insert, args.min_size, args.error_buffer)
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_wait_s=args.max_wait,
         max_message_bytes=args.max_message_mb << 20,
+        credentials=security,
     )
     process.start("replay", args.host, args.metrics_port)
     try:

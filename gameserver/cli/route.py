@@ -19,7 +19,7 @@ import urllib.parse
 
 from ..telemetry.exposition import add_metrics_argument
 from ..wire import limits
-from .flags import add_redis_timing_arguments, add_reflection_argument
+from .flags import add_redis_timing_arguments, add_reflection_argument, add_security_arguments, credentials
 
 SHARD_PORT = 50051
 
@@ -32,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=50050, help="0 picks a free port (printed at start)")
     add_reflection_argument(parser)
+    add_security_arguments(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--shards", help="comma-separated shard addresses host:port")
     source.add_argument("--dns", help="NAME:PORT whose A/AAAA records are the shards (a headless Service)")
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from ..router.server import RouterServer  # grpc loads here, not for `gamefleet --help`
     from ..telemetry import process
 
+    security = credentials(args, "route")
     server = RouterServer(
         _source(args),
         args.host,
@@ -106,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         max_games_per_call=args.max_games_per_call,
         max_message_bytes=args.max_message_mb << 20,
         reflection=args.reflection,
+        credentials=security,
     )
     return process.run_server("router", args.host, args.metrics_port, server.serve_until_signal(args.grace))
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..telemetry.exposition import add_metrics_argument
 from ..threads import wait_passively
 from ..wire import limits
-from .flags import add_redis_timing_arguments, add_reflection_argument
+from .flags import add_redis_timing_arguments, add_reflection_argument, add_security_arguments, credentials
 
 if TYPE_CHECKING:  # numba and grpc load in run(), not for `gamefleet --help`
     from ..engine import GameConfig
@@ -105,6 +105,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed at start)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the maps and placement keys clients omit")
     add_reflection_argument(parser)
+    add_security_arguments(parser)
     parser.add_argument("--max-games-per-call", type=int, default=limits.MAX_GAMES_PER_CALL)
     parser.add_argument("--max-games", type=int, default=limits.MAX_GAMES, help="games one shard holds")
     parser.add_argument("--max-message-mb", type=int, default=limits.MAX_MESSAGE_BYTES >> 20)
@@ -191,6 +192,7 @@ def shard_server(args: argparse.Namespace) -> ShardServer:
         drain_timeout_s=drain_timeout(args),
         reflection=args.reflection,
         advertise=args.advertise,
+        credentials=credentials(args, "serve"),
     )
 
 

@@ -23,6 +23,7 @@ from grpc import aio
 from ..wire.errors import InvalidArgument, abort
 from ..wire.generated import moves_pb2 as mpb
 from ..wire.messages import parse_request
+from ..wire.security import PLAINTEXT, Credentials
 from ..wire.services import MOVES_SERVICE
 
 TIMEOUT_S = 60.0  # recording and recovering thousands of games takes well under this
@@ -30,6 +31,13 @@ log = logging.getLogger(__name__)
 
 HandOver = Callable[[np.ndarray], Awaitable[int]]
 Adopt = Callable[[str, np.ndarray], Awaitable[int]]
+_credentials = PLAINTEXT  # the shard's own: TLS and the fleet token for the shards it calls
+
+
+def use(credentials: Credentials) -> None:
+    """The credentials this process's calls to other shards present (the shard server sets its own)."""
+    global _credentials
+    _credentials = credentials
 
 
 def handler(hand_over: HandOver, adopt: Adopt) -> grpc.GenericRpcHandler:
@@ -74,10 +82,10 @@ async def adopt(shard: str, owner: str, key_hashes: list[int], timeout: float = 
 
 
 async def _call(shard: str, method: str, request: object, timeout: float) -> int:
-    async with aio.insecure_channel(shard) as channel:
+    async with _credentials.aio_channel(shard) as channel:
         reply = await channel.unary_unary(
             f"/{MOVES_SERVICE.full_name}/{method}",
             request_serializer=type(request).SerializeToString,
             response_deserializer=mpb.MovedGames.FromString,
-        )(request, timeout=timeout)
+        )(request, timeout=timeout, metadata=_credentials.metadata or None)
     return int(reply.games)

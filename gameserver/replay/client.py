@@ -22,6 +22,7 @@ from ..wire.generated import replay_pb2_grpc as rpb_grpc
 from ..wire.limits import channel_options
 from ..wire.messages import read_tensor, write_tensor
 from ..wire.replay import info_from_proto, read_fields, write_fields
+from ..wire.security import PLAINTEXT, Credentials
 from .buffer import SampleBatch
 from .transitions import CapturedPlanes, Planes, StepFlags, capture, make_transitions, transition_spec
 
@@ -32,12 +33,18 @@ class ReplayClient:
     """Blocking client of one ReplayService; errors are GameFleetError subclasses (service.errors)."""
 
     def __init__(
-        self, address: str, *, timeout: float | None = None, max_message_bytes: int | None = None
+        self,
+        address: str,
+        *,
+        timeout: float | None = None,
+        max_message_bytes: int | None = None,
+        credentials: Credentials = PLAINTEXT,
     ) -> None:
         options = channel_options() if max_message_bytes is None else channel_options(max_message_bytes)
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address, options=options)
+        self._metadata = credentials.metadata or None  # the token (TLS: the channel's)
+        self._channel = credentials.channel(address, options)
         self._stub = rpb_grpc.ReplayServiceStub(self._channel)
 
     def __enter__(self) -> ReplayClient:
@@ -51,7 +58,9 @@ class ReplayClient:
 
     def _call(self, method: str, request: object, timeout: float | None) -> object:
         try:
-            return getattr(self._stub, method)(request, timeout=self.timeout if timeout is None else timeout)
+            return getattr(self._stub, method)(
+                request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
@@ -108,8 +117,9 @@ class TransitionPusher:
         max_pending: int = 4,
         chunk_bytes: int = 32 << 20,
         timeout: float = 60.0,
+        credentials: Credentials = PLAINTEXT,
     ) -> None:
-        self.client = ReplayClient(address, timeout=timeout)
+        self.client = ReplayClient(address, timeout=timeout, credentials=credentials)
         spec = transition_spec(config)
         served = self.client.info()["spec"]
         if served != spec:

@@ -26,6 +26,7 @@ from ..wire.generated import replay_pb2 as rpb
 from ..wire.limits import MAX_MESSAGE_BYTES, channel_options
 from ..wire.messages import parse_request, read_tensor, write_tensor
 from ..wire.replay import info_to_proto, read_fields, write_fields
+from ..wire.security import PLAINTEXT, Credentials
 from ..wire.services import REPLAY_SERVICE
 from .buffer import ReplayBuffer
 
@@ -115,14 +116,17 @@ class ReplayServer:
         workers: int = 16,
         max_wait_s: float = 30.0,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        credentials: Credentials = PLAINTEXT,
     ) -> None:
         self.buffer = buffer
+        self.credentials = credentials  # TLS on its port, the token its calls must carry
         watch_replay(buffer)
         self.host, self.port = host, port
         self.health = health.HealthServicer()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(workers, thread_name_prefix="replay"),
             options=channel_options(max_message_bytes),
+            interceptors=credentials.sync_server_interceptors(),
         )
         self._server.add_generic_rpc_handlers((ReplayServicer(buffer, max_wait_s=max_wait_s).handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -132,7 +136,7 @@ class ReplayServer:
         return f"{self.host}:{self.port}"
 
     def start(self) -> ReplayServer:
-        self.port = self._server.add_insecure_port(self.address)
+        self.port = self.credentials.add_port(self._server, self.address)
         self._server.start()
         for service in ("", REPLAY_SERVICE.full_name):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)

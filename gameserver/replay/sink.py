@@ -19,6 +19,7 @@ import numpy as np
 
 from ..engine import GameConfig
 from ..wire.errors import FailedPrecondition, GameFleetError, Unavailable
+from ..wire.security import PLAINTEXT, Credentials
 from .client import TransitionPusher
 from .transitions import CapturedPlanes, Planes, StepFlags
 
@@ -29,8 +30,11 @@ RECONNECT_AFTER_S = 1.0
 class TransitionSink:
     """Pushers to the ReplayService at `address`, one per board size (tiles), made on first use."""
 
-    def __init__(self, address: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, address: str, *, timeout_s: float = 10.0, credentials: Credentials = PLAINTEXT
+    ) -> None:
         self.address = address
+        self.credentials = credentials  # the shard's own: TLS and the fleet's token
         self.timeout_s = timeout_s
         self.pushed_steps = 0
         self.dropped = 0  # transitions lost while the service was failing
@@ -89,7 +93,9 @@ class TransitionSink:
 
     def _open(self, config: GameConfig) -> TransitionPusher:
         try:
-            return TransitionPusher(self.address, config, timeout=self.timeout_s)
+            return TransitionPusher(
+                self.address, config, timeout=self.timeout_s, credentials=self.credentials
+            )
         except GameFleetError as error:
             raise Unavailable(f"the shard's replay service {self.address}: {error}") from None
         except ValueError as error:  # another board size

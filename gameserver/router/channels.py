@@ -22,11 +22,11 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..telemetry.grpc_client import ClientCall
 from ..wire.limits import channel_options
+from ..wire.security import PLAINTEXT, Credentials
 from ..wire.services import SERVICE
 
 THREADS_PER_SHARD = 32  # concurrent sync calls to one shard; more wait for a thread
@@ -36,9 +36,11 @@ SYNC_FROM_BYTES = 4 << 20  # replies expected this large go on the sync stack
 class _Link:
     """One shard: its channels, its threads, its methods on either stack."""
 
-    def __init__(self, shard: str, options: list[tuple[str, int]], threads: int) -> None:
-        self.channel = grpc.insecure_channel(shard, options=options)
-        self.aio_channel = aio.insecure_channel(shard, options=options)
+    def __init__(
+        self, shard: str, options: list[tuple[str, int]], threads: int, credentials: Credentials
+    ) -> None:
+        self.channel = credentials.channel(shard, options)
+        self.aio_channel = credentials.aio_channel(shard, options)
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix=f"shard {shard}")
         paths = {m.name: f"/{SERVICE.full_name}/{m.name}" for m in SERVICE.methods if not m.client_streaming}
         self.methods = {name: self.channel.unary_unary(path) for name, path in paths.items()}
@@ -54,7 +56,13 @@ class _Link:
 class ShardChannels:
     """Links by shard address, opened when a shard joins and closed when it leaves."""
 
-    def __init__(self, max_message_bytes: int, threads_per_shard: int = THREADS_PER_SHARD) -> None:
+    def __init__(
+        self,
+        max_message_bytes: int,
+        threads_per_shard: int = THREADS_PER_SHARD,
+        credentials: Credentials = PLAINTEXT,
+    ) -> None:
+        self.credentials = credentials  # TLS to the shards, and the fleet's token for trusted calls
         self._options = channel_options(max_message_bytes)
         self._threads = threads_per_shard
         self._links: dict[str, _Link] = {}
@@ -72,12 +80,23 @@ class ShardChannels:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     async def call(
-        self, shard: str, method: str, request: bytes, timeout: float, *, games: int = 1, planes: bool = False
+        self,
+        shard: str,
+        method: str,
+        request: bytes,
+        timeout: float,
+        *,
+        games: int = 1,
+        planes: bool = False,
+        token: bool = True,
     ) -> bytes:
         """`method` of the BatchGameService on `shard`; raises grpc.RpcError as the shard's status.
-        `games` and `planes` (the reply carries observation planes) pick the stack (see above)."""
+        `games` and `planes` (the reply carries observation planes) pick the stack (see above);
+        `token`: the call carries the fleet's token (a caller without it: seat play only)."""
         link = self._link(shard)
         with ClientCall(shard, method) as metadata:
+            if token:
+                metadata = self.credentials.with_metadata(metadata)
             if self.stack(method, games, planes) == "aio":
                 reply = await link.aio_methods[method](request, timeout=timeout, metadata=metadata)
             else:
@@ -100,7 +119,7 @@ class ShardChannels:
     def _link(self, shard: str) -> _Link:
         link = self._links.get(shard)
         if link is None:
-            link = self._links[shard] = _Link(shard, self._options, self._threads)
+            link = self._links[shard] = _Link(shard, self._options, self._threads, self.credentials)
         return link
 
     def keep(self, shards: Iterable[str]) -> None:

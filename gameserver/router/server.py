@@ -23,7 +23,9 @@ from grpc_reflection.v1alpha import reflection
 from ..sharding import DEFAULT_VIRTUAL_NODES, HashRing
 from ..telemetry import collectors, metrics
 from ..telemetry.grpc_server import interceptors
+from ..wire.admission import RequestLimits
 from ..wire.limits import MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, channel_options
+from ..wire.security import PLAINTEXT, Credentials
 from ..wire.services import LIVENESS_SERVICE, SERVICE
 from .channels import ShardChannels
 from .servicer import RouterServicer
@@ -50,18 +52,29 @@ class RouterServer:
         virtual_nodes: int = DEFAULT_VIRTUAL_NODES,
         max_games_per_call: int = MAX_GAMES_PER_CALL,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        requests: RequestLimits | None = None,
         reflection: bool = False,
+        credentials: Credentials = PLAINTEXT,
     ) -> None:
         self.source = source
+        self.credentials = credentials  # TLS and the fleet's token: its port and its shard channels
         self.reflection = reflection  # off unless asked: it maps the API for anyone who reaches the port
         self.host, self.port = host, port
         self.refresh_s = refresh_s
         self.virtual_nodes = virtual_nodes
         self.max_message_bytes = max_message_bytes
-        self.channels = ShardChannels(max_message_bytes)
+        # memory (wire/admission.py): the receive limit (gRPC core) and the cap on large calls
+        requests = requests or RequestLimits()
+        self.max_request_bytes = requests.receive_bytes(max_games_per_call, 0, max_message_bytes)
+        self.large_calls = requests.gate()
+        collectors.watch_large_calls(self.large_calls)
+        self.channels = ShardChannels(max_message_bytes, credentials=credentials)
         collectors.watch_channels(self.channels)
         self.servicer = RouterServicer(
-            self.channels, shard_timeout_s=shard_timeout_s, max_games_per_call=max_games_per_call
+            self.channels,
+            shard_timeout_s=shard_timeout_s,
+            max_games_per_call=max_games_per_call,
+            fleet_token=credentials.token,
         )
         self.health = health.aio.HealthServicer()
         self._server: aio.Server | None = None
@@ -78,9 +91,12 @@ class RouterServer:
     async def start(self, topology_wait_s: float = 10.0) -> None:
         """Serve; the first topology poll is awaited (up to `topology_wait_s`) so a router started
         over live shards reports SERVING at once."""
-        server = aio.server(options=channel_options(self.max_message_bytes), interceptors=interceptors())
-        self.port = server.add_insecure_port(self.address)
-        server.add_generic_rpc_handlers((self.servicer.handler(),))
+        server = aio.server(
+            options=channel_options(self.max_message_bytes, self.max_request_bytes),
+            interceptors=[*interceptors(), *self.credentials.server_interceptors(seat_play=True)],
+        )
+        self.port = self.credentials.add_port(server, self.address)
+        server.add_generic_rpc_handlers((self.large_calls.wrap(self.servicer.handler()),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.reflection:
             names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)

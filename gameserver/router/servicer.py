@@ -30,6 +30,7 @@ from ..sharding import HashRing
 from ..wire.errors import NotFound, Unavailable, abort
 from ..wire.generated import batch_pb2 as pb
 from ..wire.messages import parse_request
+from ..wire.security import presents_token
 from ..wire.services import SERVICE
 from . import fanout
 from .channels import ShardChannels
@@ -47,7 +48,12 @@ class RouterServicer:
         *,
         shard_timeout_s: float,
         max_games_per_call: int,
+        fleet_token: str | None = None,
     ) -> None:
+        # With a fleet token, callers without it reach only the seat methods (the server's
+        # TokenCheck), and their calls go to the shards without it: the shards then allow them
+        # seat play only, as if they had called the shards themselves.
+        self.fleet_token = fleet_token
         self.channels = channels
         self.shard_timeout_s = shard_timeout_s
         self.max_games_per_call = max_games_per_call
@@ -70,7 +76,7 @@ class RouterServicer:
     def _unary(self, method: str) -> Callable[[bytes, aio.ServicerContext], Awaitable[bytes]]:
         async def behaviour(raw: bytes, context: aio.ServicerContext) -> bytes:
             try:
-                return await self.route(method, raw, context.time_remaining())
+                return await self.route(method, raw, context.time_remaining(), self._trusted(context))
             except Exception as error:
                 await abort(context, error, log)
 
@@ -81,8 +87,9 @@ class RouterServicer:
     ) -> AsyncIterator[bytes]:
         """Each request routed like SubmitBatchActions, a reply each, in order; a refusal ends the stream."""
         try:
+            trusted = self._trusted(context)
             async for raw in requests:
-                yield await self.route("SubmitBatchActions", raw, context.time_remaining())
+                yield await self.route("SubmitBatchActions", raw, context.time_remaining(), trusted)
         except Exception as error:
             await abort(context, error, log)
 
@@ -95,14 +102,21 @@ class RouterServicer:
         except Exception as error:
             await abort(context, error, log)
 
-    async def route(self, method: str, raw: bytes, time_left: float | None = None) -> bytes:
-        """Serve one request of `method` on the shards; the reply's bytes."""
+    def _trusted(self, context: aio.ServicerContext) -> bool:
+        """The caller holds the fleet's token, or the fleet has none."""
+        return self.fleet_token is None or presents_token(context.invocation_metadata(), self.fleet_token)
+
+    async def route(
+        self, method: str, raw: bytes, time_left: float | None = None, trusted: bool = True
+    ) -> bytes:
+        """Serve one request of `method` on the shards; the reply's bytes. `trusted`: the calls to
+        the shards carry the fleet's token."""
         ring = self._ring()
         plan = fanout.plan(method, raw, ring, self.max_games_per_call, self.placeable)
         timeout = self.shard_timeout_s if time_left is None else min(self.shard_timeout_s, time_left)
         if len(plan.parts) == 1:
             try:
-                return await self._call(method, plan.parts[0], timeout)
+                return await self._call(method, plan.parts[0], timeout, trusted)
             except (NotFound, Unavailable) as error:
                 if method == "CreateBatchGames" and isinstance(error, Unavailable):
                     self._stop_placing_on(plan.parts[0].shard, ring)  # then placed again, elsewhere
@@ -114,9 +128,9 @@ class RouterServicer:
                         raise
             plan = fanout.plan(method, raw, self._ring(), self.max_games_per_call, self.placeable)
             if len(plan.parts) == 1:
-                return await self._call(method, plan.parts[0], timeout)
+                return await self._call(method, plan.parts[0], timeout, trusted)
         outcomes = await asyncio.gather(
-            *(self._call(method, part, timeout) for part in plan.parts), return_exceptions=True
+            *(self._call(method, part, timeout, trusted) for part in plan.parts), return_exceptions=True
         )
         error = fanout.first_failure(plan.parts, outcomes)
         if error is not None:
@@ -131,10 +145,10 @@ class RouterServicer:
         placeable = self.placeable if self.placeable is not None else frozenset(ring.shards)
         self.placeable = placeable - {shard}
 
-    async def _call(self, method: str, part: fanout.Part, timeout: float) -> bytes:
+    async def _call(self, method: str, part: fanout.Part, timeout: float, trusted: bool = True) -> bytes:
         try:
             return await self.channels.call(
-                part.shard, method, part.request, timeout, games=part.games, planes=part.planes
+                part.shard, method, part.request, timeout, games=part.games, planes=part.planes, token=trusted
             )
         except grpc.RpcError as error:
             raise fanout.shard_error(part.shard, error.code(), error.details() or "", timeout) from None

@@ -34,6 +34,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..engine import GameConfig
+from ..fleet import moves
 from ..fleet.durability import Durability, Mode, OnRedisError
 from ..fleet.membership import FleetMember
 from ..fleet.store import FleetStore
@@ -42,7 +43,9 @@ from ..replay.sink import TransitionSink
 from ..shared_views import SharedViewCache
 from ..telemetry import collectors, metrics
 from ..telemetry.grpc_server import interceptors
+from ..wire.admission import RequestLimits
 from ..wire.limits import MAX_GAMES, MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, WORKERS, channel_options
+from ..wire.security import PLAINTEXT, Credentials
 from ..wire.services import LIVENESS_SERVICE, SERVICE
 from .deltas import DeltaViews
 from .games import ShardGames
@@ -101,6 +104,8 @@ class ShardServer:
         max_games_per_call: int = MAX_GAMES_PER_CALL,
         max_games: int = MAX_GAMES,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        requests: RequestLimits | None = None,
+        max_memory_bytes: int | None = None,
         workers: int = WORKERS,
         fleet: FleetOptions | None = None,
         replay_address: str | None = None,
@@ -108,8 +113,11 @@ class ShardServer:
         drain_timeout_s: float = 60.0,
         reflection: bool = False,
         advertise: str | None = None,
+        credentials: Credentials = PLAINTEXT,
     ) -> None:
         self.host, self.port = host, port
+        # TLS and the fleet's token: for its port, and for the channels it opens (moves, replay)
+        self.credentials = credentials
         # the address others reach it at (default: the bound host:port), and its name in replies
         self.advertise = advertise
         self.drain_timeout_s = drain_timeout_s  # SIGTERM: how long the drain may take (0: leave at once)
@@ -117,11 +125,17 @@ class ShardServer:
         self.game_defaults = game_defaults  # fields a create request leaves unset (None: the engine's)
         self.fleet = fleet
         # games created with push_transitions send their steps to this ReplayService
-        self.transitions = TransitionSink(replay_address) if replay_address else None
+        self.transitions = TransitionSink(replay_address, credentials=credentials) if replay_address else None
         self.seed = seed
         self.max_games_per_call = max_games_per_call
         self.max_games = max_games
         self.max_message_bytes = max_message_bytes
+        # memory (wire/admission.py): requests over the receive limit are refused by the gRPC core,
+        # large ones served a few at a time; creates past max_memory_bytes refused (games.py)
+        requests = requests or RequestLimits()
+        self.max_request_bytes = requests.receive_bytes(max_games_per_call, max_games, max_message_bytes)
+        self.large_calls = requests.gate()
+        self.max_memory_bytes = max_memory_bytes
         self.workers = workers
         self.health = health.aio.HealthServicer()
         self.games: ShardGames | None = None
@@ -150,8 +164,12 @@ class ShardServer:
         # numba's workqueue layer must not run parallel kernels from two threads at once.
         workers = 1 if layer == "workqueue" else self.workers
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="engine")
-        server = aio.server(options=channel_options(self.max_message_bytes), interceptors=interceptors())
-        self.port = server.add_insecure_port(self.address)
+        server = aio.server(
+            options=channel_options(self.max_message_bytes, self.max_request_bytes),
+            interceptors=[*interceptors(), *self.credentials.server_interceptors(seat_play=True)],
+        )
+        self.port = self.credentials.add_port(server, self.address)
+        moves.use(self.credentials)  # the channels to the shards it moves games with
         store = None
         if self.fleet is not None:
             f = self.fleet
@@ -171,10 +189,12 @@ class ShardServer:
             self._executor,
             seed=self.seed,
             max_games=self.max_games,
+            max_memory=self.max_memory_bytes,
             durability=self.durability,
             transitions=self.transitions,
         )
         collectors.watch_games(self.games)
+        collectors.watch_large_calls(self.large_calls)
         if self.durability is not None:
             collectors.watch_durability(self.durability)
         servicer = BatchGameServicer(
@@ -183,11 +203,12 @@ class ShardServer:
             max_games_per_call=self.max_games_per_call,
             max_message_bytes=self.max_message_bytes,
             game_defaults=self.game_defaults,
+            fleet_token=self.credentials.token,
         )
         self.seats = servicer.seats
         self._servicer = servicer
         self._shared_views = servicer.shared_views
-        server.add_generic_rpc_handlers((servicer.handler(),))
+        server.add_generic_rpc_handlers((self.large_calls.wrap(servicer.handler()),))
         if self.durability is not None:
             self.member = FleetMember(
                 store,

@@ -40,6 +40,7 @@ from ..wire.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
     abort,
 )
@@ -52,6 +53,7 @@ from ..wire.messages import (
     read_placement_key,
     read_seeds,
 )
+from ..wire.security import presents_token
 from ..wire.services import SERVICE
 from .games import Route, ShardGames, ShardStep, Views
 from .roles import read_role
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _REPLY_OVERHEAD = 4096  # bytes of framing and small fields in any reply
+_STRANGER = "this fleet needs a token: without it, only seat calls (JoinGame, seats with seat_tokens)"
 
 
 def _observations(views: Views, shared: bool = False) -> wire.Body:
@@ -107,8 +110,13 @@ class BatchGameServicer:
         max_games_per_call: int,
         max_message_bytes: int,
         game_defaults: GameConfig | None = None,
+        fleet_token: str | None = None,
     ) -> None:
         self.games = games
+        # With a fleet token, callers without it (the server's TokenCheck lets them reach only the
+        # seat methods) may only join open seats and move them with seat tokens (`_trusted`).
+        # Without one, every caller is trusted: anyone who reaches the port plays any game.
+        self.fleet_token = fleet_token
         # what the fields a CreateBatchGames request leaves unset take (the fleet's spec.game)
         self.game_defaults = GameConfig() if game_defaults is None else game_defaults
         self.seats = SeatTable(games)
@@ -186,7 +194,7 @@ class BatchGameServicer:
 
     @_refuse
     async def SubmitBatchActions(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._step(raw)
+        return await self._step(raw, self._trusted(context))
 
     async def StreamSteps(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -194,8 +202,9 @@ class BatchGameServicer:
         """One reply per request, in order. A refused request ends the stream with its status
         (the games of that request unchanged, those of earlier requests stepped)."""
         try:
+            trusted = self._trusted(context)
             async for raw in requests:
-                yield await self._step(raw)
+                yield await self._step(raw, trusted)
         except Exception as error:
             await abort(context, error, log)
 
@@ -235,16 +244,22 @@ class BatchGameServicer:
         parse_request(pb.GetTopologyRequest, raw)
         return pb.Topology(shards=[self.name], virtual_nodes=DEFAULT_VIRTUAL_NODES).SerializeToString()
 
-    async def _step(self, raw: bytes) -> bytes:
-        if not tracing.ACTIVE:
-            return await self._process_actions(raw)
-        with tracing.span("game.process_actions"):
-            return await self._process_actions(raw)
+    def _trusted(self, context: grpc.aio.ServicerContext) -> bool:
+        """The caller holds the fleet's token, or the fleet has none."""
+        return self.fleet_token is None or presents_token(context.invocation_metadata(), self.fleet_token)
 
-    async def _process_actions(self, raw: bytes) -> bytes:
+    async def _step(self, raw: bytes, trusted: bool = True) -> bytes:
+        if not tracing.ACTIVE:
+            return await self._process_actions(raw, trusted)
+        with tracing.span("game.process_actions"):
+            return await self._process_actions(raw, trusted)
+
+    async def _process_actions(self, raw: bytes, trusted: bool) -> bytes:
         request = parse_request(pb.SubmitBatchActionsRequest, raw)
-        route = await self._route(request)
         seat_play = request.HasField("seats") or request.HasField("seat_tokens")
+        if not trusted and not seat_play:
+            raise Unauthenticated(_STRANGER)
+        route = await self._route(request)
         if tracing.recording():
             tracing.annotate(_batch_attributes(route, request, seat_play, self.games.active_games))
         if seat_play:

@@ -74,6 +74,13 @@ class PermissionDenied(GameFleetError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class Unauthenticated(GameFleetError):
+    """A call without the fleet's token (or with a wrong one) where the fleet has one; a caller
+    without it may only join open seats and move them with their seat tokens: no game changed."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class Aborted(GameFleetError):
     """A seat call whose game was closed while it waited for the other seats."""
 
@@ -98,6 +105,7 @@ _BY_CODE = {
         FailedPrecondition,
         AlreadyExists,
         PermissionDenied,
+        Unauthenticated,
         Aborted,
     )
 }
