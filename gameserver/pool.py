@@ -224,6 +224,22 @@ class GamePool:
         arrays = (*self.batch.arrays().values(), self._slot_ids, self._index_ids, self._index_slots)
         return sum(a.nbytes for a in arrays)
 
+    def growth_bytes(self, n: int) -> int:
+        """Bytes that taking in n more games allocates: the grown storage (held beside the old one
+        while the games are copied into it) and the id bookkeeping; 0 when free slots suffice."""
+        capacity = self._grown_capacity(n)
+        if capacity == self.capacity:
+            return 0
+        per_slot = sum(a.nbytes for a in self.batch.arrays().values()) // self.capacity + 8  # + slot id
+        return capacity * per_slot + (self.active_games + n) * 16  # + the id index (id, slot)
+
+    def _grown_capacity(self, n: int) -> int:
+        """The capacity after taking in n more games: doubled until they fit, capped at max_games."""
+        capacity = self.capacity
+        while capacity < self.active_games + n:
+            capacity *= 2
+        return min(capacity, self.max_games)
+
     def contains(self, ids: object) -> np.ndarray:
         """bool[B]: which ids are live here (lets a server holding several pools route ids)."""
         _, found = self._lookup(_id_array(ids))
@@ -366,11 +382,8 @@ class GamePool:
             raise PoolFullError(
                 f"pool is full: {self.active_games} games + {n} new would exceed max_games={self.max_games}"
             )
-        if self.capacity - self.active_games < n:
-            capacity = self.capacity
-            while capacity < self.active_games + n:
-                capacity *= 2
-            capacity = min(capacity, self.max_games)
+        capacity = self._grown_capacity(n)
+        if capacity > self.capacity:
             self.batch = self.batch.resized(capacity)  # games keep their slots
             self._slot_ids = np.concatenate(
                 [self._slot_ids, np.full(capacity - self._slot_ids.size, FREE, np.uint64)]

@@ -166,11 +166,13 @@ class ShardGames:
         *,
         seed: int = 0,
         max_games: int = 1 << 20,
+        max_memory: int | None = None,
         durability: Durability | None = None,
         transitions: TransitionSink | None = None,
     ) -> None:
         self.seed = seed
         self.max_games = max_games
+        self.max_memory = max_memory  # bytes the games' storage may take, growth included (None: no cap)
         self.durability = durability
         self.transitions = transitions  # where games created with push_transitions send their steps
         self._executor = executor
@@ -194,6 +196,10 @@ class ShardGames:
     @property
     def pools(self) -> list[GamePool]:
         return [entry.pool for entry in self._entries]
+
+    def memory_bytes(self) -> int:
+        """Bytes the games' storage holds (every pool's slots, free ones included)."""
+        return sum(pool.memory_bytes() for pool in self.pools)
 
     def route(self, ids: np.ndarray) -> Route:
         """Group ids by pool: all live, all of one config (one reply shape). Which pool holds an id
@@ -250,6 +256,7 @@ class ShardGames:
                 raise ResourceExhausted(
                     f"shard full: {self.active_games} games + {n} new would pass max_games={self.max_games}"
                 )
+            self._check_memory(entry.pool, n)
             return await self._locked([entry], n * config.players * config.tiles, work)
 
     async def observe(
@@ -402,6 +409,47 @@ class ShardGames:
 
             size = sum(e.pool.active_games * e.pool.config.players * e.pool.config.tiles for e in entries)
             return await self._locked(entries, size, work, off_loop=True)  # it writes to Redis
+
+    def _check_memory(self, pool: GamePool, n: int) -> None:
+        """Refuse a create whose storage would pass max_memory (bytes, not games: a 64x64 board
+        with 8 players holds ~100 times the bytes of a 20x20 one with 2)."""
+        grown = pool.growth_bytes(n)
+        if self.max_memory is None or not grown:
+            return
+        held = self.memory_bytes()
+        if held + grown > self.max_memory:
+            config = pool.config
+            raise ResourceExhausted(
+                f"shard memory full: its games hold {held} bytes and {n} more games of "
+                f"{config.height}x{config.width}, {config.players} players need {grown} more, past "
+                f"max_memory={self.max_memory} bytes (--max-memory): create them on another shard, "
+                "or close games"
+            )
+
+    async def forfeit(self) -> np.ndarray:
+        """Drop every game, writing nothing to Redis: the shard was fenced, another shard holds
+        them now. Returns their ids."""
+        async with self._create_lock:
+            entries = list(self._entries)
+
+            def work() -> np.ndarray:
+                dropped = []
+                for entry in entries:
+                    ids = entry.recorder.forfeit()
+                    entry.deltas.forget(ids)
+                    dropped.append(ids)
+                ids = np.concatenate(dropped) if dropped else np.zeros(0, np.uint64)
+                self._index_remove(ids)
+                return ids
+
+            return await self._locked(entries, 0, work, off_loop=True)
+
+    async def record_all(self) -> None:
+        """Record every game whose record Redis may lack (after Redis was away or lost its data),
+        without waiting for a call on its pool."""
+        entries = [e for e in self._entries if e.recorder.needs_records]
+        for entry in entries:
+            await self._locked([entry], 0, entry.recorder.flush, off_loop=True)
 
     def _entry(self, config: GameConfig, autoreset: bool, role: PoolRole) -> PoolEntry:
         key = (config, autoreset, role)

@@ -23,6 +23,7 @@ _games: weakref.WeakSet[Any] = weakref.WeakSet()  # ShardGames
 _channels: weakref.WeakSet[Any] = weakref.WeakSet()  # the router's ShardChannels
 _durability: weakref.WeakSet[Any] = weakref.WeakSet()  # Durability
 _replay: weakref.WeakSet[Any] = weakref.WeakSet()  # ReplayBuffer
+_large_calls: weakref.WeakSet[Any] = weakref.WeakSet()  # a server's LargeCalls (wire/admission.py)
 
 
 def watch_games(games: Any) -> None:
@@ -45,6 +46,11 @@ def watch_replay(buffer: Any) -> None:
     _replay.add(buffer)
 
 
+def watch_large_calls(gate: Any) -> None:
+    """A shard's or router's LargeCalls: large requests served now, waiting, refused."""
+    _large_calls.add(gate)
+
+
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
@@ -61,6 +67,7 @@ class LiveCollector(Collector):
         yield from self._connections()
         yield from self._durability()
         yield from self._replay()
+        yield from self._large_calls()
 
     def _games(self) -> Iterator[Any]:
         pools = [pool for games in list(_games) for pool in games.pools]
@@ -77,6 +84,18 @@ class LiveCollector(Collector):
             memory / active if active else 0.0,
         )
         yield _state_bytes(pools)
+
+    def _large_calls(self) -> Iterator[Any]:
+        gates = list(_large_calls)
+        families = (
+            (_gauge, "active", "Calls with a large request (--large-call-mb) served now (<= --large-calls)."),
+            (_gauge, "waiting", "Large calls waiting for a turn."),
+            (_counter, "refused", "Large calls refused RESOURCE_EXHAUSTED: too many at once."),
+        )
+        for family, field, documentation in families if gates else ():
+            yield family(
+                f"gamefleet_large_calls_{field}", documentation, sum(getattr(g, field) for g in gates)
+            )
 
     def _connections(self) -> Iterator[Any]:
         interceptors = grpc_server.live_interceptors()
