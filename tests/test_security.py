@@ -324,3 +324,15 @@ def test_gamefleet_health_speaks_tls_without_a_token(door, pems, tmp_path: Path)
     argv = ["health", shard.address, "--tls-ca", str(tmp_path / "ca"), "--tls-cert", str(tmp_path / "crt")]
     args = parser.parse_args([*argv, "--tls-key", str(tmp_path / "key")])
     assert health.run(args) == 0
+
+
+def test_a_plaintext_health_port_beside_a_mutual_tls_port(pems):
+    """What the kubelet's gRPC probes reach where the fleet speaks TLS: health only, no games."""
+    shard = BackgroundShard(seed=5, credentials=fleet_credentials(pems), health_port=0)
+    try:
+        assert shard.server.health_port
+        with FleetClient(f"127.0.0.1:{shard.server.health_port}", timeout=5) as probe:
+            assert probe.healthy()
+            refused(lambda: probe.create(1, CONFIG), grpc.StatusCode.UNIMPLEMENTED)
+    finally:
+        shard.stop()

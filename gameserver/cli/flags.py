@@ -46,7 +46,9 @@ def add_redis_timing_arguments(parser: argparse.ArgumentParser | argparse._Argum
     )  # fmt: skip
 
 
-def add_security_arguments(parser: argparse.ArgumentParser, *, client_only: bool = False) -> None:
+def add_security_arguments(
+    parser: argparse.ArgumentParser, *, client_only: bool = False, health_port: bool = True
+) -> None:
     """--tls-cert/--tls-key/--tls-ca/--tls-server-name/--token-file (and --tls for a client): the
     process's TLS and the fleet's bearer token, for its server and the channels it opens; each
     defaults to its $GAMEFLEET_* variable (the operator mounts them so). Nothing set: plaintext,
@@ -76,6 +78,18 @@ def add_security_arguments(parser: argparse.ArgumentParser, *, client_only: bool
         help="file holding the fleet's bearer token (default: $GAMEFLEET_TOKEN_FILE, else the token "
         "in $GAMEFLEET_TOKEN): calls without it are refused, but for health and seat play",
     )  # fmt: skip
+    group.add_argument(
+        "--tls-client-auth", action=argparse.BooleanOptionalAction,
+        default=env("GAMEFLEET_TLS_CLIENT_AUTH", "1").lower() not in ("0", "false", "no"),
+        help="with --tls-ca, a server requires client certificates: mutual TLS (default: "
+        "$GAMEFLEET_TLS_CLIENT_AUTH, else on)",
+    )  # fmt: skip
+    if health_port and not client_only:
+        group.add_argument(
+            "--health-port", type=int, default=int(env("GAMEFLEET_HEALTH_PORT") or 0) or None,
+            help="also serve gRPC health alone, plaintext, on this port: the kubelet's gRPC probes "
+            "speak no TLS (default: $GAMEFLEET_HEALTH_PORT, else none)",
+        )  # fmt: skip
     if client_only:
         group.add_argument(
             "--tls", action="store_true", help="TLS verified by the system's roots (no --tls-ca)"
@@ -96,6 +110,7 @@ def credentials(args: argparse.Namespace, command: str) -> object:
             token=os.environ.get("GAMEFLEET_TOKEN"),
             tls=getattr(args, "tls", False),
             server_name=args.tls_server_name,
+            client_auth=args.tls_client_auth,
         )
     except SecurityError as error:
         raise SystemExit(f"gamefleet {command}: {error}") from None

@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     serve.add_argument("--seed", type=int, default=0, help="seeds the sampling")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
     add_metrics_argument(serve)
-    add_security_arguments(serve)
+    add_security_arguments(serve, health_port=False)
     serve.set_defaults(run=run)
     return replay
 

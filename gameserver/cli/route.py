@@ -13,6 +13,7 @@ batches spread over the shards. Name a key to keep batches together.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import urllib.parse
@@ -85,12 +86,15 @@ def _source(args: argparse.Namespace) -> object:
 
 
 def with_password(url: str) -> str:
-    """The URL with $GAMEFLEET_REDIS_PASSWORD (the operator's Secret) when the URL has none."""
+    """The URL with $GAMEFLEET_REDIS_PASSWORD (the operator's Secret) and $GAMEFLEET_REDIS_USERNAME
+    (a Redis ACL user) when the URL has none. `redis://` or `rediss://` (TLS) alike."""
     password = os.environ.get("GAMEFLEET_REDIS_PASSWORD")
+    username = os.environ.get("GAMEFLEET_REDIS_USERNAME") or ""
     parts = urllib.parse.urlsplit(url)
     if not password or parts.password:
         return url
-    netloc = f":{urllib.parse.quote(password, safe='')}@{parts.netloc}"
+    quote = functools.partial(urllib.parse.quote, safe="")
+    netloc = f"{quote(parts.username or username)}:{quote(password)}@{parts.netloc.rpartition('@')[2]}"
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
@@ -109,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_mb << 20,
         reflection=args.reflection,
         credentials=security,
+        health_port=args.health_port,
     )
     return process.run_server("router", args.host, args.metrics_port, server.serve_until_signal(args.grace))
 

@@ -193,6 +193,7 @@ def shard_server(args: argparse.Namespace) -> ShardServer:
         reflection=args.reflection,
         advertise=args.advertise,
         credentials=credentials(args, "serve"),
+        health_port=args.health_port,
     )
 
 

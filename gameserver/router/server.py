@@ -25,7 +25,7 @@ from ..telemetry import collectors, metrics
 from ..telemetry.grpc_server import interceptors
 from ..wire.admission import RequestLimits
 from ..wire.limits import MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, channel_options
-from ..wire.security import PLAINTEXT, Credentials
+from ..wire.security import PLAINTEXT, Credentials, health_port
 from ..wire.services import LIVENESS_SERVICE, SERVICE
 from .channels import ShardChannels
 from .servicer import RouterServicer
@@ -55,7 +55,10 @@ class RouterServer:
         requests: RequestLimits | None = None,
         reflection: bool = False,
         credentials: Credentials = PLAINTEXT,
+        health_port: int | None = None,
     ) -> None:
+        self.health_port = health_port  # a plaintext port serving only health (probes where TLS is on)
+        self._health_server: aio.Server | None = None
         self.source = source
         self.credentials = credentials  # TLS and the fleet's token: its port and its shard channels
         self.reflection = reflection  # off unless asked: it maps the API for anyone who reaches the port
@@ -109,6 +112,9 @@ class RouterServer:
         self._probe = asyncio.create_task(self._probe_readiness())
         await server.start()
         self._server = server
+        if self.health_port is not None:
+            address = f"{self.host}:{self.health_port}"
+            self._health_server, self.health_port = await health_port(self.health, address)
 
     async def refresh(self) -> None:
         """Poll the topology now (a call found the ring stale); calls failing together share one poll."""
@@ -167,6 +173,8 @@ class RouterServer:
         metrics.serving("router", False)
         await self._server.stop(grace)
         self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(None)
         for task in (self._watch, self._probe):
             if task is not None:
                 task.cancel()

@@ -45,7 +45,7 @@ from ..telemetry import collectors, metrics
 from ..telemetry.grpc_server import interceptors
 from ..wire.admission import RequestLimits
 from ..wire.limits import MAX_GAMES, MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, WORKERS, channel_options
-from ..wire.security import PLAINTEXT, Credentials
+from ..wire.security import PLAINTEXT, Credentials, health_port
 from ..wire.services import LIVENESS_SERVICE, SERVICE
 from .deltas import DeltaViews
 from .games import ShardGames
@@ -114,7 +114,10 @@ class ShardServer:
         reflection: bool = False,
         advertise: str | None = None,
         credentials: Credentials = PLAINTEXT,
+        health_port: int | None = None,
     ) -> None:
+        self.health_port = health_port  # a plaintext port serving only health (probes where TLS is on)
+        self._health_server: aio.Server | None = None
         self.host, self.port = host, port
         # TLS and the fleet's token: for its port, and for the channels it opens (moves, replay)
         self.credentials = credentials
@@ -227,6 +230,9 @@ class ShardServer:
             reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
         await server.start()
         self._server = server
+        if self.health_port is not None:
+            address = f"{self.host}:{self.health_port}"
+            self._health_server, self.health_port = await health_port(self.health, address)
         for service in ("", SERVICE.full_name, LIVENESS_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         metrics.serving("shard", True)
@@ -239,6 +245,8 @@ class ShardServer:
         metrics.serving("shard", False)
         await self._server.stop(grace)
         self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(None)
         await asyncio.to_thread(self._executor.shutdown, wait=True)
         self._shared_views.close()
         if self.durability is not None:  # record what changed, leave the registry

@@ -38,6 +38,7 @@ ENV = {
     "key": "GAMEFLEET_TLS_KEY",
     "ca": "GAMEFLEET_TLS_CA",
     "server_name": "GAMEFLEET_TLS_SERVER_NAME",
+    "client_auth": "GAMEFLEET_TLS_CLIENT_AUTH",
     "token_file": "GAMEFLEET_TOKEN_FILE",
     "token": "GAMEFLEET_TOKEN",
 }
@@ -73,6 +74,7 @@ class Credentials:
     token: str | None = None
     tls: bool = False  # TLS channels verified against the system roots when no `ca` is given
     server_name: str | None = None
+    client_auth: bool = True  # a server with `ca` requires client certificates (False: TLS only)
 
     def __post_init__(self) -> None:
         if (self.cert is None) != (self.key is None):
@@ -95,6 +97,7 @@ class Credentials:
         token: str | None = None,
         tls: bool = False,
         server_name: str | None = None,
+        client_auth: bool = True,
     ) -> Credentials:
         """PEM files and a token file (its text, stripped), or the `token` itself; a missing or
         empty file is a SecurityError naming it."""
@@ -107,6 +110,7 @@ class Credentials:
             token or None,
             tls,
             server_name or None,
+            client_auth,
         )
 
     @classmethod
@@ -122,6 +126,7 @@ class Credentials:
             get(ENV["token_file"]),
             token=get(ENV["token"]),
             server_name=get(ENV["server_name"]),
+            client_auth=get(ENV["client_auth"], "1").lower() not in ("0", "false", "no"),
         )
 
     @property
@@ -137,7 +142,9 @@ class Credentials:
         if self.cert is None:
             return server.add_insecure_port(address)
         tls = grpc.ssl_server_credentials(
-            [(self.key, self.cert)], root_certificates=self.ca, require_client_auth=self.ca is not None
+            [(self.key, self.cert)],
+            root_certificates=self.ca if self.client_auth else None,
+            require_client_auth=self.ca is not None and self.client_auth,
         )
         return server.add_secure_port(address, tls)
 
@@ -188,11 +195,24 @@ class Credentials:
 
     def describe(self) -> str:
         """For start-up logs: what this process requires and presents (never the token)."""
-        tls = "plaintext" if not self.secure else ("mutual TLS" if self.ca and self.cert else "TLS")
+        mutual = self.ca and self.cert and self.client_auth
+        tls = "plaintext" if not self.secure else ("mutual TLS" if mutual else "TLS")
         return f"{tls}, {'bearer token' if self.token else 'no token'}"
 
 
 PLAINTEXT = Credentials()
+
+
+async def health_port(health: Any, address: str) -> tuple[aio.Server, int]:
+    """A plaintext port that serves only gRPC health (`--health-port`): the kubelet's gRPC probes
+    speak no TLS, and health tells nothing of the games. Started (the caller stops it); its port."""
+    from grpc_health.v1 import health_pb2_grpc
+
+    server = aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port(address)
+    await server.start()
+    return server, port
 
 
 def token_matches(metadata: object, token: str) -> bool:
