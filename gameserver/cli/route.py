@@ -21,6 +21,7 @@ import urllib.parse
 from ..telemetry.exposition import add_metrics_argument
 from ..wire import limits
 from .flags import add_redis_timing_arguments, add_reflection_argument, add_security_arguments, credentials
+from .memory import add_request_arguments, request_limits
 
 SHARD_PORT = 50051
 
@@ -58,6 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--max-games-per-call", type=int, default=limits.MAX_GAMES_PER_CALL)
     parser.add_argument("--max-message-mb", type=int, default=limits.MAX_MESSAGE_BYTES >> 20)
+    add_request_arguments(parser)
     parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
     add_metrics_argument(parser)
     parser.set_defaults(run=run)
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         refresh_s=args.refresh,
         max_games_per_call=args.max_games_per_call,
         max_message_bytes=args.max_message_mb << 20,
+        requests=request_limits(args),
         reflection=args.reflection,
         credentials=security,
         health_port=args.health_port,

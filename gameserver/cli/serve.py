@@ -26,6 +26,7 @@ from ..telemetry.exposition import add_metrics_argument
 from ..threads import wait_passively
 from ..wire import limits
 from .flags import add_redis_timing_arguments, add_reflection_argument, add_security_arguments, credentials
+from .memory import add_max_memory_argument, add_request_arguments, request_limits
 
 if TYPE_CHECKING:  # numba and grpc load in run(), not for `gamefleet --help`
     from ..engine import GameConfig
@@ -109,6 +110,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--max-games-per-call", type=int, default=limits.MAX_GAMES_PER_CALL)
     parser.add_argument("--max-games", type=int, default=limits.MAX_GAMES, help="games one shard holds")
     parser.add_argument("--max-message-mb", type=int, default=limits.MAX_MESSAGE_BYTES >> 20)
+    add_max_memory_argument(parser)
+    add_request_arguments(parser)
     parser.add_argument("--workers", type=int, default=limits.WORKERS, help="threads stepping pools")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
     _add_fleet(parser)
@@ -185,6 +188,8 @@ def shard_server(args: argparse.Namespace) -> ShardServer:
         max_games_per_call=args.max_games_per_call,
         max_games=args.max_games,
         max_message_bytes=args.max_message_mb << 20,
+        requests=request_limits(args),
+        max_memory_bytes=args.max_memory,
         workers=args.workers,
         fleet=fleet_options(args),
         replay_address=args.replay_address,
