@@ -110,7 +110,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     telemetry.add_argument(
         "--batch", type=_positive_int, help="games per step call (default 1024; --quick: 64)"
     )
+    memory = targets.add_parser(
+        "memory", help="a served shard's memory under 255 MB requests, one and 8 at once: old limits vs new"
+    )
     for name, target, module in (
+        ("memory", memory, "memory"),
         ("replay", replay, "replay"),
         ("matrix", matrix, "matrix"),
         ("service", service, "service"),
@@ -119,7 +123,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ):
         target.add_argument("--seconds", type=_positive_seconds, help="timed seconds per figure")
         target.add_argument("--quick", action="store_true", help="a smoke run: small sizes, short windows")
-        if target not in (service, fleet, telemetry):
+        if target not in (service, fleet, telemetry, memory):
             target.add_argument("--no-service", action="store_true", help="skip the figures through gRPC")
         target.add_argument(
             "--out", type=Path, default=Path(f"benchmarks/out/{name}.json"), help="JSON results"
