@@ -131,7 +131,19 @@ SPEC_RULES: tuple[tuple[str, str], ...] = (
         "!self.telemetry.metrics.serviceMonitor || self.telemetry.metrics.enabled",
         "telemetry.metrics.serviceMonitor needs telemetry.metrics.enabled",
     ),
+    (
+        "!self.redis.tls || has(self.redis.address)",
+        "redis.tls applies to an external Redis: set redis.address (the managed one speaks plaintext)",
+    ),
 )
+SECRET_KEY_REF: Schema = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": string("Secret name.", minLength=1, maxLength=253),
+        "key": string("Key in the Secret.", "password", minLength=1, maxLength=253),
+    },
+}
 NAME_RULE = (f"size(self.metadata.name) <= {MAX_NAME}", f"a GameFleet name has at most {MAX_NAME} characters")
 
 SPEC: Schema = {
@@ -184,17 +196,20 @@ SPEC: Schema = {
             {
                 "address": string("host:port of an external Redis.", pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$"),
                 "database": integer(0, 15, 0, "Redis database number."),
-                "passwordSecretRef": {
-                    "type": "object",
-                    "description": "Secret (in the fleet's namespace) holding the Redis password.",
-                    "required": ["name"],
-                    "properties": {
-                        "name": string("Secret name.", minLength=1, maxLength=253),
-                        "key": string("Key in the Secret.", "password", minLength=1, maxLength=253),
-                    },
+                "tls": boolean(
+                    False, "Speak TLS to the external Redis (rediss://), verified by the image's roots."
+                ),
+                "username": string(
+                    "Redis ACL user (with passwordSecretRef; default: the default user).", maxLength=253
+                ),
+                "passwordSecretRef": SECRET_KEY_REF
+                | {
+                    "description": "Secret (in the fleet's namespace) holding the Redis password. Left out"
+                    " with managed Redis: the operator generates one into Secret <fleet>-redis-auth.",
                 },
                 "managed": section(
-                    "A single-pod Redis the operator runs for this fleet (append-only file on a volume).",
+                    "A single-pod Redis the operator runs for this fleet (append-only file on a volume),"
+                    " with a password (passwordSecretRef, else one the operator generates).",
                     {
                         "enabled": boolean(False, "Run a Redis for this fleet."),
                         "image": string("Redis image.", "redis:7.4-alpine", minLength=1),
@@ -267,6 +282,35 @@ SPEC: Schema = {
                     "Left out: the namespace the operator runs in (its pod's namespace), or every namespace"
                     " when it runs outside the cluster.",
                 ),
+            },
+        ),
+        "security": section(
+            "Who may talk to the fleet's gRPC ports (shards, routers, shard to shard). gRPC health stays"
+            " open (the probes reach it on a plaintext health-only port when TLS is on).",
+            {
+                "tls": {
+                    "type": "object",
+                    "description": "TLS on every gRPC port and channel, from a kubernetes.io/tls Secret"
+                    " (tls.crt, tls.key, ca.crt: cert-manager's shape; the chart's fleet.security.certManager"
+                    " makes one). The certificate must name <fleet>-router.<ns>.svc and"
+                    " *.<fleet>-shards.<ns>.svc.",
+                    "required": ["secretName"],
+                    "properties": {
+                        "secretName": string(
+                            "The Secret, in the fleet's namespace.", minLength=1, maxLength=253
+                        ),
+                        "clientAuth": boolean(
+                            True, "Mutual TLS: clients must show a certificate signed by ca.crt."
+                        ),
+                    },
+                },
+                "tokenSecretRef": SECRET_KEY_REF
+                | {
+                    "description": "Secret holding the fleet's bearer token (key default: token): calls"
+                    " without it are refused (UNAUTHENTICATED), but for health and seat play.",
+                    "properties": SECRET_KEY_REF["properties"]
+                    | {"key": string("Key in the Secret.", "token", minLength=1, maxLength=253)},
+                },
             },
         ),
         "telemetry": section(

@@ -18,7 +18,9 @@ The memo carries the two outside connections: `kube` (Kube, opened at startup) a
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import secrets
 import threading
 import time
 from collections.abc import Mapping
@@ -111,7 +113,7 @@ def registry_of(memo: kopf.Memo, fleet: Fleet) -> ShardRegistry | None:
     if fleet.redis_host is None:
         return None
     password = None
-    if ref := fleet.spec["redis"].get("passwordSecretRef"):
+    if ref := fleet.redis_password_ref:
         password = memo.kube.secret_value(fleet.namespace, ref["name"], ref["key"])
         if password is None:
             raise RegistryUnavailable(f"secret {ref['name']} has no key {ref['key']!r}")
@@ -202,9 +204,40 @@ def report(
     metrics.record_fleet(fleet.namespace, fleet.name, new, fleet.shards)
 
 
+def generated_password(fleet: Fleet) -> Manifest:
+    """Managed Redis without passwordSecretRef: a Secret with a random password (made once)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": fleet.generated_password_secret, "namespace": fleet.namespace},
+        "type": "Opaque",
+        "data": {"password": base64.b64encode(secrets.token_urlsafe(32).encode()).decode()},
+    }
+
+
+def ensure_generated_password(kube: Kube, body: kopf.Body, fleet: Fleet) -> None:
+    """Create the generated password's Secret unless it exists (never replaced: Redis's data
+    and the running pods hold it); owned by the fleet, deleted with it."""
+    redis = fleet.spec["redis"]
+    if not redis["managed"]["enabled"] or "passwordSecretRef" in redis:
+        return
+    if kube.get("v1", "Secret", fleet.namespace, fleet.generated_password_secret) is None:
+        secret = generated_password(fleet)
+        kopf.adopt(secret, owner=body)
+        try:
+            kube.create(secret)
+        except ApiError as e:
+            if e.status != 409:  # another reconcile made it meanwhile: theirs stands
+                raise
+
+
 def apply_children(memo: kopf.Memo, body: kopf.Body, fleet: Fleet, replicas: int) -> list[str]:
     """Apply every rendered child and prune the dropped ones; the failures, one line each."""
     failures = []
+    try:
+        ensure_generated_password(memo.kube, body, fleet)
+    except ApiError as e:
+        failures.append(f"Secret {fleet.generated_password_secret}: {e}")
     for manifest in render(fleet, replicas, operator_namespace=memo.get("operator_namespace")):
         kopf.adopt(manifest, owner=body)
         try:

@@ -112,6 +112,13 @@ class Kube:
         query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
         return self._call("PATCH", f"{path}/{meta['name']}", manifest, APPLY_PATCH, query)
 
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create the object (409 when it exists): for what must never be replaced once made."""
+        meta = manifest["metadata"]
+        return self._call(
+            "POST", collection_path(manifest["apiVersion"], manifest["kind"], meta.get("namespace")), manifest
+        )
+
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:

@@ -16,7 +16,6 @@ is removed from the hash (the fleet scaled back up) returns to SERVING.
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -54,8 +53,7 @@ Registries = Callable[[Fleet, str | None], ShardRegistry]
 
 
 def redis_url(fleet: Fleet, password: str | None) -> str:
-    auth = f":{urllib.parse.quote(password, safe='')}@" if password else ""
-    return f"redis://{auth}{fleet.redis_host}/{fleet.spec['redis']['database']}"
+    return fleet.redis_url(password)
 
 
 def shard_name(address: str) -> str:

@@ -37,7 +37,10 @@ from gameserver.wire.services import LIVENESS_SERVICE
 from .spec import Fleet
 
 GRPC_PORT = 50051
+HEALTH_PORT = 50052  # plaintext, gRPC health only: the kubelet's probes when spec.security.tls is set
 REDIS_PORT = 6379
+TLS_DIR = "/etc/gamefleet/tls"
+TOKEN_DIR = "/etc/gamefleet/token"
 PRESTOP_SECONDS = 5
 STOP_GRACE_SECONDS = 5  # after the drain: in-flight calls get this long (`serve --grace`)
 SHUTDOWN_MARGIN_SECONDS = 10  # after the server stopped: the final flush to Redis, process exit
@@ -102,7 +105,10 @@ def config_data(fleet: Fleet) -> dict[str, str]:
         "GAMEFLEET_DRAIN_TIMEOUT_SECONDS": str(s["drainTimeoutSeconds"]),
     }
     if fleet.redis_host:
-        data["GAMEFLEET_REDIS_URL"] = f"redis://{fleet.redis_host}/{s['redis']['database']}"
+        data["GAMEFLEET_REDIS_URL"] = fleet.redis_url()
+        if "username" in s["redis"]:
+            data["GAMEFLEET_REDIS_USERNAME"] = s["redis"]["username"]
+    data |= _security_env(fleet)
     metrics = s["telemetry"]["metrics"]
     if metrics["enabled"]:
         data["GAMEFLEET_METRICS_PORT"] = str(metrics["port"])
@@ -117,6 +123,38 @@ def config_data(fleet: Fleet) -> dict[str, str]:
     else:
         data["OTEL_SDK_DISABLED"] = "true"
     return data
+
+
+def _security_env(fleet: Fleet) -> dict[str, str]:
+    """Where the mounted Secrets are (gameserver/wire/security.py reads these variables)."""
+    security, data = fleet.spec["security"], {}
+    if "tls" in security:
+        data |= {
+            "GAMEFLEET_TLS_CERT": f"{TLS_DIR}/tls.crt",
+            "GAMEFLEET_TLS_KEY": f"{TLS_DIR}/tls.key",
+            "GAMEFLEET_TLS_CA": f"{TLS_DIR}/ca.crt",
+            "GAMEFLEET_TLS_CLIENT_AUTH": "1" if security["tls"]["clientAuth"] else "0",
+            # shards are dialled by pod address (registry) or IP (DNS): checked against one name
+            "GAMEFLEET_TLS_SERVER_NAME": f"{fleet.name}-shards.{fleet.namespace}.svc",
+            "GAMEFLEET_HEALTH_PORT": str(HEALTH_PORT),
+        }
+    if "tokenSecretRef" in security:
+        data["GAMEFLEET_TOKEN_FILE"] = f"{TOKEN_DIR}/token"
+    return data
+
+
+def _security_volumes(fleet: Fleet) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The Secrets of spec.security as read-only volumes (the root filesystem is read-only), and
+    their mounts."""
+    security, volumes, mounts = fleet.spec["security"], [], []
+    if "tls" in security:
+        volumes.append({"name": "tls", "secret": {"secretName": security["tls"]["secretName"]}})
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+    if ref := security.get("tokenSecretRef"):
+        items = [{"key": ref["key"], "path": "token"}]
+        volumes.append({"name": "token", "secret": {"secretName": ref["name"], "items": items}})
+        mounts.append({"name": "token", "mountPath": TOKEN_DIR, "readOnly": True})
+    return volumes, mounts
 
 
 def config_hash(fleet: Fleet) -> str:
@@ -134,14 +172,15 @@ def config_map(fleet: Fleet) -> Manifest:
 
 
 def _password_env(fleet: Fleet, name: str) -> list[dict[str, Any]]:
-    ref = fleet.spec["redis"].get("passwordSecretRef")
+    ref = fleet.redis_password_ref
     if ref is None:
         return []
     return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}}]
 
 
-def _grpc_probe(period: int, failures: int, service: str = "") -> dict[str, Any]:
-    check = {"port": GRPC_PORT} | ({"service": service} if service else {})
+def _grpc_probe(fleet: Fleet, period: int, failures: int, service: str = "") -> dict[str, Any]:
+    port = HEALTH_PORT if "tls" in fleet.spec["security"] else GRPC_PORT  # the kubelet speaks no TLS
+    check = {"port": port} | ({"service": service} if service else {})
     return {"grpc": check, "periodSeconds": period, "failureThreshold": failures}
 
 
@@ -197,11 +236,11 @@ def _fleet_container(fleet: Fleet, role: str, args: list[str], resources: dict[s
             *_password_env(fleet, "GAMEFLEET_REDIS_PASSWORD"),
         ],
         "resources": resources,
-        "startupProbe": _grpc_probe(2, 60),  # numba compiles the kernels at start
-        "readinessProbe": _grpc_probe(5, 2),
-        "livenessProbe": _grpc_probe(10, 3, LIVENESS_SERVICE),
+        "startupProbe": _grpc_probe(fleet, 2, 60),  # numba compiles the kernels at start
+        "readinessProbe": _grpc_probe(fleet, 5, 2),
+        "livenessProbe": _grpc_probe(fleet, 10, 3, LIVENESS_SERVICE),
         "securityContext": _CONTAINER_SECURITY,
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_security_volumes(fleet)[1]],
     }
 
 
@@ -217,7 +256,7 @@ def _pod_template(fleet: Fleet, component: str, container: dict[str, Any], grace
             "enableServiceLinks": False,
             "automountServiceAccountToken": False,  # fleet pods never call the Kubernetes API
             "securityContext": _POD_SECURITY,
-            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "volumes": [{"name": "tmp", "emptyDir": {}}, *_security_volumes(fleet)[0]],
             "affinity": {
                 "podAntiAffinity": {
                     "preferredDuringSchedulingIgnoredDuringExecution": [

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import jsonschema
 
@@ -52,6 +53,7 @@ RULE_CHECKS: tuple[Callable[[Mapping[str, Any]], bool], ...] = (
     lambda s: s["durability"]["mode"] == "off" or _has_redis(s),
     lambda s: not s["autoscaling"]["enabled"] or _has_redis(s),
     lambda s: not s["telemetry"]["metrics"]["serviceMonitor"] or s["telemetry"]["metrics"]["enabled"],
+    lambda s: not s["redis"]["tls"] or "address" in s["redis"],
 )
 _VALIDATOR = jsonschema.Draft202012Validator(SPEC)
 
@@ -114,6 +116,32 @@ class Fleet:
         if self.spec["redis"]["managed"]["enabled"]:
             return f"{self.name}-redis.{self.namespace}.svc:6379"
         return self.spec["redis"].get("address")
+
+    @property
+    def redis_password_ref(self) -> Mapping[str, str] | None:
+        """Where the Redis password is: spec.redis.passwordSecretRef, else for managed Redis the
+        Secret the operator generates (`generated_password_secret`); None: no password."""
+        redis = self.spec["redis"]
+        if "passwordSecretRef" in redis:
+            return redis["passwordSecretRef"]
+        if redis["managed"]["enabled"]:
+            return {"name": self.generated_password_secret, "key": "password"}
+        return None
+
+    @property
+    def generated_password_secret(self) -> str:
+        return f"{self.name}-redis-auth"
+
+    def redis_url(self, password: str | None = None) -> str | None:
+        """redis:// or rediss:// (spec.redis.tls), with the ACL user and `password` when given."""
+        if self.redis_host is None:
+            return None
+        redis = self.spec["redis"]
+        scheme = "rediss" if redis["tls"] else "redis"
+        auth = ""
+        if password:
+            auth = f"{quote(redis.get('username', ''), safe='')}:{quote(password, safe='')}@"
+        return f"{scheme}://{auth}{self.redis_host}/{redis['database']}"
 
     @property
     def capacity_per_shard(self) -> int:

@@ -75,7 +75,17 @@ async def test_kubectl_get_gf_shows_the_example_fleets_as_agones_users_expect(cl
         "Progressing": ("False", "Stable", generation),
         "Degraded": ("False", "AsExpected", generation),
     }
-    assert cluster.registries.passwords == {"autoscaled": PASSWORD, "durable": None}
+    passwords = cluster.registries.passwords
+    assert passwords["autoscaled"] == PASSWORD
+    # durable's managed Redis has no passwordSecretRef: the operator generated one, into a Secret
+    # that Redis and the pods read (and that is made once: the same password on every reconcile)
+    generated = cluster.get("v1/secrets", "durable-redis-auth")
+    assert generated["metadata"]["ownerReferences"][0]["name"] == "durable"
+    assert base64.b64decode(generated["data"]["password"]).decode() == passwords["durable"]
+    assert len(passwords["durable"]) >= 32
+    redis = cluster.get("apps/v1/statefulsets", "durable-redis")["spec"]["template"]["spec"]["containers"][0]
+    assert redis["command"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    assert redis["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "durable-redis-auth", "key": "password"}
     await wait_for(lambda: cluster.events("Autoscaled"), what="the Autoscaled event")
     message = cluster.events("Autoscaled")[0]["message"]
     assert message.startswith("2 -> 3 shards: scale up"), message

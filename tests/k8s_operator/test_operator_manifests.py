@@ -114,7 +114,8 @@ def test_rbac_grants_exactly_what_the_operator_uses() -> None:
         ("gamefleet.dev", "gamefleets", "patch"),  # finalizer, kopf annotations, spec.shards
         ("gamefleet.dev", "gamefleets/status", "patch"),
         ("gamefleet.dev", "gamefleets/finalizers", "update"),  # ownerReferences.blockOwnerDeletion
-        ("", "secrets", "get"),  # redis.passwordSecretRef
+        ("", "secrets", "get"),
+        ("", "secrets", "create"),  # managed Redis: the generated password  # redis.passwordSecretRef
         # kopf peering: leader election (test_operator_peering.py; KopfPeering with --namespace)
         *(
             ("kopf.dev", r, v)

@@ -61,8 +61,9 @@ manifests/namespaced/rbac.yaml (operator.namespaces set), exactly: tests/chart c
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [create, get, patch]
-# spec.redis.passwordSecretRef: the password for the shard registry and the cleanup
+# spec.redis.passwordSecretRef: the password for the shard registry and the cleanup; managed
+# Redis without one: the Secret of a generated password, created once
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  verbs: [get, create]
 {{- end -}}
