@@ -53,6 +53,7 @@ assert shards.loads() == [] and shards.purge() == 1
         "gameserver",
         "gameserver.fleet",
         "gameserver.fleet.breaker",
+        "gameserver.fleet.fencing",
         "gameserver.fleet.registry",
     ]
     assert not [m for m in loaded if m.startswith(("numba", "numpy"))]
@@ -98,11 +99,31 @@ def test_a_claim_has_one_holder_until_released(registry):
     assert registry.claim("recover:a", "c", ttl_s=30)
 
 
-def test_mark_alive_says_when_redis_lost_the_shards_data(registry):
-    assert registry.mark_alive("a")
-    assert not registry.mark_alive("a")
+def test_the_generation_changes_only_when_redis_lost_the_fleets_data(registry):
+    first = registry.generation(None)
+    assert not first.lost and 0 <= first.age_s < 5
+    again = registry.generation(first.id)
+    assert again.id == first.id and again.started == first.started and again.age_s >= first.age_s
     registry.redis.flushdb()
-    assert registry.mark_alive("a")
+    after = registry.generation(first.id)
+    assert after.id != first.id and after.lost  # a shard remembered the one before
+    registry.redis.flushdb()
+    assert not registry.generation(None).lost  # a newcomer cannot tell
+
+
+def test_holding_a_shard_fences_its_earlier_holder_and_a_fence_stands_until_held_anew(registry):
+    old = FleetRegistry(registry.redis, registry.fleet, ttl_s=60)
+    old_token = old.hold("a")
+    new_token = registry.hold("a")  # the shard restarted: the new process takes the slot
+    assert new_token != old_token and registry.holder_token("a") == new_token
+    assert not old.reclaim("a")  # the old process cannot take it back
+    registry.fence("a", by="b")
+    assert registry.holder_token("a") == "FENCED by b"
+    assert not registry.reclaim("a")  # a fence stands through a reclaim
+    renewed = registry.hold("a", renew=True)
+    assert renewed != new_token and registry.holder_token("a") == renewed
+    registry.redis.flushdb()
+    assert registry.reclaim("a") and registry.holder_token("a") == renewed  # Redis lost the slot
 
 
 def test_an_unreachable_redis_is_store_unavailable(redis_server):

@@ -73,12 +73,13 @@ def play(pools: list[GamePool], steps: int, rng: np.random.Generator, *, churn: 
 
 def restart_empty(redis_server: RedisServer, store: FleetStore, shard: str = "shard-a") -> None:
     """Bring Redis back, empty, and let the shard's heartbeat see that its data is gone first
-    (it then has every record rewritten), so that what the test does next comes after."""
+    (it takes its slot back and has every record rewritten), so that what the test does next
+    comes after."""
     redis_server.start()
     deadline = time.monotonic() + 5
-    while not store.redis.exists(store.key("alive", shard)) and time.monotonic() < deadline:
+    while not store.redis.exists(store.key("holder", shard)) and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(0.1)  # two heartbeats: the one that set the marker has flagged the pools
+    time.sleep(0.1)  # two heartbeats: the one that took the slot back has flagged the pools
 
 
 def issue_ids_like(reference: GamePool, pool: GamePool) -> None:

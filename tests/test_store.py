@@ -22,7 +22,9 @@ CONFIG = GameConfig(height=10, width=12, players=3, max_ticks=50)
 
 @pytest.fixture
 def store(redis_server):
-    return FleetStore(redis_server.url, "fleet-1", ttl_s=300)
+    store = FleetStore(redis_server.url, "fleet-1", ttl_s=300)
+    store.hold("shard-a")
+    return store
 
 
 def played_pool(games: int = 6, key_hash: int = 7) -> tuple[GamePool, np.ndarray]:
@@ -111,7 +113,7 @@ def test_every_key_has_a_ttl(store):
     client = store.redis
     keys = list(client.scan_iter(match="gamefleet:fleet-1:*"))
     kinds = {key.decode().split(":")[2] for key in keys}
-    assert kinds == {"snap", "log", "keys", "owners", "shards", "heartbeats", "alive"}
+    assert kinds == {"snap", "log", "keys", "owners", "shards", "heartbeats", "holder", "generation"}
     for key in keys:
         assert 0 < client.ttl(key) <= 300, key
     durability.close()

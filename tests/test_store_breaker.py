@@ -53,6 +53,19 @@ def test_an_error_reply_or_a_refusal_of_its_own_leaves_the_breaker_as_it_is():
     assert breaker.opened == 1
 
 
+def test_an_error_reply_to_the_probe_closes_the_breaker():
+    """A probe that Redis answers with an error (a fenced write) found Redis there: closed again,
+    or no command would ever try it again."""
+    clock = Clock()
+    breaker = CircuitBreaker(1.0, clock=clock)
+    breaker.failed(redis.ConnectionError("refused"))
+    clock.now += 1.0
+    breaker.before()  # the probe
+    breaker.failed(redis.ResponseError("NOHOLDER no holder of this shard in Redis"))
+    assert not breaker.is_open
+    breaker.before()
+
+
 def test_open_s_zero_turns_it_off_and_a_negative_one_is_refused():
     breaker = CircuitBreaker(0.0)
     breaker.failed(redis.TimeoutError("t"))
@@ -68,6 +81,7 @@ def test_a_frozen_redis_costs_one_timeout_then_calls_fail_at_once_until_it_answe
     clock = Clock()
     store.breaker = CircuitBreaker(60, clock=clock)  # the test moves time on
     store.heartbeat("s:1", load=0, capacity=10)
+    store.hold("s:1")
     appender = store.appender("s:1")
     appender.append("step", np.array([1, 2], np.uint64), np.array([3, 4], np.int16))
     redis_server.freeze()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gameserver.fleet.registry import HolderLostError
 from gameserver.fleet.store import FleetStore, StoreUnavailableError
 
 IDS = np.array([5, 6, 7, 9], np.uint64)
@@ -15,7 +16,9 @@ ACTIONS = np.array([[1, -1], [3, 4], [0, 0], [2, 2]], np.int16)
 
 @pytest.fixture
 def store(redis_server) -> FleetStore:
-    return FleetStore(redis_server.url, "link", ttl_s=300, timeout_s=0.5)
+    store = FleetStore(redis_server.url, "link", ttl_s=300, timeout_s=0.5)
+    store.hold("a")
+    return store
 
 
 def records(n: int, size: int = 40) -> np.ndarray:
@@ -27,6 +30,9 @@ def test_an_appender_reconnects_when_redis_restarted_between_entries(redis_serve
     appender.append("step", IDS, ACTIONS)
     redis_server.kill()
     redis_server.start()  # empty, on the same port: the appender's socket is dead
+    with pytest.raises(HolderLostError):  # and Redis no longer says this process writes as "a"
+        appender.append("step", IDS, ACTIONS)
+    assert store.reclaim("a")  # what the shard's heartbeat does on seeing a new generation
     entry = appender.append("step", IDS, ACTIONS)
     [logged] = store.read_log("a", (0, 0))
     assert logged.id == entry and logged.kind == "step"
@@ -39,6 +45,7 @@ def test_put_games_after_a_restart_writes_on_a_fresh_connection(redis_server, st
     store.put_games("a", IDS, records(4))
     redis_server.kill()
     redis_server.start()
+    assert store.reclaim("a")
     store.put_games("a", IDS, records(4))
     assert store.redis.hlen(store.key("snap", "00000000")) == 4
     assert store.key_hashes_of("a") == [0] and store.owners() == ["a"]
@@ -49,7 +56,7 @@ def test_an_error_reply_fails_the_entry_and_leaves_nothing_for_the_next(store):
     store.redis.set(store.key("log", "a"), "not a stream")
     appender.send("step", IDS, ACTIONS)
     with pytest.raises(StoreUnavailableError, match="WRONGTYPE"):
-        appender.receive()  # the EXPIRE's reply went with the dropped connection
+        appender.receive()
     store.redis.delete(store.key("log", "a"))
     entry = appender.append("close", IDS[:1])
     assert [e.id for e in store.read_log("a", (0, 0))] == [entry]

@@ -297,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     with redis_server() as url:
         store = FleetStore(url, "bench", ttl_s=600)
+        for shard in ("store", "bench-shard"):
+            store.hold(shard)  # FleetStore's writes are fenced (fencing.py); the hand-written ones not
 
         ids = (np.uint64(7) << np.uint64(32)) + np.arange(STEP_GAMES, dtype=np.uint64)
         actions = rng.integers(-1, BOARD.num_actions, (STEP_GAMES, BOARD.players)).astype(np.int16)

@@ -5,7 +5,7 @@ Closed: every command goes to Redis. A command that times out or cannot connect 
 breaker for `open_s`: commands then fail at once (StoreUnavailableError, "circuit open").
 Once `open_s` has passed, one command goes through (half-open) while the others still fail
 at once: its success closes the breaker, its failure opens it for another `open_s`.
-An error reply (Redis answered) leaves the breaker as it is.
+An error reply (Redis answered) counts as an answer: it closes the breaker after a probe.
 """
 
 from __future__ import annotations
@@ -65,8 +65,11 @@ class CircuitBreaker:
                 self._open = self._probing = False
 
     def failed(self, error: BaseException) -> None:
-        """Open on a command Redis did not answer; an error reply changes nothing."""
-        if isinstance(error, CircuitOpenError) or not isinstance(error, UNREACHABLE) or self.open_s == 0:
+        """Open on a command Redis did not answer; an error reply is an answer (it closes a probe)."""
+        if isinstance(error, CircuitOpenError) or self.open_s == 0:
+            return
+        if not isinstance(error, UNREACHABLE):
+            self.succeeded()
             return
         with self._lock:
             if not self._open:

@@ -21,6 +21,12 @@ plus the entries after P that name it reproduce its state bit for bit. To keep t
   - the log is trimmed only below what every pool's records cover;
   - after a gap in the log (Redis unreachable, or a call that failed after it was logged),
     a pool rewrites all its games' records at a fresh position before it logs again.
+
+Fencing (fencing.py): the process holds its shard's slot in Redis and every write checks it.
+Each heartbeat checks the slot and the fleet's generation: Redis lost its data (a new
+generation, no holder) -> take the slot back and rewrite every record; another shard fenced
+this one, or another process took the shard's name -> `fenced` says so, every change is refused
+(FencedError) and the member (membership.py) forfeits the games.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from ..engine.checks import check_actions
 from ..pool import GamePool, IdSource, PoolStep, Selection
 from ..wire import codec
 from .records import EntryId, encode_records
+from .registry import FencedError, Generation
 from .store import ORIGIN, FleetStore, LogAppender, StoreUnavailableError
 
 Mode = Literal["off", "snapshot", "log"]
@@ -67,6 +74,7 @@ class _Capture:
     batch: GameBatch
     position: EntryId
     covering: bool
+    token: str  # the holder token when captured: a capture from before a fence never lands after it
     done: threading.Event | None = None
     error: Exception | None = None
 
@@ -143,12 +151,33 @@ class Durability:
         self._last_id: EntryId = ORIGIN
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._unforgotten: list[np.ndarray] = []  # closed games whose records a failed write left
-        self._marked = False  # the liveness marker has been set once (see _check_data)
+        self.fenced: str | None = None  # what Redis said when this process lost its shard's slot
+        self.generation: Generation | None = None  # the fleet's, at the last heartbeat
+        self.generation_seen = 0.0  # monotonic time of that heartbeat
+        self._held = False
         self._killed = False
         self._thread: threading.Thread | None = None
+        if store is not None and mode != "off":
+            with contextlib.suppress(StoreUnavailableError):  # else the first heartbeat does
+                self.hold()
         if store is not None:
             self._thread = threading.Thread(target=self._run, name=f"durability-{shard}", daemon=True)
             self._thread.start()
+
+    def hold(self, *, renew: bool = False) -> None:
+        """Take the shard's slot in Redis (fencing an earlier process of it); `renew`: with a new
+        token, after this process was fenced and forfeited its games."""
+        self.store.hold(self.shard, renew=renew)
+        if renew:
+            for pool in self._recorders:
+                pool._close_log()  # its connection wrote with the old token
+        self._held, self.fenced = True, None
+
+    def generation_age(self) -> float | None:
+        """Seconds since the fleet's generation began (None: not read yet)."""
+        if self.generation is None:
+            return None
+        return self.generation.age_s + time.monotonic() - self.generation_seen
 
     def wrap(self, pool: GamePool) -> PoolRecorder:
         """The strategy of this durability's mode around `pool`: change its games through it."""
@@ -211,7 +240,11 @@ class Durability:
             return self._last_id
 
     def _lost(self, error: StoreUnavailableError) -> None:
-        """A change the store could not take: refuse it ("fail") or count it ("degrade")."""
+        """A change the store could not take: refuse it ("fail") or count it ("degrade"). A fenced
+        shard refuses in both: its games are another shard's now."""
+        if isinstance(error, FencedError):
+            self.fenced = self.fenced or str(error)
+            raise error
         if self.on_redis_error == "fail":
             raise error
         with self._lock:
@@ -254,9 +287,11 @@ class Durability:
                 records = encode_records(
                     rows, self.shard, capture.position, pool.autoreset, self.mode == "log"
                 )
-                self.store.put_games(self.shard, capture.ids[part], records)
+                self.store.put_games(self.shard, capture.ids[part], records, capture.token)
         except Exception as error:  # Redis, or a bug: either way these games are not recorded
             capture.error = error
+            if isinstance(error, FencedError):
+                self.fenced = self.fenced or str(error)
             with self._lock:
                 self.failed_writes += 1
                 pool._full_next = pool._full_next or capture.covering
@@ -284,7 +319,7 @@ class Durability:
 
     def _forget_pending(self) -> None:
         if self._unforgotten:
-            self.store.drop_games(np.concatenate(self._unforgotten))
+            self.store.drop_games(self.shard, np.concatenate(self._unforgotten))
             self._unforgotten = []
 
     def _trim(self) -> None:
@@ -316,16 +351,27 @@ class Durability:
             log.debug("shard %s: heartbeat failed: %s", self.shard, error)
 
     def _check_data(self) -> None:
-        """A Redis that restarted empty (or was flushed) lost our records: rewrite them all."""
-        created = self.store.mark_alive(self.shard)
-        if created and self._marked:
-            log.warning("shard %s: Redis lost this shard's data; rewriting every record", self.shard)
+        """Whether this process still writes as its shard. A Redis that restarted empty (or was
+        flushed) lost our records and our slot: take it back and rewrite every record."""
+        store, known = self.store, self.generation.id if self.generation else None
+        generation = store.generation(known)
+        self.generation, self.generation_seen = generation, time.monotonic()
+        if not self._held:
+            self.hold()
+            return
+        held = store.holder_token(self.shard)
+        if held == store.token(self.shard) or self.fenced:
+            return
+        if held is None and generation.id != known and store.reclaim(self.shard):
+            log.warning("shard %s: Redis lost the fleet's data; rewriting every record", self.shard)
             for pool in self._recorders:
                 if self.mode == "log":
                     pool._resync = True
                 else:
                     pool._full_next = True
-        self._marked = True
+            return
+        self.fenced = held or "the slot expired while this process was away"
+        log.error("shard %s: no longer holds its games (%s)", self.shard, self.fenced)
 
 
 class PoolRecorder:
@@ -354,6 +400,11 @@ class PoolRecorder:
         if durability is not None:  # without one (no Redis at all), nothing reads this recorder
             with durability._lock:
                 durability._recorders.append(self)
+
+    @property
+    def needs_records(self) -> bool:
+        """Redis may lack some of its games' records (it was away, or lost its data): `flush`."""
+        return self._resync or self._full_next
 
     # Reads: the pool's own -------------------------------------------------------------------
 
@@ -424,6 +475,14 @@ class PoolRecorder:
     def hand_off(self, ids: object) -> None:
         raise ValueError("games can move only through Redis: durability mode snapshot or log")
 
+    def forfeit(self) -> np.ndarray:
+        """Drop every game here, writing nothing (the shard was fenced: they are another shard's
+        now); returns their ids."""
+        ids = self.pool.ids.copy()
+        self.pool.release(ids)
+        self._dirty, self._resync, self._full_next = [], False, False
+        return ids
+
     def flush(self) -> None:
         """Record every changed game now and wait (before a drain or a clean shutdown)."""
 
@@ -447,7 +506,7 @@ class SnapshotRecorder(PoolRecorder):
         self._awaiting = False  # mode log: the last step's entry is sent, not yet confirmed
 
     def create(self, n: int, seeds: object = None, key_hash: int = 0) -> np.ndarray:
-        self.confirm()
+        self._begin()
         ids = self.pool.create(n, seeds, key_hash)
         self._created(ids)
         return ids
@@ -463,7 +522,7 @@ class SnapshotRecorder(PoolRecorder):
     def adopt(self, ids: object, snapshot: codec.Snapshot) -> None:
         """Take in games (recovery, migration) and record them here before returning, so their
         records name this shard from then on."""
-        self.confirm()
+        self._begin()
         self.pool.adopt(ids, snapshot)
         self._admit("adopt", np.array(ids, np.uint64))
 
@@ -476,7 +535,7 @@ class SnapshotRecorder(PoolRecorder):
         *,
         checked: bool = False,
     ) -> PoolStep:
-        self.confirm()
+        self._begin()
         chosen = self.pool.select(ids)
         moves = actions if checked else check_actions(self.pool.batch, actions, chosen.size)
         self._mark(chosen.ids)  # before logging it: see Durability._trim
@@ -499,14 +558,14 @@ class SnapshotRecorder(PoolRecorder):
             self._record_due()
 
     def reset(self, ids: object, seeds: object = None) -> None:
-        self.confirm()
+        self._begin()
         chosen = self.pool.select(ids)
         seed_array = None if seeds is None else _checked_seeds(seeds, chosen.size)
         self._mark(chosen.ids)
         self._logged("reset", chosen.ids, seed_array, lambda: self.pool.reset(chosen, seed_array))
 
     def release(self, ids: object) -> None:
-        self.confirm()
+        self._begin()
         chosen = self.pool.select(ids)
         self._logged("close", chosen.ids, None, lambda: self.pool.release(chosen))
         self.durability._queue.put(_Forget(chosen.ids))
@@ -515,12 +574,23 @@ class SnapshotRecorder(PoolRecorder):
         """Drop games another shard has taken over (a drain): here only. Their records and log are
         the new owner's now, so nothing is logged or deleted. Flush before the new owner
         recovers them, and call this right after, so no capture of them is left to write."""
-        self.confirm()
+        self._begin()
         self.pool.release(ids)
 
     def flush(self) -> None:
-        self.confirm()
+        self._begin()
         self._round(wait=True)
+
+    def forfeit(self) -> np.ndarray:
+        self._awaiting, self._ended = False, []
+        self._unconfirmed = None
+        return super().forfeit()
+
+    def _begin(self) -> None:
+        """Before a change: confirm the last step; refuse every change once the shard is fenced."""
+        if self.durability.fenced:
+            raise FencedError(self.durability.fenced)
+        self.confirm()
 
     def _logged(self, kind: str, ids: np.ndarray, data: np.ndarray | None, apply: Callable[[], T]) -> T:
         """Apply a call (mode log: with its entry in the log; see LogRecorder)."""
@@ -602,7 +672,8 @@ class SnapshotRecorder(PoolRecorder):
         d = self.durability
         slots = self.pool.slots_of(ids)
         rows = GameBatch(self.config, **{name: a[slots] for name, a in self.pool.batch.arrays().items()})
-        job = _Capture(self, ids, rows, self._position() if position is None else position, covering)
+        position = self._position() if position is None else position
+        job = _Capture(self, ids, rows, position, covering, d.store.token(d.shard))
         job.done = threading.Event() if wait else None
         if covering:
             with d._lock:
@@ -647,7 +718,7 @@ class LogRecorder(SnapshotRecorder):
             self._stepped(ids, result)
 
     def flush(self) -> None:
-        self.confirm()
+        self._begin()
         if self._resync:
             self._resynchronise()
         else:

@@ -15,7 +15,11 @@ shard-to-shard calls (moves.py) only say when. A move is always: the holder reco
 games and drops them, then the new owner recovers them from Redis. Who moves what:
 - failover: a shard silent for `dead_after_s` leaves orphans. Every survivor recovers the
   keys the ring now gives it (recovery.keys_assigned), one survivor at a time per dead shard
-  (a lease in Redis), so no key is taken twice.
+  (a lease in Redis), so no key is taken twice. It fences the dead shard first (fencing.py):
+  were it only frozen, none of its writes lands after, and it forfeits its games when it wakes.
+  Nobody fails over until the fleet's generation is `dead_after_s` old and the survivor has
+  reached Redis for that long: after Redis lost its data or was away, every live shard has
+  heartbeat and recorded its games again by then, so a live shard is never taken for dead.
 - drain (the operator's drain hash, or SIGTERM): the shard heartbeats DRAINING (routers drop it
   from their rings; its readiness is NOT_SERVING), refuses new games, and pushes each key's
   games to the key's owner on the ring without it (hand off, then Adopt on the owner). It
@@ -51,7 +55,7 @@ from ..pool import GamePool, IdSource, UnknownGameError
 from ..sharding import HashRing, key_hashes
 from ..wire.errors import FailedPrecondition, NotFound, Unavailable
 from ..wire.services import DURABILITY_HEALTH, SERVICE
-from . import moves
+from . import fencing, moves
 from .durability import Durability
 from .recovery import keys_assigned, recover
 from .store import FleetStore, StoreUnavailableError
@@ -74,6 +78,10 @@ class HeldGames(Protocol):
     async def adopt(self, recovered: Sequence[GamePool]) -> np.ndarray: ...
 
     async def hand_off(self, key_hashes: np.ndarray) -> np.ndarray: ...
+
+    async def forfeit(self) -> np.ndarray: ...
+
+    async def record_all(self) -> None: ...
 
 
 class FleetMember:
@@ -99,12 +107,14 @@ class FleetMember:
         self.ring: HashRing | None = None
         self.alive: set[str] = set()
         self.draining = False
+        self.superseded = False  # another process serves under this shard's name: this one stopped
         self._health = health
         self._durable = True  # last reported: nothing acknowledged is missing from Redis
         self._drain: asyncio.Task | None = None
         self._leaving = False
         self._locate_lock = asyncio.Lock()
         self._loop: asyncio.Task | None = None
+        self._reached_since: float | None = None  # monotonic: every tick since reached Redis
 
     @property
     def moves_games(self) -> bool:
@@ -119,19 +129,25 @@ class FleetMember:
         registry, then watch it."""
         while self.moves_games:
             try:
-                async with self._claim(self.name):
-                    mine = await asyncio.to_thread(self.store.key_hashes_of, self.name)
-                    if mine:
-                        count = await self._recover(self.name, mine)
-                        log.info("shard %s: recovered %d games of its previous process", self.name, count)
+                await asyncio.to_thread(self.durability.hold)
+                await self._take_back("its previous process")
                 break
             except (StoreUnavailableError, Unavailable) as error:
                 log.warning("shard %s: waiting for Redis to recover its games: %s", self.name, error)
                 await asyncio.sleep(self.tick_s)
         with contextlib.suppress(StoreUnavailableError):
             await self._refresh()
+            self._reached_since = time.monotonic()
         await self._health.set(DURABILITY_HEALTH, _STATUS[True])
         self._loop = asyncio.create_task(self._run())
+
+    async def _take_back(self, whose: str) -> None:
+        """Recover the games Redis still records under this shard's name (holding its slot)."""
+        async with self._claim(self.name):
+            mine = await asyncio.to_thread(self.store.key_hashes_of, self.name)
+            if mine:
+                count = await self._recover(self.name, mine)
+                log.info("shard %s: recovered %d games of %s", self.name, count, whose)
 
     async def _set_serving(self, serving: bool) -> None:
         """Readiness: NOT_SERVING while draining."""
@@ -174,18 +190,26 @@ class FleetMember:
     # The watch ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self.superseded:
             await asyncio.sleep(self.tick_s)
             try:
                 await self._tick()
             except StoreUnavailableError as error:
+                self._reached_since = None
                 log.debug("shard %s: registry unreachable: %s", self.name, error)
             except Exception:  # a bug here must not end the watch
                 log.exception("shard %s: fleet watch failed", self.name)
 
     async def _tick(self) -> None:
+        if self.durability.fenced:
+            await self._forfeit()
+            return
         await self._report_durability()
         await self._refresh()
+        if self._reached_since is None:
+            self._reached_since = time.monotonic()
+        if self.moves_games and self.durability.degraded:  # Redis is back (or lost its data)
+            await self.games.record_all()
         requested = await asyncio.to_thread(self.store.drain_requested, self.pod)
         if requested and not self.draining:
             log.info("shard %s: drain requested by the operator", self.name)
@@ -212,16 +236,45 @@ class FleetMember:
     async def _take_over(self, dead: str) -> None:
         """Failover: recover the dead shard's keys that the ring gives this shard."""
         ring = self.ring
-        if ring is None or self.name not in ring.shards:
+        if ring is None or self.name not in ring.shards or self._too_soon_to_fail_over():
             return
         try:
             async with self._claim(dead, wait_s=0):
                 mine = await asyncio.to_thread(keys_assigned, self.store, dead, ring, self.name)
                 if mine:
+                    await asyncio.to_thread(self.store.fence, dead, self.name)
                     count = await self._recover(dead, mine)
                     log.warning("shard %s: took over %d games of dead shard %s", self.name, count, dead)
         except Unavailable:
             return  # another survivor holds the lease: next tick
+
+    def _too_soon_to_fail_over(self) -> str | None:
+        """Why a silent shard cannot be taken for dead yet (None: it can): the fleet's data in
+        Redis, or this shard's view of it, is younger than `dead_after_s`."""
+        age = self.durability.generation_age()
+        if age is None or age < self.dead_after_s:
+            return "Redis began the fleet's data less than --dead-after ago"
+        reached = self._reached_since
+        if reached is None or time.monotonic() - reached < self.dead_after_s:
+            return f"shard {self.name} has reached Redis for less than --dead-after"
+        return None
+
+    async def _forfeit(self) -> None:
+        """Fenced: drop every game (another shard took them over), then hold the slot anew and
+        take back what Redis still records as this shard's. Another process serving under this
+        name: stop serving (two processes must not write as one shard)."""
+        reason = self.durability.fenced
+        dropped = await self.games.forfeit()
+        log.error("shard %s: fenced (%s): dropped its %d games", self.name, reason, dropped.size)
+        held = await asyncio.to_thread(self.store.holder_token, self.name)
+        if held is not None and not held.startswith(fencing.FENCED):
+            log.error("shard %s: another process holds this shard's name: serving nothing", self.name)
+            self.draining = self.superseded = True
+            self.durability.state = "DRAINING"
+            await self._set_serving(False)
+            return
+        await asyncio.to_thread(self.durability.hold, renew=True)
+        await self._take_back("its own not yet taken over")
 
     # Moving games -------------------------------------------------------------------------
 
@@ -247,7 +300,7 @@ class FleetMember:
             scratch.append(GamePool(config, 1, autoreset=autoreset, id_source=IdSource()))
             return scratch[-1]
 
-        await asyncio.to_thread(recover, self.store, into, key_hashes=keys, owner=owner)
+        await asyncio.to_thread(recover, self.store, into, key_hashes=keys, owner=owner, writer=self.name)
         ids = await self.games.adopt(scratch)
         if owner != self.name:  # our own keys stay ours: the adopt just recorded them again
             await asyncio.to_thread(self.store.forget_key_hashes, owner, keys)
@@ -334,10 +387,17 @@ class FleetMember:
                     f"games {missing[:_SHOWN].tolist()} are not this shard's ({self.name}) on the fleet's "
                     f"ring (they belong to {where or 'no serving shard'}): retry with a fresh topology"
                 )
+            dead = [o for o in set(owners.tolist()) if o != self.name and o not in self.alive]
+            if dead and (why := self._too_soon_to_fail_over()):
+                raise Unavailable(
+                    f"games {missing[:_SHOWN].tolist()} are recorded by {sorted(dead)}: {why}; retry"
+                )
             for owner in sorted(set(owners.tolist())):
                 mine = np.unique(keys[owners == owner]).tolist()
                 async with self._claim(owner):
-                    if owner != self.name and owner in self.alive:
+                    if owner in dead:
+                        await asyncio.to_thread(self.store.fence, owner, self.name)
+                    elif owner != self.name:
                         try:
                             await moves.hand_over(owner, mine)
                         except grpc.RpcError as error:

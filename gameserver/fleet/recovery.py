@@ -40,13 +40,15 @@ def recover(
     key_hashes: Sequence[int] | None = None,
     game_ids: Sequence[int] | None = None,
     owner: str | None = None,
+    writer: str | None = None,
 ) -> np.ndarray:
     """Restore the recorded games of these key hashes (or these ids), optionally only those
     `owner` held, at their last logged tick; returns their ids, ascending.
 
     Adopting through a recorder (Durability.wrap) records the games under its shard before this
-    returns. Records of games the log shows closed are deleted: the shard that closed them died
-    before its writer could (their records would otherwise name it until they expire).
+    returns. With `writer` (a shard this process holds), records of games the log shows closed
+    are deleted: the shard that closed them died before its writer could (their records would
+    otherwise name it until they expire).
     """
     stored = store.load_games(key_hashes=key_hashes, game_ids=game_ids)
     replay = _Replay(stored, owner)
@@ -55,8 +57,8 @@ def recover(
             replay.apply(shard, entry)
     ids = replay.hand_over(into)
     closed = replay.ids[~replay.live]
-    if closed.size:
-        store.drop_games(closed)
+    if closed.size and writer is not None:
+        store.drop_games(writer, closed)
     return ids
 
 
@@ -66,7 +68,7 @@ def recover_shard(store: FleetStore, dead: str, ring: HashRing, me: str, into: T
     Every survivor runs this with the same ring; each takes a disjoint share of the keys.
     """
     mine = keys_assigned(store, dead, ring, me)
-    ids = recover(store, into, key_hashes=mine, owner=dead)
+    ids = recover(store, into, key_hashes=mine, owner=dead, writer=me)
     store.forget_key_hashes(dead, mine)
     return ids
 

@@ -11,6 +11,9 @@ Keys (all under `gamefleet:<fleet>:`, all expiring `ttl_s` after their last writ
   drain             HASH pod name -> unix time the operator asked that shard to drain
   claim:<name>      STRING holder of a short lease (one shard at a time recovers a dead shard)
   owners            SET shards that have recorded games (written by FleetStore.put_games)
+  holder:<shard>    STRING the token of the process that may write as that shard, or "fenced by
+                    ..." once another shard took its games over (fencing.py)
+  generation        HASH id, started, lost: changes only when Redis loses the fleet's data
 The record and log keys are store.py's.
 
 The client never retries a command on its own: a retried XADD could log one step twice, and
@@ -20,7 +23,8 @@ replay would then play it twice. A failure is a StoreUnavailableError instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -29,6 +33,7 @@ from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.retry import Retry
 
+from . import fencing
 from .breaker import CircuitBreaker
 
 T = TypeVar("T")
@@ -55,6 +60,40 @@ class StoreUnavailableError(ConnectionError):
                 f"confirmed, so it is not acknowledged; read the games before retrying: {self}"
             )
         return f"durability store unavailable, the call changed nothing (on-redis-error=fail): {self}"
+
+
+class FencedError(StoreUnavailableError):
+    """Another shard took this shard's games over (fenced it): nothing it holds is its own now."""
+
+    @property
+    def status_details(self) -> str:
+        return f"this shard's games were taken over by another shard: retry with a fresh topology ({self})"
+
+
+class HolderLostError(StoreUnavailableError):
+    """Redis holds no holder for this shard: it lost the fleet's data (the shard takes its slot back
+    at its next heartbeat, then records its games again)."""
+
+
+def refusal(error: redis.ResponseError) -> StoreUnavailableError:
+    """An error reply of a fenced write as what it means to the writer."""
+    text = str(error)
+    if text.startswith(fencing.FENCED):
+        return FencedError(f"fenced: {text.removeprefix(fencing.FENCED).strip()}")
+    if text.startswith(fencing.NO_HOLDER):
+        return HolderLostError(f"redis lost this shard's holder: {text}")
+    return StoreUnavailableError(f"redis refused the write: {text}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The fleet's data in Redis since `started` (Redis time); `lost`: it began because Redis lost
+    the data of an earlier one (a shard remembered it); `age_s`: how long ago it began."""
+
+    id: str
+    started: float
+    lost: bool
+    age_s: float
 
 
 @dataclass(frozen=True)
@@ -114,6 +153,7 @@ class FleetRegistry:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         self.redis = _client(redis_target, timeout_s)
         self.breaker = CircuitBreaker(breaker_s)
+        self._tokens: dict[str, str] = {}  # shard -> this process's holder token (hold)
 
     def key(self, *parts: object) -> str:
         """The fleet's key named by `parts` (every key of the fleet shares its prefix: see purge)."""
@@ -128,6 +168,15 @@ class FleetRegistry:
             raise StoreUnavailableError(f"redis unavailable: {type(error).__name__}: {error}") from error
         self.breaker.succeeded()
         return result
+
+    def _script(self, source: str, keys: Sequence[str], args: Sequence[object]) -> object:
+        """Run a fencing script; its error replies raise what they mean (FencedError, ...)."""
+        try:
+            return self._call(self.redis.eval, source, len(keys), *keys, *args)
+        except StoreUnavailableError as error:
+            if isinstance(error.__cause__, redis.ResponseError):
+                raise refusal(error.__cause__) from error.__cause__
+            raise
 
     def _pipeline(self, fill: Callable[[Pipeline], object]) -> list:
         """Run the commands `fill` queues in one round trip."""
@@ -189,14 +238,45 @@ class FleetRegistry:
             lambda p: [p.zrem(self.key("heartbeats"), address), p.hdel(self.key("shards"), address)]
         )
 
-    def mark_alive(self, shard: str) -> bool:
-        """Set (and refresh) the shard's marker key; True when it was missing: the first call,
-        or Redis lost the shard's data (restarted empty, flushed, expired)."""
-        key = self.key("alive", shard)
-        created, _ = self._pipeline(
-            lambda p: [p.set(key, 1, nx=True, ex=self.ttl_s), p.expire(key, self.ttl_s)]
+    # Holders and the generation (fencing.py) ---------------------------------------------
+
+    def token(self, shard: str) -> str:
+        """This process's holder token for `shard` (made on first use; `hold` writes it)."""
+        return self._tokens.setdefault(shard, secrets.token_hex(8))
+
+    def hold(self, shard: str, *, renew: bool = False) -> str:
+        """Become the one process that writes as `shard`, fencing any earlier one (a restart, a
+        zombie); `renew`: with a new token (after this process was fenced). Returns the token."""
+        if renew:
+            self._tokens.pop(shard, None)
+        token = self.token(shard)
+        self._script(fencing.HOLD, [self.key("holder", shard)], [token, self.ttl_s])
+        return token
+
+    def reclaim(self, shard: str) -> bool:
+        """After Redis lost its data: hold `shard` again unless a fence stands; whether it holds."""
+        return bool(
+            self._script(fencing.RECLAIM, [self.key("holder", shard)], [self.token(shard), self.ttl_s])
         )
-        return bool(created)
+
+    def fence(self, shard: str, by: str) -> None:
+        """Stop `shard` writing (before taking its games over): its writes fail until it holds again."""
+        self._script(fencing.FENCE, [self.key("holder", shard)], [f"{fencing.FENCED} by {by}", self.ttl_s])
+
+    def holder_token(self, shard: str) -> str | None:
+        """What `holder:<shard>` says (a token, a fence, or None)."""
+        raw = self._call(self.redis.get, self.key("holder", shard))
+        return None if raw is None else raw.decode()
+
+    def generation(self, known: str | None) -> Generation:
+        """The fleet's generation, begun now if Redis has none (`known`: the id this shard saw
+        last, so a new generation after it is marked lost)."""
+        ident, started, lost, now = self._script(
+            fencing.GENERATION,
+            [self.key("generation")],
+            [secrets.token_hex(8), int(known is not None), self.ttl_s],
+        )
+        return Generation(ident.decode(), float(started), lost == b"1", float(now) - float(started))
 
     def orphaned_shards(self, alive_within_s: float) -> list[str]:
         """Shards with recorded games that no longer heartbeat: their games await recovery."""

@@ -12,6 +12,9 @@ Games are grouped by placement key hash because a key is the unit of placement: 
 ring moves a key, all its games move, and one HGETALL fetches them. A record names its
 owner, so a key's games spread over several shards (after a ring change) are told apart.
 
+Every write of games runs as a fencing script (fencing.py): it lands only while the writing
+process holds its shard (`hold` first), so a shard that was failed over writes nothing after.
+
 The client never retries a command on its own: a retried XADD could log one step twice,
 and replay would then play it twice. A failure is a StoreUnavailableError instead.
 """
@@ -27,9 +30,10 @@ import numpy as np
 import redis
 from redis.client import Pipeline
 
+from . import fencing
 from .breaker import CircuitBreaker
 from .records import EntryId, StoredGames, decode_records, record_owner
-from .registry import FleetRegistry, ShardInfo, StoreUnavailableError
+from .registry import FleetRegistry, ShardInfo, StoreUnavailableError, refusal
 
 __all__ = [
     "ORIGIN",
@@ -128,45 +132,49 @@ class FleetStore(FleetRegistry):
 
     # Game records -------------------------------------------------------------------------
 
-    def put_games(self, owner: str, ids: np.ndarray, records: np.ndarray) -> None:
+    def put_games(self, owner: str, ids: np.ndarray, records: np.ndarray, token: str | None = None) -> None:
         """Write records (row i of `records` for game ids[i]) per key hash, and register the key
-        hashes as `owner`'s: one buffer, one send (thousands of records per snapshot round)."""
+        hashes as `owner`'s, while `token` (default: this process's) holds `owner`: one script,
+        one send (thousands of records per snapshot round). FencedError once another shard took
+        `owner` over."""
         ids = np.asarray(ids, np.uint64)
         if not ids.size:
             return
         key_hashes = ids >> np.uint64(32)
         unique = np.unique(key_hashes).tolist()
         fields = [str(i).encode() for i in ids.tolist()]
-        commands: list[tuple] = []
-        for key_hash in unique:
-            key = self._snap_key(key_hash)
-            rows = np.flatnonzero(key_hashes == key_hash).tolist()
-            commands.append(("HSET", key, *[a for r in rows for a in (fields[r], records[r].data)]))
-            commands.append(("EXPIRE", key, self.ttl_s))
-        commands.append(("SADD", self.key("keys", owner), *unique))
-        commands.append(("SADD", self.key("owners"), owner))
-        commands += [("EXPIRE", key, self.ttl_s) for key in (self.key("keys", owner), self.key("owners"))]
+        rows_of = [np.flatnonzero(key_hashes == key_hash).tolist() for key_hash in unique]
+        keys = [self._holder_key(owner), self.key("keys", owner), self.key("owners")]
+        keys += [self._snap_key(key_hash) for key_hash in unique]
+        args: list[object] = [token or self._tokens[owner], self.ttl_s, owner]
+        args += [a for key_hash, rows in zip(unique, rows_of, strict=True) for a in (key_hash, len(rows))]
+        args += [a for rows in rows_of for r in rows for a in (fields[r], records[r].data)]
         pool = self.redis.connection_pool
         connection = self._call(pool.get_connection)
         try:
             link = _Link(connection, self.breaker)
-            link.send(commands)
-            link.receive(len(commands))
+            link.send([("EVAL", fencing.PUT_RECORDS, len(keys), *keys, *args)])
+            link.receive(1)
         finally:
             pool.release(connection)
 
-    def drop_games(self, ids: np.ndarray) -> None:
-        """Delete the records of closed games."""
+    def drop_games(self, shard: str, ids: np.ndarray) -> None:
+        """Delete the records of closed games, while this process holds `shard`."""
         ids = np.asarray(ids, np.uint64)
+        if not ids.size:
+            return
+        hashes = ids >> np.uint64(32)
+        unique = np.unique(hashes).tolist()
+        args: list[object] = [self._tokens[shard]]
+        for key_hash in unique:
+            names = ids[hashes == key_hash].tolist()
+            args += [len(names), *names]
+        self._script(fencing.DROP_RECORDS, [self._holder_key(shard), *map(self._snap_key, unique)], args)
 
-        def fill(pipe: Pipeline) -> None:
-            for key_hash in np.unique(ids >> np.uint64(32)).tolist():
-                pipe.hdel(
-                    self._snap_key(key_hash), *map(str, ids[(ids >> np.uint64(32)) == key_hash].tolist())
-                )
-
-        if ids.size:
-            self._pipeline(fill)
+    def _holder_key(self, shard: str) -> str:
+        if shard not in self._tokens:
+            raise ValueError(f"this process does not hold shard {shard!r}: call hold() first")
+        return self.key("holder", shard)
 
     def load_games(
         self, key_hashes: Sequence[int] | None = None, game_ids: Sequence[int] | None = None
@@ -226,7 +234,12 @@ class FleetStore(FleetRegistry):
         """Refresh the TTLs of a live shard's keys, so an idle game's record does not expire."""
 
         def fill(pipe: Pipeline) -> None:
-            for key in (self.key("log", shard), self.key("keys", shard), self.key("owners")):
+            for key in (
+                self.key("log", shard),
+                self.key("keys", shard),
+                self.key("owners"),
+                self.key("holder", shard),
+            ):
                 pipe.expire(key, self.ttl_s)
             for key_hash in key_hashes:
                 pipe.expire(self._snap_key(int(key_hash)), self.ttl_s)
@@ -264,9 +277,14 @@ class _Link:
             self._drop(error)
 
     def receive(self, replies: int) -> list:
-        """The next `replies` replies; an error reply raises (StoreUnavailableError)."""
+        """The next `replies` replies; an error reply raises (StoreUnavailableError, FencedError, ...)."""
         try:
             answers = [self.connection.read_response() for _ in range(replies)]
+        except redis.ResponseError as error:  # Redis answered: a fencing script refused the write
+            self.breaker.failed(error)
+            if replies > 1:
+                self.connection.disconnect()  # the replies after it would linger
+            raise refusal(error) from error
         except (OSError, redis.RedisError) as error:
             self._drop(error)
         self.breaker.succeeded()
@@ -279,18 +297,19 @@ class _Link:
 
 
 class LogAppender:
-    """XADDs to one shard's log from the step path, on a connection of its own (see _Link).
+    """XADDs to one shard's log from the step path, on a connection of its own (see _Link), in the
+    fencing script (the shard must hold; its token is the one at construction).
 
     `send` and `receive` are apart so a caller can overlap the round trip with the work it
-    logs. Every XADD travels with an EXPIRE (the TTL refresh). Ids go as runs of consecutive
+    logs. Every XADD comes with an EXPIRE (the TTL refresh). Ids go as runs of consecutive
     ids when that is shorter; the encoding of the last ids array is reused when the same array
     object comes again, so callers must not modify an ids array they have passed. Not
     thread-safe: one per caller.
     """
 
     def __init__(self, store: FleetStore, shard: str) -> None:
-        self._key = store.key("log", shard)
-        self._expire = ("EXPIRE", self._key, store.ttl_s)
+        self._script = ("EVAL", fencing.LOG_APPEND, 2, store._holder_key(shard), store.key("log", shard))
+        self._script += (store._tokens[shard], store.ttl_s)
         self._raw = _Link(store.redis.connection_pool.make_connection(), store.breaker)  # its own connection
         self._ids: np.ndarray | None = None  # the last ids array sent, and its encoding:
         self._ids_field: tuple[str, memoryview] = ("ids", memoryview(b""))  # a trainer resends it
@@ -305,11 +324,11 @@ class LogAppender:
         fields = ["k", kind, *self._ids_field]
         if data is not None:
             fields += ["d", _raw(data, _DATA_DTYPES.get(kind, data.dtype))]
-        self._raw.send([("XADD", self._key, "*", *fields), self._expire])
+        self._raw.send([(*self._script, *fields)])
 
     def receive(self) -> EntryId:
         """The id of the entry sent last (once Redis has it, the call it logs is durable)."""
-        entry, _ = self._raw.receive(2)
+        (entry,) = self._raw.receive(1)
         return parse_entry_id(entry)
 
     def append(self, kind: str, ids: np.ndarray, data: np.ndarray | None = None) -> EntryId:
