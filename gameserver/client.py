@@ -55,6 +55,7 @@ from .wire import replies as wire
 from .wire.errors import (
     Aborted,
     AlreadyExists,
+    DataLoss,
     FailedPrecondition,
     GameFleetError,
     InvalidArgument,
@@ -80,6 +81,7 @@ __all__ = [
     "AsyncFleetClient",
     "Created",
     "Credentials",
+    "DataLoss",
     "FailedPrecondition",
     "FleetClient",
     "GameFleetError",

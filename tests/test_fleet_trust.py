@@ -5,7 +5,8 @@ Each test plays self-play batches through the router (fleet_play.Trainer) agains
 reference that steps exactly the acknowledged actions. "Held once" is read from the registry:
 the shards' reported loads add up to the games that exist, checked after the failover window
 (`--dead-after` past the fleet's generation) has passed. Each ends by killing every shard and
-rebuilding every game from Redis alone, bit for bit against the reference.
+rebuilding every game from Redis alone, bit for bit against the reference. The last two show
+what cannot be kept is said: games restored behind their clients, and games Redis lost.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pytest
 from fleet_play import Trainer, keys_on, recovered_equal_reference, wait_for
 from redis_fixture import RedisServer
 
-from gameserver.client import FleetClient
+from gameserver.client import DataLoss, FleetClient, GameFleetError, Unavailable
+from gameserver.engine import GameConfig
 from gameserver.fleet.store import FleetStore
 from gameserver.local_fleet import LocalFleet
 
@@ -122,3 +126,70 @@ def test_a_frozen_shard_is_fenced_when_failed_over_and_forfeits_its_games_when_i
         assert all(batch.acked == 15 for batch in trainer.batches)
     kill_all(fleet)
     recovered_equal_reference(redis_server.url, fleet.fleet, trainer.batches)
+
+
+def step_until_served(client: FleetClient, ids: np.ndarray, moves: np.ndarray) -> GameFleetError:
+    """Step until the fleet answers something other than UNAVAILABLE (a failover in progress)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.step(ids, moves)
+        except Unavailable:
+            assert time.monotonic() < deadline, "the fleet kept answering UNAVAILABLE"
+            continue
+        except GameFleetError as error:
+            return error
+        raise AssertionError("the step was served with a plain OK")
+
+
+def test_a_shard_killed_while_degraded_comes_back_behind_and_says_so_until_read(redis_server):
+    """on-redis-error degrade, Redis frozen: the shard acknowledges steps it cannot log; killed,
+    its games come back on the survivor at the last tick Redis logged (a step sent into the frozen
+    Redis's socket lands when it goes on). Their next step answers
+    DATA_LOSS naming that tick and changes nothing; a read acknowledges it, then play goes on."""
+    with LocalFleet(
+        2, redis_url=redis_server.url, fleet="degraded", durability="log", router=True,
+        extra_args=(*FAST_SHARD, "--on-redis-error", "degrade", "--redis-timeout", "0.3"),
+        router_args=FAST_ROUTER,
+    ) as fleet, FleetClient(fleet.router_address, timeout=10) as client:  # fmt: skip
+        store = FleetStore(redis_server.url, fleet.fleet, ttl_s=600)
+        created = client.create(
+            4, GameConfig(height=8, width=8), placement_key=keys_on(fleet.addresses, "d")[1]
+        )
+        moves = np.full((4, 2), -1)
+        for _ in range(5):
+            client.step(created.ids, moves)
+        redis_server.freeze()
+        try:
+            for _ in range(5):  # acknowledged, not logged
+                client.step(created.ids, moves)
+            assert client.states(created.ids).tick.tolist() == [10] * 4
+            fleet.kill(1)
+        finally:
+            redis_server.thaw()
+        refused = step_until_served(client, created.ids, moves)
+        assert isinstance(refused, DataLoss), refused
+        restored = client.states(created.ids).tick.tolist()  # this read acknowledges them
+        assert 5 <= restored[0] < 10 and restored == [restored[0]] * 4  # the last tick Redis logged
+        assert f"restored from Redis at ticks {restored}" in refused.details  # and the step changed nothing
+        client.step(created.ids, moves)
+        assert client.states(created.ids).tick.tolist() == [restored[0] + 1] * 4
+        wait_for(lambda: sum(held(store).values()) == 4, "the survivor to report the games")
+
+
+def test_games_whose_records_redis_lost_answer_data_loss_not_not_found(redis_server):
+    """Redis goes away, a shard is killed, Redis comes back empty: that shard's games are gone.
+    Their calls answer DATA_LOSS (Redis lost the fleet's data), not NOT_FOUND "never created"."""
+    with LocalFleet(
+        2, redis_url=redis_server.url, fleet="gone", durability="log", router=True,
+        extra_args=FAST_SHARD, router_args=FAST_ROUTER,
+    ) as fleet, FleetClient(fleet.router_address, timeout=10) as client:  # fmt: skip
+        created = client.create(
+            4, GameConfig(height=8, width=8), placement_key=keys_on(fleet.addresses, "g")[1]
+        )
+        client.step(created.ids, np.full((4, 2), -1))
+        redis_server.kill()
+        fleet.kill(1)
+        redis_server.start()  # empty
+        refused = step_until_served(client, created.ids, np.full((4, 2), -1))
+        assert isinstance(refused, DataLoss) and "Redis lost the fleet's data" in refused.details

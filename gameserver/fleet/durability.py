@@ -208,6 +208,8 @@ class Durability:
             pool._close_log()
         if flush and self.store is not None:
             try:
+                if self.mode != "off" and not self.degraded and not self.fenced:
+                    self.store.mark_clean(self.shard)
                 self.store.remove_shard(self.shard)
             except StoreUnavailableError:
                 log.warning("shard %s could not leave the registry (it will expire)", self.shard)
@@ -284,9 +286,9 @@ class Durability:
                 rows = GameBatch(
                     capture.batch.config, **{k: a[part] for k, a in capture.batch.arrays().items()}
                 )
-                records = encode_records(
-                    rows, self.shard, capture.position, pool.autoreset, self.mode == "log"
-                )
+                logged = self.mode == "log"
+                complete = logged and self.on_redis_error == "fail"
+                records = encode_records(rows, self.shard, capture.position, pool.autoreset, logged, complete)
                 self.store.put_games(self.shard, capture.ids[part], records, capture.token)
         except Exception as error:  # Redis, or a bug: either way these games are not recorded
             capture.error = error

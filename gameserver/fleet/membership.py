@@ -32,9 +32,15 @@ games and drops them, then the new owner recovers them from Redis. Who moves wha
   previous process still owns (before it logs anything, so nothing of theirs is trimmed).
 
 A call for games this shard does not hold (`locate`): NOT_FOUND only when Redis has no record
-of them (never created, or closed). Otherwise the games come here if the ring names this
-shard, and the answer is UNAVAILABLE (retryable: nothing changed) naming where they belong if
-it does not, so a caller with an outdated ring refreshes it and retries.
+of them (never created, or closed), no shard is handing games over (UNAVAILABLE then) and Redis
+did not lose the fleet's data lately (DATA_LOSS then). Otherwise the games come here if the ring
+names this shard, and the answer is UNAVAILABLE (retryable: nothing changed) naming where they
+belong if it does not, so a caller with an outdated ring refreshes it and retries.
+
+Restored games: a recovery that could not vouch for a game's tick (its record was not
+`complete`: snapshot mode, or on-redis-error degrade) and did not come from a holder that
+recorded it as it stood (a hand-over, a drain, a clean exit) marks it restored; its changes
+answer DATA_LOSS naming the tick until a read (GetBatchStates) acknowledges it.
 """
 
 from __future__ import annotations
@@ -53,11 +59,11 @@ from grpc_health.v1.health import HealthServicer
 
 from ..pool import GamePool, IdSource, UnknownGameError
 from ..sharding import HashRing, key_hashes
-from ..wire.errors import FailedPrecondition, NotFound, Unavailable
+from ..wire.errors import DataLoss, FailedPrecondition, GameFleetError, NotFound, Unavailable
 from ..wire.services import DURABILITY_HEALTH, SERVICE
 from . import fencing, moves
 from .durability import Durability
-from .recovery import keys_assigned, recover
+from .recovery import keys_assigned, recover_games
 from .store import FleetStore, StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -83,6 +89,8 @@ class HeldGames(Protocol):
 
     async def record_all(self) -> None: ...
 
+    def mark_restored(self, ids: np.ndarray, ticks: np.ndarray) -> None: ...
+
 
 class FleetMember:
     """One shard's part in the fleet; `join` before serving, `leave` on SIGTERM."""
@@ -106,6 +114,7 @@ class FleetMember:
         self.tick_s = durability.heartbeat_s
         self.ring: HashRing | None = None
         self.alive: set[str] = set()
+        self.draining_elsewhere: set[str] = set()
         self.draining = False
         self.superseded = False  # another process serves under this shard's name: this one stopped
         self._health = health
@@ -113,6 +122,7 @@ class FleetMember:
         self._drain: asyncio.Task | None = None
         self._leaving = False
         self._locate_lock = asyncio.Lock()
+        self._moving: dict[str, asyncio.Lock] = {}  # per owner: the lease is re-entrant for this shard
         self._loop: asyncio.Task | None = None
         self._reached_since: float | None = None  # monotonic: every tick since reached Redis
 
@@ -144,9 +154,10 @@ class FleetMember:
     async def _take_back(self, whose: str) -> None:
         """Recover the games Redis still records under this shard's name (holding its slot)."""
         async with self._claim(self.name):
+            clean = await asyncio.to_thread(self.store.take_clean, self.name)
             mine = await asyncio.to_thread(self.store.key_hashes_of, self.name)
             if mine:
-                count = await self._recover(self.name, mine)
+                count = await self._recover(self.name, mine, handed_over=clean)
                 log.info("shard %s: recovered %d games of %s", self.name, count, whose)
 
     async def _set_serving(self, serving: bool) -> None:
@@ -226,9 +237,29 @@ class FleetMember:
             for dead in [o for o in owners if o not in self.alive and o != self.name]:
                 await self._take_over(dead)
 
+    def _unrecorded(self, ids: np.ndarray) -> GameFleetError:
+        """What to answer for games Redis has no record of: NOT_FOUND (never created, or closed),
+        unless Redis lost the fleet's data within the records' TTL (DATA_LOSS: they may have
+        existed) or a shard is handing games over now (UNAVAILABLE: their records may be on the way)."""
+        age, generation = self.durability.generation_age(), self.durability.generation
+        if generation is not None and generation.lost and age is not None and age < self.store.ttl_s:
+            return DataLoss(
+                f"no record of games {ids[:_SHOWN].tolist()}: Redis lost the fleet's data {age:.0f} s ago, "
+                "and games created before then whose shard did not record them again are gone (or "
+                "they were closed, or never created)"
+            )
+        if self.draining_elsewhere:
+            return Unavailable(
+                f"no record of games {ids[:_SHOWN].tolist()} yet: shards {sorted(self.draining_elsewhere)} "
+                "are handing their games over now: retry"
+            )
+        return NotFound(UnknownGameError(ids).message)
+
     async def _refresh(self) -> None:
         shards = await asyncio.to_thread(self.store.list_shards, self.dead_after_s)
         self.alive = {s.address for s in shards}
+        draining = {s.address for s in shards if s.state == "DRAINING"}
+        self.draining_elsewhere = draining - {self.name}
         serving = [s.address for s in shards if s.state == "SERVING"]
         if self.ring is None or list(self.ring.shards) != serving:
             self.ring = HashRing(serving) if serving else None
@@ -280,28 +311,51 @@ class FleetMember:
 
     @contextlib.asynccontextmanager
     async def _claim(self, owner: str, wait_s: float = 10.0) -> AsyncIterator[None]:
-        """The lease on moving `owner`'s games out of Redis (one shard at a time)."""
+        """The lease on moving `owner`'s games out of Redis (one shard at a time, and within this
+        shard one task at a time: a failover and a call's lazy move must not both adopt them)."""
         name, deadline = f"recover:{owner}", time.monotonic() + wait_s
-        while not await asyncio.to_thread(self.store.claim, name, self.name, CLAIM_TTL_S):
-            if time.monotonic() >= deadline:
-                raise Unavailable(f"another shard is moving the games of {owner} now: retry")
-            await asyncio.sleep(0.05)
+        busy = f"another shard is moving the games of {owner} now: retry"
+        local = self._moving.setdefault(owner, asyncio.Lock())
         try:
-            yield
+            await asyncio.wait_for(local.acquire(), max(wait_s, 0.001))
+        except TimeoutError:
+            raise Unavailable(busy) from None
+        try:
+            while not await asyncio.to_thread(self.store.claim, name, self.name, CLAIM_TTL_S):
+                if time.monotonic() >= deadline:
+                    raise Unavailable(busy)
+                await asyncio.sleep(0.05)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(StoreUnavailableError):
+                    await asyncio.to_thread(self.store.release_claim, name, self.name)
         finally:
-            with contextlib.suppress(StoreUnavailableError):
-                await asyncio.to_thread(self.store.release_claim, name, self.name)
+            local.release()
 
-    async def _recover(self, owner: str, keys: list[int]) -> int:
-        """Rebuild `owner`'s games of these keys from Redis and take them in (hold its lease)."""
+    async def _recover(self, owner: str, keys: list[int], *, handed_over: bool = False) -> int:
+        """Rebuild `owner`'s games of these keys from Redis and take them in (hold its lease).
+        Unless `owner` recorded them as they stood (`handed_over`: a drain, a hand-over, a clean
+        exit), games whose records were not complete are marked restored (DATA_LOSS until read)."""
         scratch: list[GamePool] = []
 
         def into(config: object, autoreset: bool) -> GamePool:
             scratch.append(GamePool(config, 1, autoreset=autoreset, id_source=IdSource()))
             return scratch[-1]
 
-        await asyncio.to_thread(recover, self.store, into, key_hashes=keys, owner=owner, writer=self.name)
+        found = await asyncio.to_thread(
+            recover_games, self.store, into, key_hashes=keys, owner=owner, writer=self.name
+        )
+        for pool in scratch:  # here already (an earlier move of them wrote no record yet)
+            pool.release(pool.ids[np.isin(pool.ids, self.games.live_ids)])
         ids = await self.games.adopt(scratch)
+        inexact = np.isin(found.inexact, ids)
+        if inexact.any() and not handed_over:
+            self.games.mark_restored(found.inexact[inexact], found.inexact_ticks[inexact])
+            log.warning(
+                "shard %s: %d games of %s restored at ticks their clients may have passed (DATA_LOSS "
+                "until read)", self.name, int(inexact.sum()), owner,
+            )  # fmt: skip
         if owner != self.name:  # our own keys stay ours: the adopt just recorded them again
             await asyncio.to_thread(self.store.forget_key_hashes, owner, keys)
         return int(ids.size)
@@ -317,7 +371,7 @@ class FleetMember:
         if self.draining or not self.moves_games:
             raise Unavailable(f"shard {self.name} does not take games now (draining or durability off)")
         async with self._claim(owner):
-            return await self._recover(owner, [int(k) for k in keys.tolist()])
+            return await self._recover(owner, [int(k) for k in keys.tolist()], handed_over=True)
 
     async def _drain_games(self) -> None:
         """DRAINING until every game is on another shard (or, durability off, closed)."""
@@ -362,7 +416,7 @@ class FleetMember:
         except grpc.RpcError as error:  # take them back from Redis; the next round tries again
             log.warning("shard %s: %s did not adopt: %s", self.name, target, error.details())
             async with self._claim(self.name):
-                await self._recover(self.name, keys.tolist())
+                await self._recover(self.name, keys.tolist(), handed_over=True)
 
     async def locate(self, missing: np.ndarray) -> None:
         """Bring here the games of a call that this shard does not hold, if the ring names it
@@ -370,10 +424,13 @@ class FleetMember:
         if not self.moves_games:
             raise NotFound(UnknownGameError(missing).message)
         async with self._locate_lock:
+            missing = missing[~np.isin(missing, self.games.live_ids)]  # a failover may have come first
+            if not missing.size:
+                return
             owners = np.array(await asyncio.to_thread(self.store.owners_of_games, missing), dtype=object)
             unknown = missing[owners == None]  # noqa: E711 (elementwise)
             if unknown.size:
-                raise NotFound(UnknownGameError(unknown).message)
+                raise self._unrecorded(unknown)
             if self.draining:
                 raise Unavailable(
                     f"shard {self.name} is draining; its games are moving to other shards: retry"
@@ -405,5 +462,6 @@ class FleetMember:
                                 f"shard {owner} holds games {missing[:_SHOWN].tolist()} and did not hand "
                                 f"them over: {error.code().name}: {error.details()}: retry"
                             ) from None
-                    count = await self._recover(owner, mine)
+                    live = owner not in dead and owner != self.name  # it handed them over, as they stood
+                    count = await self._recover(owner, mine, handed_over=live)
                 log.info("shard %s: %d games of %s moved here on first use", self.name, count, owner)

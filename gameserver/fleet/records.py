@@ -1,7 +1,9 @@
 """Game records: one codec snapshot per game behind a small header, made and read in bulk.
 
 A record is `header | codec snapshot of that one game`. The header names the owner shard,
-the log position the state is exact at, and whether the owner's log continues it.
+the log position the state is exact at, whether the owner's log continues it, and whether that
+log holds every call the owner acknowledged (mode log with on-redis-error fail: "complete";
+otherwise a recovery may restore a game to an earlier tick than its clients saw).
 
 `codec.encode_snapshot` costs tens of microseconds of Python per call, too much for a
 writer that records thousands of games per round. Every one-game snapshot of a config has
@@ -29,7 +31,7 @@ EntryId = tuple[int, int]  # a stream entry id "<ms>-<seq>" as a comparable tupl
 
 _HEADER = struct.Struct("<4sBQQH")  # magic, flags, position ms, position seq, owner length
 _MAGIC = b"GFR1"
-_AUTORESET, _LOGGED = 1, 2
+_AUTORESET, _LOGGED, _COMPLETE = 1, 2, 4
 # codec's snapshot prefix ends with the crc32 of everything after the prefix.
 _CRC_END = codec._PREFIX.size
 _CRC_START = _CRC_END - 4
@@ -44,6 +46,7 @@ class StoredGames:
     position: np.ndarray  # uint64[n, 2]: (ms, seq) of the owner's log the state is exact at
     autoreset: np.ndarray  # bool[n]
     logged: np.ndarray  # bool[n]: the owner's log continues the record
+    complete: np.ndarray  # bool[n]: and holds every call the owner acknowledged
     groups: list[tuple[np.ndarray, codec.Snapshot]]  # (rows, their states) per game config
 
 
@@ -70,18 +73,18 @@ def _layout_of(snapshot: bytes) -> _Layout:
     return _Layout(decoded.config, view, fields, min(offset for _, offset, _, _ in fields))
 
 
-def _header(owner: str, position: EntryId, autoreset: bool, logged: bool) -> bytes:
-    flags = (_AUTORESET if autoreset else 0) | (_LOGGED if logged else 0)
+def _header(owner: str, position: EntryId, autoreset: bool, logged: bool, complete: bool) -> bytes:
+    flags = (_AUTORESET if autoreset else 0) | (_LOGGED if logged else 0) | (_COMPLETE if complete else 0)
     name = owner.encode()
     return _HEADER.pack(_MAGIC, flags, *position, len(name)) + name
 
 
 def encode_records(
-    batch: GameBatch, owner: str, position: EntryId, autoreset: bool, logged: bool
+    batch: GameBatch, owner: str, position: EntryId, autoreset: bool, logged: bool, complete: bool = False
 ) -> np.ndarray:
     """uint8[games, record bytes]: row i is the record of the batch's slot i."""
     layout = _layout(batch.config)
-    head = np.frombuffer(_header(owner, position, autoreset, logged), np.uint8)
+    head = np.frombuffer(_header(owner, position, autoreset, logged, complete), np.uint8)
     games, start = batch.capacity, head.size
     rows = np.empty((games, start + layout.template.size), np.uint8)
     if games == 0:
@@ -102,7 +105,7 @@ def decode_records(ids: list[int], raws: list[bytes]) -> StoredGames:
     """Parse records (their snapshots fully checked: checksum here, values on adopt)."""
     heads = [_parse_header(game_id, raw) for game_id, raw in zip(ids, raws, strict=True)]
     by_shape: dict[tuple[int, int], list[int]] = {}
-    for i, (raw, (_, _, _, _, start)) in enumerate(zip(raws, heads, strict=True)):
+    for i, (raw, (*_, start)) in enumerate(zip(raws, heads, strict=True)):
         by_shape.setdefault((start, len(raw)), []).append(i)
     states: dict[GameConfig, list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
     for (start, _), rows in by_shape.items():
@@ -120,6 +123,7 @@ def decode_records(ids: list[int], raws: list[bytes]) -> StoredGames:
         np.array([h[1] for h in heads], np.uint64).reshape(-1, 2),
         np.array([h[2] for h in heads], np.bool_),
         np.array([h[3] for h in heads], np.bool_),
+        np.array([h[4] for h in heads], np.bool_),
         groups,
     )
 
@@ -132,7 +136,7 @@ def record_owner(raw: bytes) -> str | None:
     return raw[_HEADER.size : _HEADER.size + owner_len].decode(errors="replace")
 
 
-def _parse_header(game_id: int, raw: bytes) -> tuple[str, EntryId, bool, bool, int]:
+def _parse_header(game_id: int, raw: bytes) -> tuple[str, EntryId, bool, bool, bool, int]:
     if len(raw) < _HEADER.size:
         raise ValueError(f"game {game_id}: record truncated ({len(raw)} bytes)")
     magic, flags, ms, seq, owner_len = _HEADER.unpack_from(raw)
@@ -140,7 +144,7 @@ def _parse_header(game_id: int, raw: bytes) -> tuple[str, EntryId, bool, bool, i
         raise ValueError(f"game {game_id}: not a game record (magic {magic!r})")
     start = _HEADER.size + owner_len
     owner = raw[_HEADER.size : start].decode()
-    return owner, (ms, seq), bool(flags & _AUTORESET), bool(flags & _LOGGED), start
+    return owner, (ms, seq), bool(flags & _AUTORESET), bool(flags & _LOGGED), bool(flags & _COMPLETE), start
 
 
 def _decode_snapshots(

@@ -10,7 +10,8 @@ adopted by the target with their ids, so a target never holds a half-replayed ga
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,7 +34,22 @@ class Adopter(Protocol):
 Target = Adopter | Callable[[GameConfig, bool], Adopter]  # a pool, or the pool for (config, autoreset)
 
 
-def recover(
+@dataclass(frozen=True)
+class Recovered:
+    """What a recovery restored: every game's id, and the inexact ones (their records were not
+    `complete`: their owner may have acknowledged calls the log lacks) with their ticks."""
+
+    ids: np.ndarray
+    inexact: np.ndarray
+    inexact_ticks: np.ndarray
+
+
+def recover(store: FleetStore, into: Target, **selection: Any) -> np.ndarray:
+    """The ids, ascending, of the games `recover_games` restores (same arguments)."""
+    return recover_games(store, into, **selection).ids
+
+
+def recover_games(
     store: FleetStore,
     into: Target,
     *,
@@ -41,9 +57,10 @@ def recover(
     game_ids: Sequence[int] | None = None,
     owner: str | None = None,
     writer: str | None = None,
-) -> np.ndarray:
+) -> Recovered:
     """Restore the recorded games of these key hashes (or these ids), optionally only those
-    `owner` held, at their last logged tick; returns their ids, ascending.
+    `owner` held, at their last logged tick, saying which came back at a tick their clients may
+    have passed.
 
     Adopting through a recorder (Durability.wrap) records the games under its shard before this
     returns. With `writer` (a shard this process holds), records of games the log shows closed
@@ -59,7 +76,8 @@ def recover(
     closed = replay.ids[~replay.live]
     if closed.size and writer is not None:
         store.drop_games(writer, closed)
-    return ids
+    inexact = replay.ids[replay.live & ~replay.complete]
+    return Recovered(ids, inexact, replay.ticks(inexact))
 
 
 def recover_shard(store: FleetStore, dead: str, ring: HashRing, me: str, into: Target) -> np.ndarray:
@@ -92,6 +110,7 @@ class _Replay:
         self.ids = stored.ids[rows]
         self.position = stored.position[rows]
         logged = stored.logged[rows]
+        self.complete = stored.complete[rows]
         self.shards = sorted({stored.owner[r] for r in rows[logged].tolist()})
         owners = np.array([stored.owner[r] for r in rows.tolist()], dtype=object)
         self.shard_of = np.full(rows.size, -1, np.int64)
@@ -149,6 +168,15 @@ class _Replay:
             else:
                 pool.release(ids)
                 self.live[at[mine]] = False
+
+    def ticks(self, ids: np.ndarray) -> np.ndarray:
+        """The ticks these (live) games stand at after replay."""
+        at = np.searchsorted(self.ids, ids)
+        ticks = np.zeros(ids.size, np.int64)
+        for g, pool in enumerate(self.pools):
+            mine = self.group_of[at] == g
+            ticks[mine] = pool.batch.tick[pool.slots_of(ids[mine])]
+        return ticks
 
     def hand_over(self, into: Target) -> np.ndarray:
         recovered = []

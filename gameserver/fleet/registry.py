@@ -14,6 +14,7 @@ Keys (all under `gamefleet:<fleet>:`, all expiring `ttl_s` after their last writ
   holder:<shard>    STRING the token of the process that may write as that shard, or "fenced by
                     ..." once another shard took its games over (fencing.py)
   generation        HASH id, started, lost: changes only when Redis loses the fleet's data
+  clean:<shard>     STRING set by a shard that recorded every game at its clean exit
 The record and log keys are store.py's.
 
 The client never retries a command on its own: a retried XADD could log one step twice, and
@@ -267,6 +268,16 @@ class FleetRegistry:
         """What `holder:<shard>` says (a token, a fence, or None)."""
         raw = self._call(self.redis.get, self.key("holder", shard))
         return None if raw is None else raw.decode()
+
+    def mark_clean(self, shard: str) -> None:
+        """The shard exits having recorded every game as it stands: its restart restores exactly."""
+        self._call(self.redis.set, self.key("clean", shard), 1, ex=self.ttl_s)
+
+    def take_clean(self, shard: str) -> bool:
+        """Whether the shard's last process exited clean (and forget it: the next exit says anew)."""
+        key = self.key("clean", shard)
+        found, _ = self._pipeline(lambda p: [p.get(key), p.delete(key)])
+        return found is not None
 
     def generation(self, known: str | None) -> Generation:
         """The fleet's generation, begun now if Redis has none (`known`: the id this shard saw

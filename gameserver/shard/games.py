@@ -38,7 +38,7 @@ from ..replay.sink import TransitionSink
 from ..telemetry import metrics, tracing
 from ..wire import codec
 from ..wire.codec import ObservationDelta
-from ..wire.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from ..wire.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from ..wire.generated import batch_pb2 as pb
 from .deltas import DeltaViews
 from .roles import PLAIN, PoolRole, step_with_role
@@ -183,6 +183,10 @@ class ShardGames:
         self._index_lock = threading.Lock()  # writers of _index (worker threads)
         self._index = (np.zeros(0, np.uint64), np.zeros(0, np.int32))  # live ids ascending, their pool
         self._moved_keys = np.zeros(0, np.uint64)  # placement-key hashes handed to other shards
+        # Games restored at an earlier tick than their clients may have acknowledged, ascending,
+        # with that tick: their calls answer DATA_LOSS until a read acknowledges them.
+        self._restored = (np.zeros(0, np.uint64), np.zeros(0, np.int64))
+        self.restored_total = 0  # games ever restored so (a metric)
 
     @property
     def active_games(self) -> int:
@@ -223,6 +227,39 @@ class ShardGames:
             )
         groups = [(e, np.flatnonzero(of_game == e.index)) for e in entries]
         return Route(ids, entries[0].pool.config, groups, self.moved)
+
+    def mark_restored(self, ids: np.ndarray, ticks: np.ndarray) -> None:
+        """These games came back from Redis at `ticks`, perhaps behind what their clients saw."""
+        if not ids.size:
+            return
+        old_ids, old_ticks = self._restored
+        keep = ~np.isin(old_ids, ids)
+        all_ids = np.concatenate([old_ids[keep], ids.astype(np.uint64)])
+        order = np.argsort(all_ids)
+        self._restored = (all_ids[order], np.concatenate([old_ticks[keep], ticks.astype(np.int64)])[order])
+        self.restored_total += int(ids.size)
+
+    def refuse_restored(self, ids: np.ndarray) -> None:
+        """DATA_LOSS for a call that would change restored games not yet acknowledged."""
+        restored, ticks = self._restored
+        if not restored.size:
+            return
+        hit = np.isin(ids, restored)
+        if hit.any():
+            shown = np.unique(ids[hit])[:8]
+            at = ticks[np.searchsorted(restored, shown)]
+            raise DataLoss(
+                f"games {shown.tolist()} were restored from Redis at ticks {at.tolist()} after their "
+                "shard failed, possibly earlier than calls you saw acknowledged; read them "
+                "(GetBatchStates) to acknowledge their state, then go on: nothing changed"
+            )
+
+    def acknowledge_restored(self, ids: np.ndarray) -> None:
+        """A read showed the client these games' restored state: their calls go on."""
+        restored, ticks = self._restored
+        if restored.size:
+            keep = ~np.isin(restored, ids)
+            self._restored = (restored[keep], ticks[keep])
 
     def moved(self, ids: np.ndarray) -> bool:
         """Whether any of these ids' placement keys were handed to another shard."""
@@ -440,6 +477,7 @@ class ShardGames:
                     dropped.append(ids)
                 ids = np.concatenate(dropped) if dropped else np.zeros(0, np.uint64)
                 self._index_remove(ids)
+                self.acknowledge_restored(ids)  # not ours to vouch for any more
                 return ids
 
             return await self._locked(entries, 0, work, off_loop=True)

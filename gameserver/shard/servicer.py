@@ -181,16 +181,18 @@ class BatchGameServicer:
     @_refuse
     async def GetBatchStates(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         request = parse_request(pb.GetBatchStatesRequest, raw)
-        route = await self._route(request)
+        route = await self._route(request, reading=True)
         self._check_reply(route.config, route.ids.size, masks=request.include_masks, finals=False)
         out = self._shared_view(request, route)
-        return await self.games.observe(
+        reply = await self.games.observe(
             route,
             masks=request.include_masks,
             delta=request.delta,
             finish=lambda views: _observations(views, out is not None).to_bytes(),
             out=out,
         )
+        self.games.acknowledge_restored(route.ids)  # the client has seen where they stand
+        return reply
 
     @_refuse
     async def SubmitBatchActions(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -302,8 +304,13 @@ class BatchGameServicer:
         except SharedViewUnavailable as error:
             raise FailedPrecondition(str(error)) from None
 
-    async def _route(self, request: Message) -> Route:
-        return await self._located(read_ids(request, "game_ids", self.max_games_per_call))
+    async def _route(self, request: Message, *, reading: bool = False) -> Route:
+        """The route of the request's games; a change to restored games not yet read is refused
+        (DATA_LOSS: their clients must see the tick they went back to first)."""
+        route = await self._located(read_ids(request, "game_ids", self.max_games_per_call))
+        if not reading:
+            self.games.refuse_restored(route.ids)
+        return route
 
     async def _located(self, ids: np.ndarray) -> Route:
         """The route of these ids; games held elsewhere are located first (see the module doc)."""

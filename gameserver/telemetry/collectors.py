@@ -84,6 +84,11 @@ class LiveCollector(Collector):
             memory / active if active else 0.0,
         )
         yield _state_bytes(pools)
+        yield _counter(
+            "gamefleet_games_restored",
+            "Games restored from Redis at a tick their clients may have passed (DATA_LOSS until read).",
+            sum(games.restored_total for games in list(_games)),
+        )
 
     def _large_calls(self) -> Iterator[Any]:
         gates = list(_large_calls)

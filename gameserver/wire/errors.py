@@ -94,6 +94,15 @@ class Unavailable(GameFleetError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class DataLoss(GameFleetError):
+    """Games whose state Redis cannot vouch for: restored to an earlier tick than their clients
+    may have acknowledged (a shard that died while degraded, snapshot mode), or whose records
+    Redis lost. Reading the restored games (GetBatchStates) acknowledges them; until then their
+    other calls answer this and change nothing."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (
@@ -107,6 +116,7 @@ _BY_CODE = {
         PermissionDenied,
         Unauthenticated,
         Aborted,
+        DataLoss,
     )
 }
 

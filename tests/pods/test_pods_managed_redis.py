@@ -1,6 +1,7 @@
 """The managed-Redis example fleet (four durable shards, two routers, the fleet's own redis-server)
-run as real pods: all reach Ready, shards register in the fleet's Redis and the routers route over
-that registry, a FleetClient plays through the router Service, and every pod stops within grace."""
+run as real pods: all reach Ready, shards register in the fleet's Redis (behind the password the
+operator generates) and the routers route over that registry, a FleetClient plays through the
+router Service, and every pod stops within grace."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import redis
 import yaml
+from gamefleet_operator.handlers import generated_password
 from gamefleet_operator.render import GRPC_PORT, REDIS_PORT, render, termination_grace_seconds
 from gamefleet_operator.spec import Fleet
 
@@ -17,6 +19,7 @@ from gameserver.client import FleetClient
 from gameserver.engine import GameConfig
 
 from .cluster import Cluster
+from .kubelet import secret_data
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "managed-redis.yaml"
 
@@ -26,14 +29,19 @@ def test_the_managed_redis_fleet_registers_in_its_redis_plays_and_stops_within_g
     cluster: Cluster,
 ) -> None:
     fleet = Fleet.from_body(yaml.safe_load(EXAMPLE.read_text()))
-    cluster.apply(render(fleet))
+    password = generated_password(fleet)  # what the operator creates once, before the children
+    cluster.apply([password, *render(fleet)])
     shards = [f"durable-shard-{i}" for i in range(4)]
     routers = [p.name for p in cluster.workload_pods("Deployment", "durable-router")]
     cluster.wait_ready(["durable-redis-0", *shards, *routers], timeout=90)
     assert cluster.workloads["Deployment", "durable-router"]["status"]["readyReplicas"] == 2
 
     (redis_ip,) = cluster.resolve("durable-redis.default.svc")
-    store = redis.Redis(host=redis_ip, port=REDIS_PORT, socket_timeout=5)
+    with pytest.raises(redis.AuthenticationError):  # no password, no entry
+        redis.Redis(host=redis_ip, port=REDIS_PORT, socket_timeout=5).dbsize()
+    store = redis.Redis(
+        host=redis_ip, port=REDIS_PORT, socket_timeout=5, password=secret_data(password)["password"]
+    )
     members = [f"{s}.durable-shards.default.svc:{GRPC_PORT}" for s in shards]
     for address in cluster.resolve("durable.default.svc"):
         with FleetClient(f"{address}:{GRPC_PORT}", timeout=30) as client:
