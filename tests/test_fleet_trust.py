@@ -193,3 +193,16 @@ def test_games_whose_records_redis_lost_answer_data_loss_not_not_found(redis_ser
         redis_server.start()  # empty
         refused = step_until_served(client, created.ids, np.full((4, 2), -1))
         assert isinstance(refused, DataLoss) and "Redis lost the fleet's data" in refused.details
+
+
+def test_shards_started_with_one_seed_issue_different_game_ids(redis_server):
+    """Creates without a placement key draw their key hash from the OS: two shards of one seed
+    (the operator gives every shard the fleet's) once issued the same ids, two games per record."""
+    with LocalFleet(
+        2, redis_url=redis_server.url, fleet="seeds", durability="log", extra_args=("--seed", "7")
+    ) as fleet:  # fmt: skip
+        issued = []
+        for address in fleet.addresses:
+            with FleetClient(address, timeout=10) as client:
+                issued.append(set(client.create(8, GameConfig(height=8, width=8)).ids.tolist()))
+        assert not issued[0] & issued[1]

@@ -6,9 +6,9 @@ deserializer would answer INTERNAL), and replies are framed by wire/replies.py a
 engine's arrays. Every refusal happens before any game changes (see games.py).
 
 Placement: all games of one CreateBatchGames call carry one placement key hash in their
-ids' high 32 bits. Without a `placement_key` the shard draws the hash from a generator
-seeded with the shard's seed (reproducible per shard, and spread over a ring); a router
-always sets the key.
+ids' high 32 bits. Without a `placement_key` the shard draws the hash at random from the OS
+(as a router does for its key): drawn from the shard's seed, every shard of a fleet started
+with one seed issued the same ids, and two games then shared one record in Redis.
 
 In a fleet with Redis (`member` set, fleet/membership.py): a call naming games this shard does not
 hold asks the member to locate them (they may have moved here: failover, a lazy move) before
@@ -22,6 +22,7 @@ turn deadline has passed.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -124,7 +125,6 @@ class BatchGameServicer:
         self.max_games_per_call = max_games_per_call
         self.max_message_bytes = max_message_bytes
         self.shared_views = SharedViewCache()
-        self._key_hashes = np.random.default_rng(games.seed)
         self.member: FleetMember | None = None  # in a fleet with Redis
         self.closing = False  # shutting down where games cannot move: no new games (server.leave)
 
@@ -159,7 +159,7 @@ class BatchGameServicer:
         role = read_role(request, config, self.games.transitions)
         self._check_reply(config, n, masks=request.include_masks, finals=False)
         key = read_placement_key(request)
-        key_hash = placement_hash(key) if key else int(self._key_hashes.integers(1 << 32))
+        key_hash = placement_hash(key) if key else secrets.randbits(32)
         effective = config_to_proto(config)
         ids, reply = await self.games.create(
             n,
