@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import ipaddress
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -336,3 +338,23 @@ def test_a_plaintext_health_port_beside_a_mutual_tls_port(pems):
             refused(lambda: probe.create(1, CONFIG), grpc.StatusCode.UNIMPLEMENTED)
     finally:
         shard.stop()
+
+
+def test_gamefleet_up_runs_its_fleet_and_its_players_under_mutual_tls_and_the_token(pems, tmp_path: Path):
+    """The README's secure `gamefleet up`: its shards and router take the same flags, and its
+    self-play clients the same credentials (a plaintext or tokenless player could not connect)."""
+    for name, data in (("ca", pems.ca), ("crt", pems.cert), ("key", pems.key), ("token", TOKEN.encode())):
+        (tmp_path / name).write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, "-m", "gameserver.cli", "up", "--shards", "1", "--games", "8", "--seconds", "1",
+         "--size", "8", "--max-ticks", "30", "--tls-cert", str(tmp_path / "crt"), "--tls-key",
+         str(tmp_path / "key"), "--tls-ca", str(tmp_path / "ca"), "--token-file", str(tmp_path / "token")],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "steps/s" in done.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "gameserver.cli", "up", "--tls-cert", str(tmp_path / "crt")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "key" in missing.stderr + missing.stdout

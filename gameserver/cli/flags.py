@@ -96,6 +96,15 @@ def add_security_arguments(
         )
 
 
+def security_argv(args: argparse.Namespace) -> list[str]:
+    """The security flags as given, to pass on to the processes a command starts (`gamefleet up`)."""
+    argv = []
+    for flag in ("tls_cert", "tls_key", "tls_ca", "tls_server_name", "token_file"):
+        if getattr(args, flag):
+            argv += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
+    return argv if args.tls_client_auth else [*argv, "--no-tls-client-auth"]
+
+
 def credentials(args: argparse.Namespace, command: str) -> object:
     """The Credentials the security flags name; a missing file or a certificate without its key
     ends the command at start-up with a message saying which."""

@@ -17,6 +17,7 @@ import secrets
 from pathlib import Path
 
 from ..threads import wait_passively
+from . import flags
 
 START_TIMEOUT_S = 600.0  # per process: a first run compiles the kernels, slowly on a busy 2-core machine
 
@@ -46,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                       help="start a router and play through it (default)")  # fmt: skip
     path.add_argument("--direct", dest="via_router", action="store_false",
                       help="play on each shard directly")  # fmt: skip
+    flags.add_security_arguments(parser, health_port=False)
     parser.set_defaults(run=run)
     return parser
 
@@ -65,13 +67,22 @@ def run(args: argparse.Namespace) -> int:
     args.durability = args.durability or "snapshot"
     name = args.fleet or f"up-{secrets.token_hex(4)}"
     options = {"redis_url": args.redis, "fleet": name, "durability": args.durability} if args.redis else {}
+    args.credentials = flags.credentials(args, "up")  # the shards and the router get the same flags
+    security = flags.security_argv(args)
     starting = (
         f"starting {args.shards} shard(s) on 127.0.0.1 (a first run compiles the engine: a minute or two) ..."
     )
     try:
         with (
             console.status(starting),
-            LocalFleet(args.shards, router=args.via_router, timeout=START_TIMEOUT_S, **options) as fleet,
+            LocalFleet(
+                args.shards,
+                router=args.via_router,
+                timeout=START_TIMEOUT_S,
+                extra_args=security,
+                router_args=security,
+                **options,
+            ) as fleet,  # fmt: skip
         ):
             return _play(args, console, fleet, config, agents)
     except FleetStartError as error:
@@ -120,7 +131,7 @@ def _play(args: argparse.Namespace, console: object, fleet: object, config: obje
         try:
             report = run_selfplay(
                 addresses, args.games, config, args.seconds, agents=agents, seed=args.seed,
-                on_progress=show,
+                on_progress=show, credentials=args.credentials,
             )  # fmt: skip
         except KeyboardInterrupt:
             console.print("interrupted")

@@ -19,6 +19,7 @@ from ..agents import check_agents, play_seats
 from ..client import FleetClient, ObservationBuffer
 from ..engine import GameConfig
 from ..replay.client import TransitionPusher
+from ..wire.security import PLAINTEXT, Credentials
 
 
 @dataclass
@@ -79,9 +80,10 @@ def _play_shard(
     errors: list[BaseException],
     ready: threading.Barrier,
     replay_address: str | None = None,
+    credentials: Credentials = PLAINTEXT,
 ) -> None:
     try:
-        with FleetClient(address) as client:
+        with FleetClient(address, credentials=credentials) as client:
             created = client.create(games, config, autoreset=True, placement_key=f"selfplay-{seed}")
             pusher = TransitionPusher(replay_address, created.config) if replay_address else None
             view = ObservationBuffer(created.config, games)
@@ -119,11 +121,13 @@ def run_selfplay(
     on_progress: Callable[[float, int, int], None] | None = None,
     replay_address: str | None = None,
     min_steps: int = 0,
+    credentials: Credentials = PLAINTEXT,
 ) -> SelfPlayReport:
     """Play on every shard at once for `seconds`, and on until `min_steps` game steps were played
     (a slow machine still plays whole episodes); `on_progress(elapsed, steps, episodes)` ~5x a second.
 
     With `replay_address`, every seat's transitions are pushed to that ReplayService.
+    `credentials`: the fleet's TLS and token (wire/security.py), if it runs with them.
     """
     check_agents(agents)
     tally = _Tally(config.players)
@@ -144,6 +148,7 @@ def run_selfplay(
                 errors,
                 ready,
                 replay_address,
+                credentials,
             ),
             daemon=True,
         )
