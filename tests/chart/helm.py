@@ -59,6 +59,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "loadtest": {"enabled": True, "address": "fleet.rl.svc:50051"},
     },
     "grafana-without-dashboards": {"dashboards": {"enabled": False}},
+    "fleet-tls": {  # cert-manager issues the fleet's certificate
+        "fleet": {"enabled": True, "certManager": {"enabled": True, "issuerRef": {"name": "fleet-ca"}}},
+    },
     "user-secrets": {  # what a GitOps install names instead of passing: the user's own Secrets
         "grafana": {"admin": {"existingSecret": "grafana-admin", "passwordKey": "password"}},
         "imagePullSecrets": [{"name": "registry-credentials"}],

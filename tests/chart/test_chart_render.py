@@ -25,6 +25,7 @@ from .helm import (
     NAMESPACE,
     ROOT,
     VALUE_SETS,
+    HelmFailed,
     find,
     kinds,
     rendered,
@@ -101,6 +102,39 @@ SERVICE_MONITOR = {
         },
     },
 }
+# cert-manager's Certificate (cert-manager.io/v1), the fields the chart sets; no schema of that CRD
+# is available offline either.
+USAGES = ["server auth", "client auth", "digital signature", "key encipherment"]
+CERTIFICATE = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "cert-manager.io/v1"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["secretName", "dnsNames", "issuerRef"],
+            "properties": {
+                "secretName": {"type": "string"},
+                "duration": {"type": "string"},
+                "renewBefore": {"type": "string"},
+                "privateKey": {"type": "object"},
+                "usages": {"type": "array", "items": {"enum": USAGES}},
+                "dnsNames": STRING_LIST,
+                "issuerRef": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+                        "group": {"const": "cert-manager.io"},
+                    },
+                },
+            },
+        },
+    },
+}
 CASES = [(name, i) for name in VALUE_SETS for i in range(len(rendered(name)))]
 
 
@@ -112,6 +146,9 @@ def validate(manifest: dict[str, Any]) -> None:
         for child in render(Fleet.from_body(manifest)):  # what the operator makes of it is valid too
             if child["kind"] != "ServiceMonitor":
                 strict(child)
+    elif manifest["kind"] == "Certificate":
+        jsonschema.Draft202012Validator(CERTIFICATE).validate(manifest)
+        strict({"apiVersion": "v1", "kind": "ConfigMap", "metadata": manifest["metadata"]})  # metadata
     elif manifest["kind"] == "ServiceMonitor":
         jsonschema.Draft202012Validator(SERVICE_MONITOR).validate(manifest)
         strict({"apiVersion": "v1", "kind": "ConfigMap", "metadata": manifest["metadata"]})  # metadata
@@ -318,3 +355,24 @@ def test_the_charts_fleet_clients_get_through_its_network_policies() -> None:
         assert not admitted(policies, Pod(NAMESPACE, unlabelled), router, GRPC_PORT)
     other = find(rendered("external-grafana-datasources"), "Job", f"{FULLNAME}-loadtest-1")  # another fleet's
     assert "gamefleet.dev/client" not in other["spec"]["template"]["metadata"]["labels"]
+
+
+def test_cert_manager_issues_the_fleets_certificate_into_the_secret_its_spec_names() -> None:
+    objects = rendered("fleet-tls")
+    certificate = find(objects, "Certificate", "gamefleet-tls")
+    fleet = find(objects, "GameFleet", "gamefleet")
+    assert (
+        fleet["spec"]["security"]["tls"]["secretName"] == certificate["spec"]["secretName"] == "gamefleet-tls"
+    )
+    names = certificate["spec"]["dnsNames"]
+    assert f"gamefleet.{NAMESPACE}.svc" in names  # the router Service trainers dial
+    assert f"gamefleet-shards.{NAMESPACE}.svc" in names  # the name the fleet checks shards against
+    assert {"server auth", "client auth"} <= set(certificate["spec"]["usages"])
+    assert certificate["spec"]["issuerRef"] == {
+        "name": "fleet-ca",
+        "kind": "Issuer",
+        "group": "cert-manager.io",
+    }
+    assert not [o for o in rendered("external") if o["kind"] == "Certificate"]  # off by default
+    with pytest.raises(HelmFailed, match=r"fleet\.certManager\.issuerRef\.name"):
+        template({"fleet": {"enabled": True, "certManager": {"enabled": True}}})

@@ -85,3 +85,8 @@ another fleet (.address) must be admitted by that fleet's networkPolicy.clients.
 gamefleet.dev/client: {{ .root.Values.fleet.name | quote }}
 {{- end -}}
 {{- end -}}
+
+{{/* The Secret cert-manager fills with the chart fleet's certificate (fleet.certManager). */}}
+{{- define "gamefleet.fleetTLSSecret" -}}
+{{- printf "%s-tls" .Values.fleet.name -}}
+{{- end -}}
