@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -206,3 +207,32 @@ def test_shards_started_with_one_seed_issue_different_game_ids(redis_server):
             with FleetClient(address, timeout=10) as client:
                 issued.append(set(client.create(8, GameConfig(height=8, width=8)).ids.tolist()))
         assert not issued[0] & issued[1]
+
+
+def test_a_drain_during_calls_answers_unavailable_never_not_found_and_loses_nothing(redis_server, fleet):
+    """SIGTERM a shard while a trainer steps every batch through the router: its games move to the
+    others mid-play; a call caught in the move answers UNAVAILABLE (retry), never NOT_FOUND."""
+    with training(redis_server, fleet, "drain", rounds=3) as (store, trainer, games):
+        stop = threading.Event()
+
+        def keep_stepping() -> None:
+            while not stop.is_set():
+                trainer.round(timeout_s=60)
+
+        stepping = threading.Thread(target=keep_stepping)
+        stepping.start()
+        try:
+            wait_for(lambda: min(b.acked for b in trainer.batches) >= 6, "play under way", 30)
+            os.kill(fleet.pids[1], signal.SIGTERM)
+            fleet._processes[1].wait(timeout=60)  # drained, then gone
+            played = min(b.acked for b in trainer.batches)
+            wait_for(lambda: min(b.acked for b in trainer.batches) >= played + 5, "play on the others", 60)
+        finally:
+            stop.set()
+            stepping.join()
+        wait_for(lambda: settled(store, games, 2), "the two left to hold every game once", 30)
+        failures = [error for batch in trainer.batches for error in batch.failures]
+        assert all(isinstance(error, Unavailable) for error in failures), failures
+        assert len({batch.acked for batch in trainer.batches}) == 1  # every round stepped every batch
+    kill_all(fleet)
+    recovered_equal_reference(redis_server.url, fleet.fleet, trainer.batches)
