@@ -17,6 +17,8 @@ overlaps different pools, not calls on one pool).
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,12 +153,7 @@ class IdSource:
 
     def peek(self, n: int, key_hash: int = 0) -> np.ndarray:
         """The next n ids for this key, without issuing them (issue with `skip_past`)."""
-        if (
-            isinstance(key_hash, bool)
-            or not isinstance(key_hash, int | np.integer)
-            or not 0 <= key_hash < 1 << 32
-        ):
-            raise ValueError(f"key_hash must be a 32-bit unsigned int, got {key_hash!r}")
+        _check_key_hash(key_hash)
         if self._next + n > _LOCAL_LIMIT:
             raise ValueError(f"local game ids exhausted: {n} more would pass 2**32")
         return make_game_ids(int(key_hash), np.arange(self._next, self._next + n, dtype=np.uint64))
@@ -165,6 +162,42 @@ class IdSource:
         """Never issue the local ids of these games (or any below them) again."""
         if ids.size:
             self._next = max(self._next, int((ids & np.uint64(_LOCAL_LIMIT - 1)).max()) + 1)
+
+
+class UnguessableIds(IdSource):
+    """Ids whose local half starts at a random point per create (the OS's randomness), consecutive
+    from there (the log stores one create's ids as a run): knowing one game's id, or the placement
+    key, names no other game. `taken(ids)` says whether any is live already; a draw that hits one
+    is drawn again. A closed game's id may come back (one chance in 2**32 per create)."""
+
+    _DRAWS = 16
+
+    def __init__(self, taken: Callable[[np.ndarray], bool]) -> None:
+        super().__init__()
+        self._taken = taken
+
+    def peek(self, n: int, key_hash: int = 0) -> np.ndarray:
+        _check_key_hash(key_hash)
+        if n > _LOCAL_LIMIT // 2:
+            raise ValueError(f"{n} games in one create: at most 2**31")
+        for _ in range(self._DRAWS):
+            first = 1 + secrets.randbelow(_LOCAL_LIMIT - 1 - n)
+            ids = make_game_ids(int(key_hash), np.arange(first, first + n, dtype=np.uint64))
+            if not self._taken(ids):
+                return ids
+        raise ValueError(f"no free run of {n} game ids under this placement key: too many games share it")
+
+    def skip_past(self, ids: np.ndarray) -> None:
+        """Nothing to skip: every draw is checked against the live games."""
+
+
+def _check_key_hash(key_hash: object) -> None:
+    if (
+        isinstance(key_hash, bool)
+        or not isinstance(key_hash, int | np.integer)
+        or not 0 <= key_hash < 1 << 32
+    ):
+        raise ValueError(f"key_hash must be a 32-bit unsigned int, got {key_hash!r}")
 
 
 class GamePool:

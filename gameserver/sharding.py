@@ -2,9 +2,10 @@
 
 A game id carries its placement: the high 32 bits are the hash of the placement key that
 its CreateBatchGames call used (all games of one call share it), the low 32 bits tell the
-games of that key apart. Anyone holding the ring can therefore route an id without asking
-anyone, and when the ring changes (a shard joins or dies) the same arithmetic says where
-each game lives now. Virtual nodes spread each shard over the ring so that adding or
+games of that key apart (a shard starts each create's run of them at random:
+pool.UnguessableIds). Anyone holding the ring can therefore route an id without asking
+anyone, and when the ring changes (a shard joins or dies) the same arithmetic says where each
+game lives now. Virtual nodes spread each shard over the ring so that adding or
 removing one of N shards moves about 1/N of the keys.
 """
 

@@ -442,3 +442,23 @@ def test_another_pools_selection_is_not_trusted() -> None:
     b.create(2)  # same version (0) and free slots in b as in a
     with pytest.raises(UnknownGameError):
         b.select(chosen)
+
+
+def test_unguessable_ids_start_at_random_run_on_and_redraw_around_live_games():
+    from gameserver.pool import UnguessableIds
+
+    draws = []
+
+    def taken(ids: np.ndarray) -> bool:
+        draws.append(ids)
+        return len(draws) < 3  # the first two draws meet live games
+
+    ids = UnguessableIds(taken).peek(5, key_hash=9)
+    assert len(draws) == 3 and np.array_equal(ids, draws[-1])
+    assert np.all(ids >> np.uint64(32) == 9) and np.all(np.diff(ids) == 1)  # one run: the log stores 16 bytes
+    starts = {int(UnguessableIds(lambda _: False).peek(1, key_hash=9)[0]) for _ in range(8)}
+    assert len(starts) == 8  # no counter to guess from
+    with pytest.raises(ValueError, match="no free run of 4 game ids"):
+        UnguessableIds(lambda _: True).peek(4, key_hash=9)
+    with pytest.raises(ValueError, match="key_hash must be a 32-bit unsigned int"):
+        UnguessableIds(lambda _: False).peek(1, key_hash=2**32)

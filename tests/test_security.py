@@ -32,6 +32,7 @@ from gameserver.cli import health, serve
 from gameserver.client import (
     Credentials,
     FleetClient,
+    NotFound,
     PermissionDenied,
     SecurityError,
     Unauthenticated,
@@ -358,3 +359,17 @@ def test_gamefleet_up_runs_its_fleet_and_its_players_under_mutual_tls_and_the_to
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert missing.returncode != 0 and "key" in missing.stderr + missing.stdout
+
+
+def test_game_ids_cannot_be_guessed_from_a_placement_key_or_another_game(door, pems):
+    """Two creates under one placement key: each a run of consecutive ids (the log's compact
+    form), starting at random, so neither the key nor a game's id names the other create's games."""
+    _, router = door
+    with FleetClient(router.address, timeout=10, credentials=trainer(pems)) as client:
+        first, second = (client.create(4, CONFIG, placement_key="known").ids for _ in range(2))
+        for ids in (first, second):
+            assert np.all(np.diff(ids) == 1)
+        assert first[0] >> np.uint64(32) == second[0] >> np.uint64(32)  # the key's hash, known
+        assert abs(int(second[0]) - int(first[-1])) > 1 << 8  # but not where the games lie
+        with pytest.raises(NotFound):  # the neighbours of a known game are nobody's
+            client.states(np.array([first[-1] + np.uint64(1)], np.uint64))

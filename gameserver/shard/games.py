@@ -1,6 +1,7 @@
 """The games of one shard: a GamePool per (config, autoreset), ids routed to pools with numpy.
 
-Every pool draws ids from one IdSource, so an id names one game on the whole shard and a
+Every pool draws ids from one UnguessableIds (each create's run starts at random, redrawn where
+it meets a live game), so an id names one game on the whole shard and a
 request's ids are grouped by pool with one searchsorted over a shard-wide index (a loop
 over the few pools, never over games). Engine work runs on a thread pool (the kernels
 release the GIL), so calls on different pools step in parallel while an asyncio.Lock per
@@ -33,7 +34,7 @@ import numpy as np
 from ..engine import GameConfig, Observation
 from ..engine.config import RUNNING
 from ..fleet.durability import Durability, PoolRecorder
-from ..pool import GamePool, IdSource, Selection, UnknownGameError
+from ..pool import GamePool, Selection, UnguessableIds, UnknownGameError
 from ..replay.sink import TransitionSink
 from ..telemetry import metrics, tracing
 from ..wire import codec
@@ -176,7 +177,7 @@ class ShardGames:
         self.durability = durability
         self.transitions = transitions  # where games created with push_transitions send their steps
         self._executor = executor
-        self._ids = IdSource()
+        self._ids = UnguessableIds(lambda ids: bool(np.isin(ids, self.live_ids).any()))
         self._entries: list[PoolEntry] = []
         self._by_key: dict[tuple[GameConfig, bool, PoolRole], PoolEntry] = {}
         self._create_lock = asyncio.Lock()  # the IdSource is shared: one create at a time
