@@ -8,9 +8,9 @@ The hand-written client (its own RESP encoder, reply parser and socket I/O on a 
 connection's socket, store.py before this benchmark) is kept here, as the baseline, so the
 choice can be measured again (another redis-py, hiredis, another machine).
 
-(a) log step: one batch step's entry as LogAppender writes it (XADD + EXPIRE sent, then both
-    replies read; ids of a 4096-game batch as one run, int16 actions [4096, 2]): hand-written;
-    LogAppender (redis-py: pack_commands, sent as one buffer, read_response twice); and
+(a) log step: one batch step's entry as LogAppender writes it (ids of a 4096-game batch as one
+    run, int16 actions [4096, 2]): hand-written (XADD + EXPIRE, both replies read); LogAppender
+    (redis-py: the fencing script, packed and sent as one buffer, one reply); and
     redis-py's send_packed_command(pack_commands(...)) as is (one send per memoryview).
 (b) put_games: 1024 records of 20x20 2-player games (encode_records of a real GameBatch) over
     16 placement keys: hand-written; FleetStore.put_games (a pooled redis-py Connection, one
@@ -26,6 +26,12 @@ redis-py 8.2.0 without hiredis, Python 3.11): (a) hand-written 71.5-73.5 us, Log
 82.0-84.1 us (x1.14-1.15: +10.5 us next to a 720-750 us step), send_packed_command as is
 x1.21; (b) hand-written 1886-2025 us, put_games 2189-2288 us (x1.13-1.16, next to 840-1050 us
 of encode_records), pipeline 5896-6232 us (x2.95-3.31). So the store uses redis-py (one buffer).
+
+Since fencing (fleet/fencing.py) the store's paths do more than the unfenced hand-written ones,
+so their ratios are what fencing costs (`--rounds 20`, same VM): (a) LogAppender is one EVAL
+of a script that checks the holder, then XADD + EXPIRE: 102-105 us against 72-75 us (x1.41,
++30 us next to a 750-860 us step); (b) records through the script took 6.0 ms (x3.0: Lua copies
+every record), so put_games WATCHes the holder and writes in MULTI/EXEC instead: 2.44 ms (x1.28).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Fencing: the Lua that lets a shard write only while it holds its slot, and the fleet's generation.
 
-Every write of a shard's games (a log entry, a record, a record's deletion) runs as one script
-that first checks `holder:<shard>` against the writing process's token: Redis runs a script
-atomically, so no write lands after another shard fenced this one (set the key to "fenced by
-..." before taking its games over). A write that finds the key missing is refused too: Redis
-lost its data (or the fence expired), and only the generation check (registry.py) may take the
-slot back.
+Every write of a shard's games (a log entry, a record's deletion) runs as one script that first
+checks `holder:<shard>` against the writing process's token: Redis runs a script atomically, so
+no write lands after another shard fenced this one (set the key to "fenced by ..." before taking
+its games over). Records, megabytes a round, go in a transaction that WATCHes the holder instead
+(store.put_games: the same guarantee without copying them through Lua). A write that finds the
+key missing is refused too: Redis lost its data (or the fence expired), and only the generation
+check (registry.py) may take the slot back.
 
 `generation` (HASH id, started, lost) changes only when Redis loses the fleet's data: shards
 remember its id, a shard that finds another id (or none) re-records its games, and nobody
@@ -23,6 +24,7 @@ if not held then return redis.error_reply('NOHOLDER no holder of this shard in R
 if held ~= ARGV[1] then return redis.error_reply('FENCED ' .. held) end
 """
 
+
 # KEYS: holder, log. ARGV: token, ttl, then the entry's field/value pairs. Returns the entry id.
 LOG_APPEND = (
     _CHECK
@@ -30,29 +32,6 @@ LOG_APPEND = (
 local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return id
-"""
-)
-
-# KEYS: holder, keys:<owner>, owners, snap:<k1> .. snap:<kn>.
-# ARGV: token, ttl, owner, then (key hash, record count) per snap key, then every field/value pair.
-PUT_RECORDS = (
-    _CHECK
-    + """
-local n = #KEYS - 3
-local at = 4 + 2 * n
-for i = 1, n do
-  local key, last = KEYS[3 + i], at + 2 * tonumber(ARGV[3 + 2 * i]) - 1
-  for from = at, last, 1000 do
-    redis.call('HSET', key, unpack(ARGV, from, math.min(from + 999, last)))
-  end
-  redis.call('EXPIRE', key, ARGV[2])
-  redis.call('SADD', KEYS[2], ARGV[2 + 2 * i])
-  at = last + 1
-end
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('EXPIRE', KEYS[3], ARGV[2])
-return n
 """
 )
 

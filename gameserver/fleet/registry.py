@@ -86,6 +86,16 @@ def refusal(error: redis.ResponseError) -> StoreUnavailableError:
     return StoreUnavailableError(f"redis refused the write: {text}")
 
 
+def refusal_by_holder(held: bytes | None) -> StoreUnavailableError:
+    """What a write gets whose token is not the holder's `held` (as a script would reply)."""
+    reply = (
+        f"{fencing.NO_HOLDER} no holder of this shard in Redis"
+        if held is None
+        else f"{fencing.FENCED} {held.decode()}"
+    )
+    return refusal(redis.ResponseError(reply))
+
+
 @dataclass(frozen=True)
 class Generation:
     """The fleet's data in Redis since `started` (Redis time); `lost`: it began because Redis lost

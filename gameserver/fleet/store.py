@@ -33,7 +33,7 @@ from redis.client import Pipeline
 from . import fencing
 from .breaker import CircuitBreaker
 from .records import EntryId, StoredGames, decode_records, record_owner
-from .registry import FleetRegistry, ShardInfo, StoreUnavailableError, refusal
+from .registry import FleetRegistry, ShardInfo, StoreUnavailableError, refusal, refusal_by_holder
 
 __all__ = [
     "ORIGIN",
@@ -134,27 +134,46 @@ class FleetStore(FleetRegistry):
 
     def put_games(self, owner: str, ids: np.ndarray, records: np.ndarray, token: str | None = None) -> None:
         """Write records (row i of `records` for game ids[i]) per key hash, and register the key
-        hashes as `owner`'s, while `token` (default: this process's) holds `owner`: one script,
-        one send (thousands of records per snapshot round). FencedError once another shard took
-        `owner` over."""
+        hashes as `owner`'s, while `token` (default: this process's) holds `owner`: FencedError
+        once another shard took `owner` over.
+
+        Fenced by an optimistic transaction, not a script: WATCH the holder and read it, then
+        MULTI .. EXEC the writes, which Redis drops if the holder changed in between. Megabytes
+        of records (thousands per snapshot round) passed through Lua took Redis 3x as long
+        (`python -m gameserver.bench.store`); this costs one round trip more."""
         ids = np.asarray(ids, np.uint64)
         if not ids.size:
             return
         key_hashes = ids >> np.uint64(32)
         unique = np.unique(key_hashes).tolist()
         fields = [str(i).encode() for i in ids.tolist()]
-        rows_of = [np.flatnonzero(key_hashes == key_hash).tolist() for key_hash in unique]
-        keys = [self._holder_key(owner), self.key("keys", owner), self.key("owners")]
-        keys += [self._snap_key(key_hash) for key_hash in unique]
-        args: list[object] = [token or self._tokens[owner], self.ttl_s, owner]
-        args += [a for key_hash, rows in zip(unique, rows_of, strict=True) for a in (key_hash, len(rows))]
-        args += [a for rows in rows_of for r in rows for a in (fields[r], records[r].data)]
+        commands: list[tuple] = [("MULTI",)]
+        for key_hash in unique:
+            key = self._snap_key(key_hash)
+            rows = np.flatnonzero(key_hashes == key_hash).tolist()
+            commands.append(("HSET", key, *[a for r in rows for a in (fields[r], records[r].data)]))
+            commands.append(("EXPIRE", key, self.ttl_s))
+        commands.append(("SADD", self.key("keys", owner), *unique))
+        commands.append(("SADD", self.key("owners"), owner))
+        commands += [("EXPIRE", key, self.ttl_s) for key in (self.key("keys", owner), self.key("owners"))]
+        commands.append(("EXEC",))
+        holder = self._holder_key(owner)
         pool = self.redis.connection_pool
         connection = self._call(pool.get_connection)
         try:
             link = _Link(connection, self.breaker)
-            link.send([("EVAL", fencing.PUT_RECORDS, len(keys), *keys, *args)])
-            link.receive(1)
+            link.send([("WATCH", holder), ("GET", holder)])
+            held = link.receive(2)[1]
+            if held != (token or self._tokens[owner]).encode():
+                link.send([("UNWATCH",)])
+                link.receive(1)
+                raise refusal_by_holder(held)
+            link.send(commands)
+            done = link.receive(len(commands))[-1]
+            if done is None:  # EXEC dropped the writes
+                raise StoreUnavailableError(f"the holder of {owner} changed during the write: retry")
+            if failed := [reply for reply in done if isinstance(reply, redis.ResponseError)]:
+                raise refusal(failed[0])
         finally:
             pool.release(connection)
 
