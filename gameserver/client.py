@@ -24,6 +24,16 @@ with FailedPrecondition (call without a view then):
     with SharedView(created.config, 4096) as view:
         result = fleet.step(created.ids, actions, view=view)  # result.observations.codes: in view
 
+Pipelined steps (EnvPool's send/recv): `send` starts a step and returns at once, `recv` waits
+for the oldest step sent and returns its reply, so the trainer's own work (inference on the
+batch it just received) runs while the shards step the others; each sent batch must be a
+distinct set of games:
+
+    fleet.send(ids_a, actions_a); fleet.send(ids_b, actions_b)
+    while training:
+        reply = fleet.recv()                               # batch a's, then b's, ...
+        fleet.send(ids_of(reply), policy(reply.observations))
+
 Seat play: games created with `open_seats=True` are played by several clients, one seat
 each. `join` takes a seat and its token; `step_seats` moves that seat in each game and
 returns once every game has stepped (all seats acted, or the game's turn deadline passed),
@@ -36,6 +46,7 @@ with that seat's view only ([games, 1, tiles] planes and rewards):
 
 from __future__ import annotations
 
+import collections
 import functools
 import queue
 from collections.abc import Callable, Iterator, Sequence
@@ -270,6 +281,7 @@ class FleetClient:
         self._channel = credentials.channel(address, options)
         self._calls = {name: _method(self._channel, name) for name in _READERS if name != "StreamSteps"}
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._sent: collections.deque[tuple[Callable[[bytes], Any], grpc.Future]] = collections.deque()
 
     def __enter__(self) -> FleetClient:
         return self
@@ -332,6 +344,32 @@ class FleetClient:
         With `view`, the shard writes the planes into that shared view (same host only)."""
         request = _step_request(ids, actions, masks, delta, observe, view)
         return self._call("SubmitBatchActions", request, view if observe else None)
+
+    def send(
+        self, ids: object, actions: object, *, masks: bool = False, delta: bool = False, observe: bool = True
+    ) -> None:
+        """Start a step (as `step`) and return at once; `recv` returns its reply. Several may be
+        in flight, on distinct games (no shared view: the replies would share its rows)."""
+        request = _step_request(ids, actions, masks, delta, observe, None)
+        metadata = self.credentials.with_metadata(tracing.outgoing_metadata() if tracing.ACTIVE else None)
+        future = self._calls["SubmitBatchActions"].future(request, timeout=self.timeout, metadata=metadata)
+        self._sent.append((_reader("SubmitBatchActions", request, None), future))
+
+    def recv(self) -> StepReply:
+        """The reply of the oldest step `send` started and `recv` has not returned; raises its
+        error (GameFleetError) if it was refused."""
+        if not self._sent:
+            raise RuntimeError("recv() with no step in flight: send() one first")
+        read, future = self._sent.popleft()
+        try:
+            return read(future.result())
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    @property
+    def in_flight(self) -> int:
+        """Steps sent and not yet received."""
+        return len(self._sent)
 
     def join(self, game_id: int, seat: int = -1) -> tuple[int, int]:
         """Take a seat of an open-seat game (-1: any free one); returns (seat, seat token)."""
