@@ -53,11 +53,12 @@ def _move_score(codes, armies, src, dst, seat_code, greedy) -> int:
 
 
 @nb.njit(inline="always", cache=True)
-def _choose(codes, armies, tick, height, width, seed, greedy, split_percent, out, g, rng):
-    """Pick game g's move for every seat: uniformly among legal moves, or among the best-scored."""
+def _choose(codes, armies, tick, height, width, seed, greedy, split_percent, out, g, rng, first):
+    """Pick game g's move for every seat: uniformly among legal moves, or among the best-scored.
+    Its draws are keyed by its index in the caller's numbering, `first + g`."""
     players, tiles = codes.shape[1], codes.shape[2]
     for p in range(players):
-        _seat_rng(rng, seed, g, p, tick[g])
+        _seat_rng(rng, seed, first + g, p, tick[g])
         best = -1
         count = 0
         chosen = PASS
@@ -86,24 +87,37 @@ def _choose(codes, armies, tick, height, width, seed, greedy, split_percent, out
 
 
 @nb.njit(parallel=True, nogil=True, cache=True)
-def _scripted_parallel(codes, armies, tick, height, width, seed, greedy, split_percent, out):
+def _scripted_parallel(codes, armies, tick, height, width, seed, greedy, split_percent, out, first):
     for g in nb.prange(codes.shape[0]):
         _choose(
-            codes, armies, tick, height, width, seed, greedy, split_percent, out, g, np.empty(1, np.uint64)
+            codes,
+            armies,
+            tick,
+            height,
+            width,
+            seed,
+            greedy,
+            split_percent,
+            out,
+            g,
+            np.empty(1, np.uint64),
+            first,
         )
 
 
 @nb.njit(nogil=True, cache=True)
-def _scripted_serial(codes, armies, tick, height, width, seed, greedy, split_percent, out):
+def _scripted_serial(codes, armies, tick, height, width, seed, greedy, split_percent, out, first):
     rng = np.empty(1, np.uint64)
     for g in range(codes.shape[0]):
-        _choose(codes, armies, tick, height, width, seed, greedy, split_percent, out, g, rng)
+        _choose(codes, armies, tick, height, width, seed, greedy, split_percent, out, g, rng, first)
 
 
-def _scripted(codes, armies, tick, height, width, seed, greedy, split_percent, parallel=True) -> np.ndarray:
+def _scripted(
+    codes, armies, tick, height, width, seed, greedy, split_percent, parallel=True, first=0
+) -> np.ndarray:
     out = np.empty(codes.shape[:2], np.int32)
     kernel = _scripted_parallel if parallel and codes.shape[0] >= SERIAL_BELOW else _scripted_serial
-    kernel(codes, armies, tick, height, width, seed, greedy, split_percent, out)
+    kernel(codes, armies, tick, height, width, seed, greedy, split_percent, out, first)
     return out
 
 
@@ -117,17 +131,28 @@ def random_actions(
     split_percent: int = 25,
     *,
     parallel: bool = True,
+    first: int = 0,
 ) -> np.ndarray:
     """A uniformly random legal move for every seat (PASS when a seat has none). `parallel=False`
-    keeps to the calling thread: no OpenMP threads left spinning beside a co-located shard."""
-    return _scripted(codes, armies, tick, height, width, seed, False, split_percent, parallel)
+    keeps to the calling thread: no OpenMP threads left spinning beside a co-located shard.
+    `first`: the batch's first game's index where it was cut from a larger batch (the games then
+    draw as they would there)."""
+    return _scripted(codes, armies, tick, height, width, seed, False, split_percent, parallel, first)
 
 
 def expander_actions(
-    codes: np.ndarray, armies: np.ndarray, tick: np.ndarray, height: int, width: int, seed: int
+    codes: np.ndarray,
+    armies: np.ndarray,
+    tick: np.ndarray,
+    height: int,
+    width: int,
+    seed: int,
+    *,
+    first: int = 0,
 ) -> np.ndarray:
-    """Greedy expansion: capture the richest tile it can win (general, city, enemy, neutral), else regroup."""
-    return _scripted(codes, armies, tick, height, width, seed, True, 0)
+    """Greedy expansion: capture the richest tile it can win (general, city, enemy, neutral), else
+    regroup (`first` as in random_actions)."""
+    return _scripted(codes, armies, tick, height, width, seed, True, 0, first=first)
 
 
 AGENTS: dict[str, Callable[..., np.ndarray]] = {"expander": expander_actions, "random": random_actions}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,7 @@ class RemoteBackend:
         self._always = shared_view is True
         self._ids: np.ndarray | None = None  # the created games: the shared view's rows
         self.view: SharedView | None = None
+        self._sent: collections.deque[np.ndarray] = collections.deque()  # ids of the steps in flight
 
     def _remember(self, ids: np.ndarray, observations: Observations) -> Observations:
         self._last = (np.array(ids, np.uint64), observations)
@@ -105,7 +107,18 @@ class RemoteBackend:
         self._remember(ids, self._call(self.client.reset, ids, seeds, masks=True))
 
     def step(self, ids: np.ndarray, actions: np.ndarray) -> PoolStep:
-        result = self._call(self.client.step, ids, actions, masks=True)
+        return self._pool_step(ids, self._call(self.client.step, ids, actions, masks=True))
+
+    def send(self, ids: np.ndarray, actions: np.ndarray) -> None:
+        """A pipelined step (FleetClient.send): on the wire, never the shared view, whose rows
+        every step in flight would write."""
+        self.client.send(ids, actions, masks=True)
+        self._sent.append(np.array(ids, np.uint64))
+
+    def recv(self) -> PoolStep:
+        return self._pool_step(self._sent.popleft(), self.client.recv())
+
+    def _pool_step(self, ids: np.ndarray, result: Any) -> PoolStep:
         observations = self._remember(ids, result.observations)
         final = result.final_observations
         return PoolStep(
