@@ -172,6 +172,7 @@ def _create_request(
     turn_deadline_ms: float,
     seat_agents: Sequence[str] = (),
     push_transitions: bool = False,
+    observations: bool = True,
 ) -> pb.CreateBatchGamesRequest:
     request = pb.CreateBatchGamesRequest(
         num_games=n,
@@ -183,6 +184,7 @@ def _create_request(
         turn_deadline_ms=turn_deadline_ms,
         seat_agents=seat_agents,
         push_transitions=push_transitions,
+        skip_observations=not observations,
     )
     if seeds is not None:
         write_tensor(request.seeds, np.asarray(seeds, np.uint64))
@@ -316,6 +318,7 @@ class FleetClient:
         turn_deadline_ms: float = 0.0,
         seat_agents: Sequence[str] = (),
         push_transitions: bool = False,
+        observations: bool = True,
     ) -> Created:
         """Start n games; their ids (uint64), effective config and first views.
 
@@ -323,11 +326,12 @@ class FleetClient:
         `step_seats`, and a tick waits at most `turn_deadline_ms` after its first move (0: for
         every seat). `seat_agents` names a scripted agent per seat that the shard plays itself
         ("" leaves the seat to the caller); `push_transitions` has the shard send every step of
-        these games to its ReplayService."""
+        these games to its ReplayService. `observations=False`: the reply carries ids and config
+        only (`Created.observations` is None), small whatever n; read views with `states`."""
         return self._call(
             "CreateBatchGames",
             _create_request(n, config, seeds, autoreset, placement_key, masks, open_seats, turn_deadline_ms,
-                            seat_agents, push_transitions),
+                            seat_agents, push_transitions, observations),
         )  # fmt: skip
 
     def step(
@@ -521,11 +525,12 @@ class AsyncFleetClient:
         turn_deadline_ms: float = 0.0,
         seat_agents: Sequence[str] = (),
         push_transitions: bool = False,
+        observations: bool = True,
     ) -> Created:
         return await self._call(
             "CreateBatchGames",
             _create_request(n, config, seeds, autoreset, placement_key, masks, open_seats, turn_deadline_ms,
-                            seat_agents, push_transitions),
+                            seat_agents, push_transitions, observations),
         )  # fmt: skip
 
     async def step(

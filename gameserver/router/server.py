@@ -18,13 +18,13 @@ import signal
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from ..sharding import DEFAULT_VIRTUAL_NODES, HashRing
 from ..telemetry import collectors, metrics
 from ..telemetry.grpc_server import interceptors
 from ..wire.admission import RequestLimits
 from ..wire.limits import MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, channel_options
+from ..wire.reflection import enable_reflection
 from ..wire.security import PLAINTEXT, Credentials, health_port
 from ..wire.services import LIVENESS_SERVICE, SERVICE
 from .channels import ShardChannels
@@ -103,7 +103,7 @@ class RouterServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.reflection:
             names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
-            reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+            enable_reflection(server, names)
         await self._set_health(False)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._watch = asyncio.create_task(watch(self.source, self.refresh_s, self._apply))

@@ -31,7 +31,6 @@ import numba
 import numpy as np
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from ..engine import GameConfig
 from ..fleet import moves
@@ -45,6 +44,7 @@ from ..telemetry import collectors, metrics
 from ..telemetry.grpc_server import interceptors
 from ..wire.admission import RequestLimits
 from ..wire.limits import MAX_GAMES, MAX_GAMES_PER_CALL, MAX_MESSAGE_BYTES, WORKERS, channel_options
+from ..wire.reflection import enable_reflection
 from ..wire.security import PLAINTEXT, Credentials, health_port
 from ..wire.services import LIVENESS_SERVICE, SERVICE
 from .deltas import DeltaViews
@@ -227,7 +227,7 @@ class ShardServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.reflection:
             names = (SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
-            reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+            enable_reflection(server, names)
         await server.start()
         self._server = server
         if self.health_port is not None:

@@ -157,7 +157,8 @@ class BatchGameServicer:
         config = config_from_proto(request.config, self.game_defaults)
         seeds = read_seeds(request, "seeds", n)
         role = read_role(request, config, self.games.transitions)
-        self._check_reply(config, n, masks=request.include_masks, finals=False)
+        if not request.skip_observations:
+            self._check_reply(config, n, masks=request.include_masks, finals=False)
         key = read_placement_key(request)
         key_hash = placement_hash(key) if key else secrets.randbits(32)
         effective = config_to_proto(config)
@@ -170,7 +171,9 @@ class BatchGameServicer:
             masks=request.include_masks,
             finish=lambda ids, views: (
                 ids,
-                wire.created_response(ids, effective, _observations(views), self.name).to_bytes(),
+                wire.created_response(
+                    ids, effective, None if request.skip_observations else _observations(views), self.name
+                ).to_bytes(),
             ),
             role=role,
         )

@@ -94,6 +94,8 @@ def config_from_proto(message: pb.GameConfig, defaults: GameConfig | None = None
 
     Densities travel as float32: they are read back as the shortest decimal that float32
     holds (0.2, not 0.20000000298), so the same config from any client names the same pool.
+    A min_general_distance equal to the one the engine derives reads as unset (None), for the
+    same reason: a reply's config, sent back, names the pool it came from.
     """
     values = {} if defaults is None else dataclasses.asdict(defaults)
     for name in _CONFIG_FIELDS:
@@ -101,11 +103,14 @@ def config_from_proto(message: pb.GameConfig, defaults: GameConfig | None = None
             value = getattr(message, name)
             values[name] = float(str(np.float32(value))) if isinstance(value, float) else int(value)
     try:
-        return GameConfig(**values)
+        config = GameConfig(**values)
+        derived = dataclasses.replace(config, min_general_distance=None)
+        return derived if config.min_general_distance == derived.general_distance else config
     except ValueError as error:
         raise InvalidArgument(f"config: {error}") from None
 
 
 def config_to_proto(config: GameConfig) -> pb.GameConfig:
-    """Every field set; min_general_distance stays unset when the engine derives it."""
-    return pb.GameConfig(**{k: v for k, v in dataclasses.asdict(config).items() if v is not None})
+    """Every field set, min_general_distance too: the one the engine derives when it is None."""
+    values = dataclasses.asdict(config) | {"min_general_distance": config.general_distance}
+    return pb.GameConfig(**values)

@@ -184,11 +184,13 @@ def step_response(
     return body
 
 
-def created_response(ids: np.ndarray, config: pb.GameConfig, observed: Body, shard: str) -> Body:
+def created_response(ids: np.ndarray, config: pb.GameConfig, observed: Body | None, shard: str) -> Body:
+    """None for `observed`: a create with skip_observations (ids and config only)."""
     body = Body()
     body.tensor(_CREATED["game_ids"], ids)
     body.bytes_field(_CREATED["config"], config.SerializeToString())
-    body.message(_CREATED["observations"], observed)
+    if observed is not None:
+        body.message(_CREATED["observations"], observed)
     body.bytes_field(_CREATED["shard"], shard.encode())
     return body
 
@@ -248,7 +250,7 @@ class Created:
 
     ids: np.ndarray
     config: GameConfig
-    observations: Observations
+    observations: Observations | None  # None: created with skip_observations
     shard: str
 
 
@@ -458,9 +460,10 @@ def _step_message(message: pb.StepResponse, shared: Observation | None) -> StepR
 def read_created(data: bytes) -> Created:
     spans = _spans(data, 0, len(data))
     config = data[slice(*spans.get(_CREATED["config"], (0, 0)))]
+    observed = spans.get(_CREATED["observations"])  # absent: created with skip_observations
     return Created(
         ids=_tensor(data, spans.get(_CREATED["game_ids"], (0, 0))),
         config=config_from_proto(pb.GameConfig.FromString(config)),
-        observations=_observations(data, spans.get(_CREATED["observations"], (0, 0))),
+        observations=None if observed is None else _observations(data, observed),
         shard=str(data[slice(*spans.get(_CREATED["shard"], (0, 0)))], "utf-8"),
     )

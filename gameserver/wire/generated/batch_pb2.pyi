@@ -67,7 +67,7 @@ class Observations(_message.Message):
     def __init__(self, codes: _Optional[_Union[Tensor, _Mapping]] = ..., armies: _Optional[_Union[Tensor, _Mapping]] = ..., land: _Optional[_Union[Tensor, _Mapping]] = ..., army: _Optional[_Union[Tensor, _Mapping]] = ..., tick: _Optional[_Union[Tensor, _Mapping]] = ..., masks: _Optional[_Union[Tensor, _Mapping]] = ..., delta_index: _Optional[_Union[Tensor, _Mapping]] = ..., delta_codes: _Optional[_Union[Tensor, _Mapping]] = ..., delta_armies: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class CreateBatchGamesRequest(_message.Message):
-    __slots__ = ("num_games", "config", "seeds", "open_seats", "turn_deadline_ms", "autoreset", "placement_key", "include_masks", "seat_agents", "push_transitions")
+    __slots__ = ("num_games", "config", "seeds", "open_seats", "turn_deadline_ms", "autoreset", "placement_key", "include_masks", "seat_agents", "push_transitions", "skip_observations")
     NUM_GAMES_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class CreateBatchGamesRequest(_message.Message):
     INCLUDE_MASKS_FIELD_NUMBER: _ClassVar[int]
     SEAT_AGENTS_FIELD_NUMBER: _ClassVar[int]
     PUSH_TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
     num_games: int
     config: GameConfig
     seeds: Tensor
@@ -88,7 +89,8 @@ class CreateBatchGamesRequest(_message.Message):
     include_masks: bool
     seat_agents: _containers.RepeatedScalarFieldContainer[str]
     push_transitions: bool
-    def __init__(self, num_games: _Optional[int] = ..., config: _Optional[_Union[GameConfig, _Mapping]] = ..., seeds: _Optional[_Union[Tensor, _Mapping]] = ..., open_seats: _Optional[bool] = ..., turn_deadline_ms: _Optional[float] = ..., autoreset: _Optional[bool] = ..., placement_key: _Optional[str] = ..., include_masks: _Optional[bool] = ..., seat_agents: _Optional[_Iterable[str]] = ..., push_transitions: _Optional[bool] = ...) -> None: ...
+    skip_observations: bool
+    def __init__(self, num_games: _Optional[int] = ..., config: _Optional[_Union[GameConfig, _Mapping]] = ..., seeds: _Optional[_Union[Tensor, _Mapping]] = ..., open_seats: _Optional[bool] = ..., turn_deadline_ms: _Optional[float] = ..., autoreset: _Optional[bool] = ..., placement_key: _Optional[str] = ..., include_masks: _Optional[bool] = ..., seat_agents: _Optional[_Iterable[str]] = ..., push_transitions: _Optional[bool] = ..., skip_observations: _Optional[bool] = ...) -> None: ...
 
 class CreateBatchGamesResponse(_message.Message):
     __slots__ = ("game_ids", "config", "observations", "shard")
