@@ -18,13 +18,14 @@ overlaps different pools, not calls on one pool).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .engine import GameBatch, GameConfig, Observation, action_masks, generate, observe, step
 from .engine.checks import check_actions
+from .engine.maps import GameMap, check_maps, load_maps
 from .sharding import make_game_ids
 from .wire import codec
 
@@ -311,11 +312,15 @@ class GamePool:
         self._last = Selection(id_array, np.ascontiguousarray(self.slots_of(id_array)), self._version, self)
         return self._last
 
-    def create(self, n: int, seeds: object = None, key_hash: int = 0) -> np.ndarray:
+    def create(
+        self, n: int, seeds: object = None, key_hash: int = 0, maps: Sequence[GameMap] | None = None
+    ) -> np.ndarray:
         """Start `n` new games (seeded maps) in free slots, growing if needed; returns their ids.
 
         `key_hash` is the placement key's hash (sharding.placement_hash), carried in the ids'
         high half. Without seeds, each map's seed is `derive_seeds(pool seed, id)`.
+        `maps` (one `engine.maps.GameMap` per game): the games start on these maps instead; their
+        seeds then only seed the maps an autoreset draws next.
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
@@ -323,8 +328,13 @@ class GamePool:
         seeds = derive_seeds(self.seed, ids) if seeds is None else np.asarray(seeds)
         if seeds.shape != (n,):  # checked before growing, so bad input leaves the pool as it was
             raise ValueError(f"seeds must have one entry per new game ({n}), got shape {seeds.shape}")
+        if maps is not None:
+            check_maps(self.config, maps, n)  # before growing, as the seeds
         slots = self._free_slots(n)
-        generate(self.batch, slots, seeds)  # validates seeds; ids are issued only once it succeeds
+        if maps is None:
+            generate(self.batch, slots, seeds)  # validates seeds; ids are issued only once it succeeds
+        else:
+            load_maps(self.batch, slots, maps, seeds)
         self._register(ids, slots)
         return ids
 
@@ -347,13 +357,17 @@ class GamePool:
         """The exact state of these games (codec snapshot format), for `adopt` or the store."""
         return codec.encode_snapshot(self.batch, self.select(ids).slots)
 
-    def reset(self, ids: object, seeds: object = None) -> None:
+    def reset(self, ids: object, seeds: object = None, maps: Sequence[GameMap] | None = None) -> None:
         """Regenerate these games' maps in place (same ids, same arrays, a new episode).
 
         Without seeds, each map's seed is `derive_seeds(its current map seed, id)`.
+        With `maps` (one per game), the new episodes start on these maps.
         """
         chosen = self.select(ids)
         slots = chosen.slots
+        if maps is not None:
+            load_maps(self.batch, slots, maps, self.batch.seed[slots] if seeds is None else seeds)
+            return
         seeds = derive_seeds(self.batch.seed[slots], chosen.ids) if seeds is None else seeds
         generate(self.batch, slots, seeds, checked=True)
 

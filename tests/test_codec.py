@@ -371,7 +371,7 @@ def test_bad_snapshot_is_refused_naming_the_problem(data: bytes, problem: str) -
     ("field", "value"),
     [
         ("generals", SMALL.tiles),
-        ("structures", -1),
+        ("structures", -2),  # -1 is maps.NO_STRUCTURE (no tile)
         ("owner", SMALL.players + 1),
         ("terrain", 4),
         ("winner", 2),

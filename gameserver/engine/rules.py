@@ -136,7 +136,7 @@ def grow(g, tick, armies, owner, structures) -> None:
     if tick % STRUCTURE_GROWTH_INTERVAL == 0:
         for k in range(structures.shape[1]):
             t = structures[g, k]
-            if owner[g, t] != 0:
+            if t >= 0 and owner[g, t] != 0:  # t < 0: a map with fewer cities than the config's
                 armies[g, t] += 1
 
 

@@ -15,12 +15,15 @@ passes, so dropping them changes nothing. Other illegal moves are kept, and stay
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..engine import GameBatch, GameConfig, step
-from ..engine.config import CITY, DIRECTION_COLS, DIRECTION_ROWS, GENERAL, MOUNTAIN, PASS
+from ..engine.config import CITY, DIRECTION_COLS, DIRECTION_ROWS, GENERAL, MOUNTAIN, PASS, PLAIN
+from ..engine.maps import NO_STRUCTURE, GameMap, load_maps
 
 REPLAY_VERSION = 7  # generals.io's replay version this layout follows
 
@@ -33,6 +36,11 @@ class Replay:
     initial: GameBatch  # capacity 1
     actions: np.ndarray  # int32 [ticks, players], flat moves, -1 = pass
     usernames: list[str]
+
+    @property
+    def map(self) -> GameMap:
+        """The map the game starts on (for `GamePool.create(..., maps=[replay.map])`)."""
+        return GameMap.of_game(self.initial, 0)
 
 
 def export_replay(
@@ -54,6 +62,7 @@ def export_replay(
         raise ValueError(f"actions must be [ticks, {config.players}], got {actions.shape}")
     terrain, structures = batch.terrain[slot], batch.structures[slot]
     cities = structures[: config.cities]  # in the engine's order, so an import restores it exactly
+    cities = cities[cities != NO_STRUCTURE]  # a given map may hold fewer cities than the config
     return {
         "version": REPLAY_VERSION,
         "id": game_id,
@@ -96,10 +105,11 @@ def dumps(replay: dict) -> str:
     return json.dumps(replay, separators=(",", ":"))
 
 
-def import_replay(data: dict | str) -> Replay:
-    """Parse and check a replay (a dict or its JSON); ValueError names what is wrong."""
+def import_replay(data: dict | str | os.PathLike) -> Replay:
+    """Parse and check a replay: a dict, its JSON text, or the path of a file holding it
+    (a str that does not start with "{" is a path); ValueError names what is wrong."""
+    replay = _read(data)
     try:
-        replay = json.loads(data) if isinstance(data, str) else data
         height, width = _int(replay["mapHeight"]), _int(replay["mapWidth"])
         generals = _tiles(replay["generals"], height * width, "generals")
         cities = _tiles(replay["cities"], height * width, "cities")
@@ -125,17 +135,32 @@ def import_replay(data: dict | str) -> Replay:
     ):
         raise ValueError("generals, cities and mountains must be distinct tiles")
     initial = GameBatch.allocate(config, 1)
-    initial.terrain[0, mountains] = MOUNTAIN
-    initial.terrain[0, cities] = CITY
-    initial.terrain[0, generals] = GENERAL
-    initial.armies[0, cities] = armies
-    initial.armies[0, generals] = 1
-    initial.owner[0, generals] = np.arange(1, players + 1)
-    initial.generals[0] = generals
-    initial.structures[0] = np.concatenate([cities, generals])
-    initial.alive[0] = True
-    initial.seed[0] = seed
+    terrain = np.full(config.tiles, PLAIN, np.uint8)
+    terrain[mountains], terrain[cities], terrain[generals] = MOUNTAIN, CITY, GENERAL
+    tile_armies = np.zeros(config.tiles, np.int64)
+    tile_armies[cities] = armies
+    shape = (config.height, config.width)
+    game_map = GameMap(terrain.reshape(shape), tile_armies.reshape(shape), generals)
+    load_maps(initial, np.zeros(1, np.int64), [game_map], np.array([seed]))
+    initial.structures[0, : cities.size] = cities  # in the engine's (export's) order: bit-identical
     return Replay(config, initial, _actions(moves, config, ticks), usernames)
+
+
+def _read(data: object) -> object:
+    """A replay's dict from a dict, JSON text or a file's path."""
+    if isinstance(data, str) and data.lstrip().startswith("{"):
+        text = data
+    elif isinstance(data, str | os.PathLike):
+        try:
+            text = Path(data).read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"not a generals.io replay: cannot read {str(data)!r:.200}: {error}") from None
+    else:
+        return data
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not a generals.io replay: JSONDecodeError: {error}") from None
 
 
 def replay_game(replay: Replay) -> GameBatch:
@@ -161,8 +186,8 @@ def _config(
             config = GameConfig(**given)
         except TypeError as error:
             raise ValueError(f"gamefleet.config is not a GameConfig: {error}") from None
-    found = (config.height, config.width, config.players, config.mountains, config.cities)
-    if found != (height, width, players, mountains, cities):
+    found = (config.height, config.width, config.players)
+    if found != (height, width, players) or cities > config.cities:
         raise ValueError(
             f"the map ({height}x{width}, {players} generals, {mountains} mountains, {cities} cities) "
             f"does not fit the config {config}"

@@ -265,7 +265,7 @@ def _check_arrays(config: GameConfig, arrays: dict[str, np.ndarray]) -> int:
     p, t = config.players, config.tiles
     for name, low, high in (
         ("generals", 0, t - 1),
-        ("structures", 0, t - 1),
+        ("structures", -1, t - 1),  # -1: no tile (maps.NO_STRUCTURE)
         ("owner", 0, p),
         ("terrain", 0, GENERAL),
         ("status", 0, TRUNCATED),
