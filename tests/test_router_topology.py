@@ -183,6 +183,23 @@ def test_a_create_a_draining_shard_refuses_is_placed_again_on_a_shard_that_takes
         leaving.stop()
 
 
+def test_a_router_over_a_static_list_is_not_serving_while_a_listed_shard_does_not_answer(caplog):
+    """Nothing takes a dead member of `--shards` off the ring, so calls for the games its share of
+    the keys would hold fail: the router says NOT_SERVING (naming it) until every member answers."""
+    first, second = BackgroundShard(seed=1), BackgroundShard(seed=2)
+    router = BackgroundRouter(StaticSource([first.address, second.address]), refresh_s=0.1)
+    try:
+        with FleetClient(router.address, timeout=10) as client:
+            assert _eventually(client.healthy)
+            with caplog.at_level(logging.WARNING, logger="gameserver.router.server"):
+                second.stop()
+                assert _eventually(lambda: not client.healthy())
+            assert f"shards of the static list do not answer: ['{second.address}']" in caplog.text
+    finally:
+        router.stop()
+        first.stop()
+
+
 def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -69,14 +69,15 @@ class ShardChannels:
         self._closing: set[asyncio.Task] = set()
         self._reply_bytes_per_game: dict[tuple[str, bool], float] = {}  # by (method, planes)
 
-    async def ready(self, shard: str, timeout: float) -> bool:
+    async def ready(self, shard: str, timeout: float) -> bool | None:
         """Whether the shard answers its readiness check (gRPC health, the default service)
-        SERVING: not warming up, not draining."""
+        SERVING (not warming up, not draining): True; answers otherwise: False; does not answer
+        within `timeout` (down, unreachable): None."""
         stub = health_pb2_grpc.HealthStub(self._link(shard).aio_channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
         except grpc.RpcError:
-            return False
+            return None
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     async def call(

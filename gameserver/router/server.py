@@ -2,7 +2,10 @@
 request: `--reflection`, which `gamefleet up` turns on).
 
 Health is SERVING once at least one shard of the topology is ready (NOT_SERVING while none
-is), so a load balancer sends trainers only to routers that can place games. The ring is
+is), so a load balancer sends trainers only to routers that can place games. Over a static list
+(`--shards`), which nothing updates when a shard dies, it also needs every listed shard to answer:
+a member that does not (down, a wrong address) keeps its share of the ring, and calls for its
+games would fail, so the router says NOT_SERVING and logs which shards it cannot reach. The ring is
 rebuilt whenever the topology source reports a new membership; a request always uses the ring
 it started with. Every member stays on the ring (calls for its games still reach it), but only
 the ready ones take new games: each refresh asks every member's readiness (gRPC health), so a
@@ -85,6 +88,7 @@ class RouterServer:
         self._probe: asyncio.Task | None = None
         self._first_topology = asyncio.Event()
         self._refreshing = asyncio.Lock()
+        self._missing: list[str] = []  # static members that did not answer the last readiness check
         self.servicer.refresh = self.refresh
 
     @property
@@ -147,7 +151,13 @@ class RouterServer:
         if placeable != self.servicer.placeable:
             log.info("shards taking new games: %d of %d %s", len(placeable), len(shards), sorted(placeable))
         self.servicer.placeable = placeable
-        await self._set_health(bool(placeable))
+        missing = []  # members of a static list that do not answer: their games cannot be served
+        if getattr(self.source, "fixed", False):
+            missing = [shard for shard, ok in zip(shards, ready, strict=True) if ok is None]
+        if missing and missing != self._missing:
+            log.warning("NOT_SERVING: shards of the static list do not answer: %s", missing)
+        self._missing = missing
+        await self._set_health(bool(placeable) and not missing)
 
     async def _probe_readiness(self) -> None:
         while True:

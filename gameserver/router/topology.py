@@ -44,7 +44,10 @@ def split_host_port(target: str) -> tuple[str, int]:
 
 
 class StaticSource:
-    """A fixed list (`--shards a,b,c`)."""
+    """A fixed list (`--shards a,b,c`). Nothing takes a dead member off the ring, so a router
+    over it is SERVING only while every member answers (see RouterServer)."""
+
+    fixed = True  # the members stay on the ring whether they answer or not
 
     def __init__(self, shards: Sequence[str]) -> None:
         for shard in shards:
