@@ -31,6 +31,15 @@ def _seconds(minimum_exclusive: bool) -> Callable[[str], float]:
     return parse
 
 
+def add_idle_close_argument(parser: argparse.ArgumentParser) -> None:
+    """--idle-close-seconds: games nobody calls go (shard/idle.py)."""
+    parser.add_argument(
+        "--idle-close-seconds", type=_seconds(True), default=os.environ.get("GAMEFLEET_IDLE_CLOSE_SECONDS"),
+        help="close the games of a placement key no call named for this long: no orphans when a "
+        "client loses a create's reply (default: $GAMEFLEET_IDLE_CLOSE_SECONDS, else never)",
+    )  # fmt: skip
+
+
 def add_redis_timing_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--redis-timeout, --redis-breaker: what a hung or unreachable Redis may cost one call."""
     env = os.environ.get

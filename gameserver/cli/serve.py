@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING
 from ..telemetry.exposition import add_metrics_argument
 from ..threads import wait_passively
 from ..wire import limits
-from .flags import add_redis_timing_arguments, add_reflection_argument, add_security_arguments, credentials
+from .flags import (
+    add_idle_close_argument,
+    add_redis_timing_arguments,
+    add_reflection_argument,
+    add_security_arguments,
+    credentials,
+)
 from .memory import add_max_memory_argument, add_request_arguments, request_limits
 
 if TYPE_CHECKING:  # numba and grpc load in run(), not for `gamefleet --help`
@@ -114,6 +120,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_request_arguments(parser)
     parser.add_argument("--workers", type=int, default=limits.WORKERS, help="threads stepping pools")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
+    add_idle_close_argument(parser)
     _add_fleet(parser)
     _add_game(parser)
     add_metrics_argument(parser)
@@ -199,6 +206,7 @@ def shard_server(args: argparse.Namespace) -> ShardServer:
         advertise=args.advertise,
         credentials=credentials(args, "serve"),
         health_port=args.health_port,
+        idle_close_s=args.idle_close_seconds,
     )
 
 

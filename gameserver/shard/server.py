@@ -49,6 +49,7 @@ from ..wire.security import PLAINTEXT, Credentials, health_port
 from ..wire.services import LIVENESS_SERVICE, SERVICE
 from .deltas import DeltaViews
 from .games import ShardGames
+from .idle import IdleGames
 from .seats import SeatTable
 from .servicer import BatchGameServicer
 
@@ -115,8 +116,11 @@ class ShardServer:
         advertise: str | None = None,
         credentials: Credentials = PLAINTEXT,
         health_port: int | None = None,
+        idle_close_s: float | None = None,
     ) -> None:
         self.health_port = health_port  # a plaintext port serving only health (probes where TLS is on)
+        self.idle_close_s = idle_close_s  # close games no call touched for this long (None: never)
+        self._idle: asyncio.Task | None = None
         self._health_server: aio.Server | None = None
         self.host, self.port = host, port
         # TLS and the fleet's token: for its port, and for the channels it opens (moves, replay)
@@ -210,6 +214,9 @@ class ShardServer:
         )
         self.seats = servicer.seats
         self._servicer = servicer
+        if self.idle_close_s:
+            servicer.idle = IdleGames(self.idle_close_s, servicer.close_idle, lambda: self.games.live_ids)
+            self._idle = asyncio.create_task(servicer.idle.run())
         self._shared_views = servicer.shared_views
         server.add_generic_rpc_handlers((self.large_calls.wrap(servicer.handler()),))
         if self.durability is not None:
@@ -243,6 +250,8 @@ class ShardServer:
             return
         await self.health.enter_graceful_shutdown()
         metrics.serving("shard", False)
+        if self._idle is not None:
+            self._idle.cancel()
         await self._server.stop(grace)
         self._server = None
         if self._health_server is not None:

@@ -57,6 +57,7 @@ from ..wire.messages import (
 from ..wire.security import presents_token
 from ..wire.services import SERVICE
 from .games import Route, ShardGames, ShardStep, Views
+from .idle import IdleGames
 from .roles import read_role
 from .seats import SeatTable, read_seat_moves, turn_deadline
 
@@ -126,6 +127,7 @@ class BatchGameServicer:
         self.max_message_bytes = max_message_bytes
         self.shared_views = SharedViewCache()
         self.member: FleetMember | None = None  # in a fleet with Redis
+        self.idle: IdleGames | None = None  # with --idle-close-seconds: every call touches its games
         self.closing = False  # shutting down where games cannot move: no new games (server.leave)
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -179,6 +181,8 @@ class BatchGameServicer:
         )
         if request.open_seats:
             self.seats.open(self.games.route(ids), deadline, tuple(bool(a) for a in role.agents))
+        if self.idle is not None:
+            self.idle.touch(ids)
         return reply
 
     @_refuse
@@ -231,9 +235,17 @@ class BatchGameServicer:
     @_refuse
     async def CloseBatchGames(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         route = await self._route(parse_request(pb.CloseBatchGamesRequest, raw))
+        return pb.CloseBatchGamesResponse(closed=await self._close(route)).SerializeToString()
+
+    async def _close(self, route: Route) -> int:
         closed = await self.games.close(route)
         self.seats.release(route.ids)
-        return pb.CloseBatchGamesResponse(closed=closed).SerializeToString()
+        return closed
+
+    async def close_idle(self, ids: np.ndarray) -> int:
+        """Close those of these games still here (IdleGames' sweep: no client named them lately)."""
+        ids = ids[np.isin(ids, self.games.live_ids)]
+        return await self._close(self.games.route(ids)) if ids.size else 0
 
     @_refuse
     async def JoinGame(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -317,6 +329,8 @@ class BatchGameServicer:
 
     async def _located(self, ids: np.ndarray) -> Route:
         """The route of these ids; games held elsewhere are located first (see the module doc)."""
+        if self.idle is not None:
+            self.idle.touch(ids)
         try:
             return self.games.route(ids)
         except NotFound:
