@@ -14,8 +14,10 @@ passes, so dropping them changes nothing. Other illegal moves are kept, and stay
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,13 +167,26 @@ def _read(data: object) -> object:
 
 def replay_game(replay: Replay) -> GameBatch:
     """Play a replay through the engine from its first state; returns the final state (capacity 1)."""
+    return collections.deque(_play(replay), maxlen=1)[0]  # the last state (one batch, stepped on)
+
+
+def replay_states(replay: Replay) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every state of a replay: terrain, owner and armies [ticks + 1, tiles], row t after tick t."""
+    rows = [(b.terrain[0].copy(), b.owner[0].copy(), b.armies[0].copy()) for b in _play(replay)]
+    terrain, owner, armies = (np.stack(column) for column in zip(*rows, strict=True))
+    return terrain, owner, armies
+
+
+def _play(replay: Replay) -> Iterator[GameBatch]:
+    """The replay's game (capacity 1) at its first state, then after each tick."""
     batch = GameBatch.allocate(replay.config, 1)
     for name, array in replay.initial.arrays().items():
         getattr(batch, name)[...] = array
     slots = np.zeros(1, np.int64)
+    yield batch
     for row in replay.actions:
         step(batch, slots, row[None, :])
-    return batch
+        yield batch
 
 
 def _config(
