@@ -12,7 +12,9 @@ actions as one flat index (`action_format="flat"`: the
 engine's flat moves, plus index `H*W*8` for pass) or generals-bots' `[pass, row, col, dir, split]`
 (`"generals"`). `info["action_mask"]` is bool over the flat index space in both action formats:
 index `((row*W + col)*4 + dir)*2 + split`, and the last index (pass) is always legal.
-Rendering is not offered: `render_mode` is None.
+`render_mode="rgb_array"`: `render()` returns the board as the learner sees it (a vector env: one
+frame per sub-env; the parallel env: what any seat sees) as RGB arrays; `"human"` (GeneralsEnv and
+GeneralsParallelEnv, where a display exists) shows it in a window every step (see `render.py`).
 
 Importing this module registers `ENV_ID` with Gymnasium: `gymnasium.make(ENV_ID, config=...)` makes
 a `GeneralsEnv`, `gymnasium.make_vec(ENV_ID, num_envs=n)` a `GeneralsVectorEnv`. Gymnasium 1.x loads
@@ -40,6 +42,7 @@ from ..engine.config import GENERAL, KIND_OFFSET, LAND_GROWTH_INTERVAL, PASS, ST
 from ..pool import GamePool, PoolStep
 from .bots import board_size, generals_fields, generals_space, pad_planes, to_observation
 from .planes import CHANNELS, generals_planes
+from .render import RENDER_FPS, RENDER_MODES, Window, check_render_mode, observation_frame
 
 ENV_ID = "GameFleet/Generals-v0"
 OBS_FORMATS = ("planes", "compact", "generals")
@@ -246,7 +249,11 @@ class GeneralsVectorEnv(VectorEnv):
     `LocalBackend`s get the same ids and replay too).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {
+        "autoreset_mode": AutoresetMode.SAME_STEP,
+        "render_modes": ["rgb_array"],
+        "render_fps": RENDER_FPS,
+    }
 
     def __init__(
         self,
@@ -259,7 +266,11 @@ class GeneralsVectorEnv(VectorEnv):
         backend: Backend | None = None,
         batch_size: int | None = None,
         pad_to: int | None = None,
+        render_mode: str | None = None,
     ) -> None:
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be None or 'rgb_array' on a vector env, got {render_mode!r}")
+        self.render_mode = render_mode
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         batch_size = num_envs if batch_size is None else batch_size
@@ -396,6 +407,16 @@ class GeneralsVectorEnv(VectorEnv):
         terminated = result.terminated | lost
         return self._learner_obs(view), rewards, terminated, result.truncated.copy(), self._infos(ids) | infos
 
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """Each sub-env's board as the learner (seat 0) sees it now: RGB uint8 [H*20, W*20, 3] frames."""
+        if self.render_mode is None:
+            return None
+        h, w = self.config.height, self.config.width
+        views = [view for view in self._views if view is not None]
+        return tuple(
+            observation_frame(v.codes[g], v.armies[g], 0, h, w) for v in views for g in range(len(v.tick))
+        )
+
     def close_extras(self, **kwargs: Any) -> None:
         if self.game_ids is not None:
             while self._pending:  # let the steps in flight land before their games go
@@ -444,7 +465,7 @@ class GeneralsEnv(gym.Env):
     A finished episode returns its final observation and an empty info; call `reset()` then.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": list(RENDER_MODES), "render_fps": RENDER_FPS}
 
     def __init__(
         self,
@@ -455,7 +476,10 @@ class GeneralsEnv(gym.Env):
         action_format: str = "flat",
         backend: Backend | None = None,
         pad_to: int | None = None,
+        render_mode: str | None = None,
     ) -> None:
+        self.render_mode = check_render_mode(render_mode)
+        self._window: Window | None = None
         self._vec = GeneralsVectorEnv(
             1,
             config,
@@ -464,6 +488,7 @@ class GeneralsEnv(gym.Env):
             action_format=action_format,
             backend=backend,
             pad_to=pad_to,
+            render_mode=render_mode and "rgb_array",
         )
         self.config = self._vec.config
         self.observation_space = self._vec.single_observation_space
@@ -474,12 +499,14 @@ class GeneralsEnv(gym.Env):
     ) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
         obs, infos = self._vec.reset(seed=int(self.np_random.integers(_SEED_BOUND)))
+        self._show()
         return self._vec.seat_format.agent_observation(_pick(obs, 0)), {
             "action_mask": infos["action_mask"][0]
         }
 
     def step(self, action: object) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, rewards, terminated, truncated, infos = self._vec.step(np.asarray(action)[None])
+        self._show()
         ended = bool(terminated[0] or truncated[0])
         obs = infos["final_obs"][0] if ended else _pick(obs, 0)
         info = {} if ended else {"action_mask": infos["action_mask"][0]}
@@ -491,7 +518,23 @@ class GeneralsEnv(gym.Env):
             info,
         )
 
+    def render(self) -> np.ndarray | None:
+        """The board as the learner (seat 0) sees it: an RGB frame ("rgb_array"); "human" shows it."""
+        frame = None if self.render_mode is None else self._vec.render()[0]
+        if self.render_mode != "human":
+            return frame
+        self._window = self._window or Window(f"GameFleet {self.config.height}x{self.config.width}")
+        self._window.show(frame)
+        return None
+
+    def _show(self) -> None:
+        if self.render_mode == "human":
+            self.render()
+
     def close(self) -> None:
+        if self._window is not None:
+            self._window.close()
+            self._window = None
         self._vec.close()
 
 
@@ -506,7 +549,8 @@ class GeneralsParallelEnv(ParallelEnv):
 
     metadata: ClassVar[dict[str, Any]] = {
         "name": "generals_v0",
-        "render_modes": [],
+        "render_modes": list(RENDER_MODES),
+        "render_fps": RENDER_FPS,
         "is_parallelizable": True,
     }
 
@@ -518,14 +562,16 @@ class GeneralsParallelEnv(ParallelEnv):
         action_format: str = "flat",
         backend: Backend | None = None,
         pad_to: int | None = None,
+        render_mode: str | None = None,
     ) -> None:
+        self.render_mode = check_render_mode(render_mode)
+        self._window: Window | None = None
         self.config = _config_of(config, backend)
         self.seat_format = SeatFormat(self.config, obs_format, action_format, pad_to)
         self.backend = LocalBackend(self.config) if backend is None else backend
         self.game_ids = self.backend.create(1)
         self.possible_agents = [f"player_{p}" for p in range(self.config.players)]
         self.agents: list[str] = []
-        self.render_mode = None
         self._seats = {agent: p for p, agent in enumerate(self.possible_agents)}
         self._rng = np.random.default_rng()
 
@@ -545,6 +591,8 @@ class GeneralsParallelEnv(ParallelEnv):
         self.agents = list(self.possible_agents)
         observations = self._observations(self.backend.observe(self.game_ids), self.agents)
         masks = self._masks()
+        if self.render_mode == "human":
+            self.render()
         return observations, {agent: {"action_mask": masks[self._seats[agent]]} for agent in self.agents}
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
@@ -566,9 +614,27 @@ class GeneralsParallelEnv(ParallelEnv):
         if not over:
             masks = self._masks()
             infos |= {agent: {"action_mask": masks[self._seats[agent]]} for agent in self.agents}
+        if self.render_mode == "human":
+            self.render()
         return self._observations(view, acting), rewards, terminated, truncated, infos
 
+    def render(self) -> np.ndarray | None:
+        """The board as any seat sees it now (a finished game shows the next one's start): an RGB
+        frame ("rgb_array"); "human" shows it in a window."""
+        if self.render_mode is None:
+            return None
+        view = self.backend.observe(self.game_ids)
+        frame = observation_frame(view.codes[0], view.armies[0], None, self.config.height, self.config.width)
+        if self.render_mode == "rgb_array":
+            return frame
+        self._window = self._window or Window(f"GameFleet {self.config.height}x{self.config.width}")
+        self._window.show(frame)
+        return None
+
     def close(self) -> None:
+        if self._window is not None:
+            self._window.close()
+            self._window = None
         if self.game_ids is not None:
             self.backend.release(self.game_ids)
             self.game_ids = None

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -371,3 +374,73 @@ seek(hash.has("t") ? parseInt(hash.get("t"), 10) || 0 : 0);
 </script>
 </body></html>
 """  # noqa: E501 (JavaScript)
+
+
+def _human_problem() -> str | None:
+    """Why render_mode="human" cannot open a window here, or None when it can."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return "needs a display and none is set ($DISPLAY, $WAYLAND_DISPLAY)"
+    try:
+        import tkinter  # noqa: F401 (the window's toolkit)
+    except ImportError:
+        return "needs tkinter (Debian: apt install python3-tk)"
+    return None
+
+
+# What the envs' metadata offers: "human" only where a window can open (gymnasium's check_env
+# makes the env in every mode listed).
+RENDER_MODES = ("rgb_array",) if _human_problem() else ("rgb_array", "human")
+
+
+def check_render_mode(mode: str | None) -> str | None:
+    """The envs' render_mode: None, "rgb_array" (frames as arrays) or "human" (a window, where a
+    display exists). ValueError names what is missing."""
+    if mode not in (None, "rgb_array", "human"):
+        raise ValueError(f"render_mode must be None or one of ('rgb_array', 'human'), got {mode!r}")
+    if mode == "human" and (problem := _human_problem()):
+        raise ValueError(
+            f"render_mode='human' {problem}; use render_mode='rgb_array' for frames as arrays, "
+            "or save replays and watch them with `gamefleet replay render`"
+        )
+    return mode
+
+
+def observation_frame(
+    codes: np.ndarray, armies: np.ndarray, seat: int | None, height: int, width: int
+) -> np.ndarray:
+    """The frame of one game's views (codes, armies [players, tiles]): one seat's, or (None) what
+    any seat sees."""
+    view = merged_view(codes, armies) if seat is None else (codes[seat], armies[seat])
+    return draw(*view, height, width)
+
+
+class Window:
+    """render_mode="human": frames shown in a Tk window, at most `fps` a second."""
+
+    def __init__(self, title: str, fps: float = RENDER_FPS) -> None:
+        import tkinter
+
+        self._root = tkinter.Tk()
+        self._root.title(title)
+        self._label = tkinter.Label(self._root)
+        self._label.pack()
+        self._photo = None
+        self._interval = 1.0 / fps
+        self._shown = 0.0
+
+    def show(self, frame: np.ndarray) -> None:
+        import tkinter
+
+        h, w = frame.shape[:2]
+        self._photo = tkinter.PhotoImage(data=b"P6 %d %d 255\n" % (w, h) + frame.tobytes(), format="PPM")
+        self._label.configure(image=self._photo)
+        self._root.update()
+        wait = self._shown + self._interval - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._shown = time.monotonic()
+
+    def close(self) -> None:
+        self._root.destroy()
