@@ -2,9 +2,11 @@
 
 import json
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
+from gameserver.bench.engine import targets
 from gameserver.cli import main
 from gameserver.engine import GameBatch, GameConfig, Observation
 
@@ -82,10 +84,26 @@ def test_bytes_per_game_are_the_state_plus_the_observation_buffer(quick_run):
     }
 
 
-def test_every_target_is_judged_when_batch_1024_and_the_peer_ran(quick_run):
+def test_a_quick_run_judges_no_target_though_its_figures_could(quick_run):
     _, result = quick_run
-    assert len(result["targets"]) == 4
-    assert all(isinstance(target["met"], bool) for target in result["targets"])
+    assert len(result["targets"]) == 4 and result["judged"] is False
+    assert all(target["met"] is None for target in result["targets"])
+    # the same figures from a full run: every target judged when batch 1024 and the peer ran
+    assert all(isinstance(target["met"], bool) for target in targets(result))
+
+
+def test_update_results_writes_the_committed_figures_and_a_quick_run_refuses_it(monkeypatch, tmp_path):
+    with pytest.raises(SystemExit, match="a --quick run does not update the committed results"):
+        main(["bench", "engine", "--quick", "--update-results"])
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr("gameserver.bench.engine.main", lambda *args: calls.append(args) or 0)
+    assert main(["bench", "engine", "--update-results"]) == 0
+    _, _, out, plot, markdown = calls[0]
+    assert out == Path("benchmarks/out/engine.json")  # results go to benchmarks/out/ in any case
+    assert (plot, markdown) == (Path("benchmarks/engine.png"), Path("benchmarks/RESULTS.md"))
+    assert main(["bench", "engine"]) == 0
+    assert calls[1][3:] == (None, None)  # without it: nothing committed is touched
 
 
 def test_plot_is_a_png(quick_run):

@@ -33,7 +33,7 @@ def test_bench_service_measures_every_mode_in_rounds_and_writes_its_own_section(
     assert result["pipelined_share"] == pipelined / result["in_process_steps_per_s"]
     judged = {t["target"]: t["met"] for t in result["targets"]}
     assert list(judged.values())[:5] == [None] * 5  # throughput targets: batch 4096 only
-    assert isinstance(judged["one game, unary round trip p99"], bool)
+    assert judged["one game, unary round trip p99"] is None and result["judged"] is False  # --quick
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     text = results.read_text()
     assert text.startswith(OTHERS.rstrip("\n")) and "## Service: one shard process" in text

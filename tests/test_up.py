@@ -1,6 +1,8 @@
 """`gamefleet up`: real shard processes on 127.0.0.1, self-play through the client, a report, no leftovers."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -18,10 +20,14 @@ def test_gamefleet_up_plays_and_reports(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "gameserver.cli", "up", "--shards", "2", "--games", "32", "--seconds", "3",
          "--size", "10", "--max-ticks", "60", "--json", str(report_path)],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=180, env={**os.environ, "GAMEFLEET_PROGRESS_SECONDS": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "steps/s" in done.stdout and "games/s" in done.stdout
+    # not a terminal (a log, `| tee`): plain progress lines, and the result on one unwrapped line
+    assert re.search(r"^self-play \[ *\d+\.\d s\] [\d,]+ steps/s", done.stdout, re.MULTILINE), done.stdout
+    (result,) = [line for line in done.stdout.splitlines() if "truncated)" in line]
+    assert "steps/s" in result and "games/s" in result and "wins by seat: 0 (expander) " in result
+    assert ", 1 (random) " in result and len(result) > 80
     report = json.loads(report_path.read_text())
     assert report["shards"] == 2 and report["games"] == 64
     assert report["steps"] > 64 * 60  # every game got through at least one whole episode's worth of ticks

@@ -36,7 +36,7 @@ from rich.table import Table
 from ..agents import random_actions
 from ..engine import GameBatch, GameConfig, Observation, generate, observe, step
 from ..engine.config import MAX_TICK_LIMIT, RUNNING
-from .results_md import markdown_table, save_figure, write_section
+from .results_md import markdown_table, save_figure, unjudged, write_section
 
 # 20x20, 2 players, default densities; no truncation can happen inside a benchmark.
 BOARD = GameConfig(max_ticks=MAX_TICK_LIMIT)
@@ -459,7 +459,7 @@ def _percent(share: float | None) -> str:
 
 
 def _met(met: bool | None) -> str:
-    return {True: "met", False: "NOT met", None: "not measured"}[met]
+    return {True: "met", False: "NOT met", None: "not judged"}[met]
 
 
 def _rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -589,6 +589,8 @@ def main(
     """Run, then write the JSON (and the plot / markdown when asked) and print the table."""
     console = Console()
     result = run(settings, command, console)
+    if settings.quick:
+        unjudged(result, console)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     console.print(table(result))

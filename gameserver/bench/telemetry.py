@@ -281,7 +281,7 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
             *markdown_table(HEADERS, (_cells(row) for row in result["rows"])),
             "",
             f"Target: {target['target']} {target['goal']}: {target['measured']}, "
-            f"{'met' if target['met'] else 'NOT met'}.",
+            f"{ {True: 'met', False: 'NOT met'}.get(target['met'], 'not judged') }.",
             "",
             f"![telemetry cost]({plot_name})" if plot_name else "",
             "",

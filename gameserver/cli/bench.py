@@ -1,14 +1,19 @@
 """`gamefleet bench TARGET`: the benchmarks of gameserver.bench (JSON, markdown tables, PNG plots).
 
-The bench modules load inside `run` (numba, grpc, the peer, matplotlib), so `--help` stays instant.
+Results go to benchmarks/out/ (`--out`, `--plot`, `--markdown` elsewhere on request); the committed
+figures (benchmarks/RESULTS.md and its plots) change only with `--update-results`, which a
+`--quick` smoke run refuses (and a --quick run judges no target). The bench modules load inside
+`run` (numba, grpc, the peer, matplotlib), so `--help` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import textwrap
 from pathlib import Path
 
+RESULTS = Path("benchmarks/RESULTS.md")  # the committed figures (from a source checkout)
 FULL_BATCHES = (1, 64, 1024, 16384)
 QUICK_BATCHES = (1, 64, 1024)
 FULL_SECONDS = 4.0
@@ -45,8 +50,33 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
+def _results(args: argparse.Namespace, name: str) -> None:
+    """--update-results: the plot and the section of the committed results, unless given apart."""
+    if not args.update_results:
+        return
+    if args.quick:
+        raise SystemExit(f"gamefleet bench {name}: a --quick run does not update the committed results")
+    args.plot = args.plot or RESULTS.parent / f"{name}.png"
+    args.markdown = args.markdown or RESULTS
+
+
+def _add_outputs(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument(
+        "--out", type=Path, default=Path(f"benchmarks/out/{name}.json"), help="write the JSON results here"
+    )
+    parser.add_argument("--plot", type=Path, help="write a PNG plot here (needs matplotlib: the dev extra)")
+    parser.add_argument("--markdown", type=Path, help="write this benchmark's section of this markdown file")
+    parser.add_argument(
+        "--update-results",
+        action="store_true",
+        help=f"update the committed figures: {RESULTS} and {RESULTS.parent}/{name}.png (not with --quick)",
+    )
+
+
 def _run_bench_engine(args: argparse.Namespace) -> int:
     from ..bench import engine as bench
+
+    _results(args, "engine")
 
     settings = bench.Settings(
         batches=tuple(args.batches or (QUICK_BATCHES if args.quick else FULL_BATCHES)),
@@ -58,11 +88,21 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks (results as JSON, tables and plots)")
+    bench = subparsers.add_parser(
+        "bench", help="benchmarks (results as JSON, tables and plots)", description=__doc__
+    )
     targets = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
-    engine = targets.add_parser(
+
+    def target(name: str, help: str, description: str = "") -> argparse.ArgumentParser:
+        text = f"{help[0].upper()}{help[1:]}.{' ' + description if description else ''}"
+        return targets.add_parser(name, help=help, description=textwrap.fill(text, 100))
+
+    engine = target(
         "engine",
-        help="engine steps/s and maps/s vs generals-bots 2.5.0 (20x20, 2 players, random moves)",
+        "engine steps/s and maps/s vs generals-bots 2.5.0 (20x20, 2 players, random moves)",
+        "In process: steps/s with fused observations and state-only, and maps/s, at each batch size, "
+        "against the peer's Game.step and GridFactory.generate, bytes per game, and the targets. Each "
+        "figure is the median window of its least-disturbed round (README: Benchmarks).",
     )
     engine.add_argument(
         "--batches",
@@ -79,17 +119,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--quick", action="store_true", help="a ~10 s smoke run: short windows, small batches"
     )
     engine.add_argument("--no-peer", action="store_true", help="skip generals-bots (no ratios)")
-    engine.add_argument("--out", type=Path, default=Path("benchmarks/out/engine.json"), help="JSON results")
-    engine.add_argument("--plot", type=Path, help="write a PNG plot (needs matplotlib: the dev extra)")
-    engine.add_argument("--markdown", type=Path, help="write the results as markdown (benchmarks/RESULTS.md)")
+    _add_outputs(engine, "engine")
     engine.set_defaults(run=_run_bench_engine)
-    replay = targets.add_parser("replay", help="replay buffer items/s at 1M items: sum tree vs numpy")
+    replay = target("replay", "replay buffer items/s at 1M items: sum tree vs numpy")
     replay.add_argument("--capacity", type=int, help="items (default 1,000,000; --quick: 50,000)")
     replay.add_argument("--size", type=int, default=20, help="board side of the stored transitions")
-    matrix = targets.add_parser("matrix", help="games/s, actions/s, latency, memory: games x agents matrix")
+    matrix = target("matrix", "games/s, actions/s, latency, memory: games x agents matrix")
     matrix.add_argument("--cells", help="GAMESxAGENTS,... (default 1x2,10x2,100x4,1000x2,10000x2)")
-    service = targets.add_parser(
-        "service", help="served steps/s vs in-process (full, delta, shared view) and one-game round trips"
+    service = target(
+        "service",
+        "served steps/s vs in-process (full, delta, shared view) and one-game round trips",
+        "One `gamefleet serve` process on loopback against the in-process engine, same run: "
+        "game-steps/s in process, served with full observations, deltas, a shared view and none (the "
+        "floor of one call), in rounds that measure every mode in turn; then one-game round trips, "
+        "unary and over StreamSteps, p50 to p99.9 (README: Benchmarks).",
     )
     service.add_argument(
         "--batch", type=_positive_int, help="games per step call (default 4096; --quick: 256)"
@@ -98,22 +141,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     service.add_argument(
         "--latency-calls", type=_positive_int, help="one-game calls timed, unary and streamed (default 10000)"
     )
-    fleet = targets.add_parser(
+    fleet = target(
         "fleet",
-        help="router vs direct steps/s, log/snapshot durability vs off, recovery time (needs redis-server)",
+        "router vs direct steps/s, log/snapshot durability vs off, recovery time (needs redis-server)",
     )
     fleet.add_argument("--blocks", type=_positive_int, help="A B B A blocks per ratio (default 10)")
     fleet.add_argument(
         "--recovery-games", type=_positive_int, help="games recovered from Redis (default 10000)"
     )
-    telemetry = targets.add_parser("telemetry", help="steps/s and latency with metrics and tracing off/on")
+    telemetry = target("telemetry", "steps/s and latency with metrics and tracing off/on")
     telemetry.add_argument(
         "--batch", type=_positive_int, help="games per step call (default 1024; --quick: 64)"
     )
-    memory = targets.add_parser(
-        "memory", help="a served shard's memory under 255 MB requests, one and 8 at once: old limits vs new"
+    memory = target(
+        "memory", "a served shard's memory under 255 MB requests, one and 8 at once: old limits vs new"
     )
-    for name, target, module in (
+    for name, parser, module in (
         ("memory", memory, "memory"),
         ("replay", replay, "replay"),
         ("matrix", matrix, "matrix"),
@@ -121,15 +164,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ("fleet", fleet, "fleet"),
         ("telemetry", telemetry, "telemetry"),
     ):
-        target.add_argument("--seconds", type=_positive_seconds, help="timed seconds per figure")
-        target.add_argument("--quick", action="store_true", help="a smoke run: small sizes, short windows")
-        if target not in (service, fleet, telemetry, memory):
-            target.add_argument("--no-service", action="store_true", help="skip the figures through gRPC")
-        target.add_argument(
-            "--out", type=Path, default=Path(f"benchmarks/out/{name}.json"), help="JSON results"
-        )
-        target.add_argument("--plot", type=Path, help="write a PNG plot (needs matplotlib: the dev extra)")
-        target.add_argument("--markdown", type=Path, help="write this benchmark's section of RESULTS.md")
-        target.set_defaults(
-            run=lambda args, module=module: importlib.import_module(f"gameserver.bench.{module}").main(args)
-        )
+        parser.add_argument("--seconds", type=_positive_seconds, help="timed seconds per figure")
+        parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, short windows")
+        if parser not in (service, fleet, telemetry, memory):
+            parser.add_argument("--no-service", action="store_true", help="skip the figures through gRPC")
+        _add_outputs(parser, name)
+        parser.set_defaults(run=lambda args, name=name, module=module: _run_module(args, name, module))
+
+
+def _run_module(args: argparse.Namespace, name: str, module: str) -> int:
+    _results(args, name)
+    return importlib.import_module(f"gameserver.bench.{module}").main(args)

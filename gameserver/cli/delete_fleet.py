@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "delete-fleet", help="delete a GameFleet and wait until its cleanup is done", description=__doc__
     )
     parser.add_argument("name", help="the GameFleet")
-    parser.add_argument("--namespace", "-n", default="default")
+    parser.add_argument("--namespace", "-n", default="default", help="the GameFleet's namespace")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for it to go")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between checks")
     parser.set_defaults(run=run)

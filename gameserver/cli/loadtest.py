@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 from pathlib import Path
-
-PLAIN_PROGRESS_EVERY_S = 5.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,17 +22,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--allow-remote", action="store_true", help="allow a target that is not loopback")
     parser.add_argument("--shards", type=int, default=1, help="local fleet: shard processes")
     parser.add_argument("--agents", type=int, default=4, help="concurrent client connections")
-    parser.add_argument("--games-per-agent", type=int, default=16)
+    parser.add_argument("--games-per-agent", type=int, default=16, help="games each agent steps per call")
     parser.add_argument("--target-actions-per-s", type=float, default=0.0, help="pace to this (0: flat out)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load")
     parser.add_argument("--think-time-ms", type=float, default=0.0, help="each agent's pause after a reply")
     parser.add_argument("--max-requests", type=int, default=100_000, help="per agent, at most")
     parser.add_argument("--size", type=int, default=20, help="board height and width")
-    parser.add_argument("--players", type=int, default=2)
-    parser.add_argument("--max-ticks", type=int, default=500)
+    parser.add_argument("--players", type=int, default=2, help="players per game")
+    parser.add_argument("--max-ticks", type=int, default=500, help="truncate episodes after this many ticks")
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline of one call (s)")
     parser.add_argument("--full-observations", action="store_true", help="full planes instead of deltas")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the maps")
     parser.add_argument("--json", help="write the report here ('-': stdout)")
     parser.add_argument("--markdown", type=Path, help="write the run's section of this file (RESULTS.md)")
     parser.add_argument("--max-errors", type=int, default=0, help="refused calls tolerated before exit 1")
@@ -51,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..client import GameFleetError
     from ..loadtest import LoadSettings, markdown, ms, run_load
     from ..local_fleet import LocalFleet
+    from .progress import progress
 
     console = Console(stderr=args.json == "-")
     try:
@@ -72,7 +70,15 @@ def run(args: argparse.Namespace) -> int:
             with console.status(f"starting a local fleet of {args.shards} shard(s) ..."):
                 fleet = stack.enter_context(LocalFleet(args.shards, router=args.shards > 1))
             address = fleet.router_address or fleet.addresses[0]
-        show = _progress(console, stack, settings.duration_s)
+        say = stack.enter_context(progress(console, "load", settings.duration_s))
+
+        def show(tally: dict) -> None:
+            say(
+                tally["elapsed_s"],
+                f"{tally['requests']:,} requests  {tally['actions_per_s']:,.0f} actions/s  "
+                f"p99 {ms(tally['latency_ms']['p99'])} ms  errors {tally['errors']['total']}",
+            )
+
         try:
             report = asyncio.run(
                 run_load(address, settings, allow_remote=args.allow_remote, on_progress=show)
@@ -84,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         f"{address}: {report['requests']:,} requests in {report['duration_s']:.1f} s, "
         f"[bold]{report['actions_per_s']:,.0f} actions/s[/bold] ({report['steps_per_s']:,.0f} game steps/s), "
         f"latency p50/p95/p99 {ms(latency['p50'])}/{ms(latency['p95'])}/{ms(latency['p99'])} ms, "
-        f"errors {report['errors']['total']} {report['errors']['by_code'] or ''}"
+        f"errors {report['errors']['total']} {report['errors']['by_code'] or ''}",
+        soft_wrap=True,  # one line in a log, however wide
     )
     if args.json == "-":
         print(json.dumps(report, indent=2))
@@ -96,30 +103,3 @@ def run(args: argparse.Namespace) -> int:
 
         write_section(args.markdown, markdown(report, args.command_line, target))
     return 1 if report["errors"]["total"] > args.max_errors else 0
-
-
-def _progress(console: object, stack: contextlib.ExitStack, duration: float) -> object:
-    """The progress callback: a live bar on a terminal, a plain line every few seconds elsewhere."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ..loadtest import ms
-
-    def line(tally: dict) -> str:
-        return (
-            f"{tally['requests']:,} requests  {tally['actions_per_s']:,.0f} actions/s  "
-            f"p99 {ms(tally['latency_ms']['p99'])} ms  errors {tally['errors']['total']}"
-        )
-
-    if console.is_terminal:
-        columns = (TextColumn("load"), BarColumn(), TextColumn("{task.fields[line]}"), TimeElapsedColumn())
-        progress = stack.enter_context(Progress(*columns, console=console, transient=True))
-        task = progress.add_task("load", total=duration, line="")
-        return lambda tally: progress.update(task, completed=tally["elapsed_s"], line=line(tally))
-    printed = {"at": 0.0}
-
-    def plain(tally: dict) -> None:
-        if tally["elapsed_s"] - printed["at"] >= PLAIN_PROGRESS_EVERY_S:
-            printed["at"] = tally["elapsed_s"]
-            print(f"[{tally['elapsed_s']:5.1f} s] {line(tally)}", file=sys.stderr, flush=True)
-
-    return plain

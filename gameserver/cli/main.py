@@ -23,7 +23,11 @@ def _run_version(args: argparse.Namespace) -> int:
 
 
 def _add_version(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("version", help="print the GameFleet version")
+    parser = subparsers.add_parser(
+        "version",
+        help="print the GameFleet version",
+        description="Print the GameFleet version (also --version).",
+    )
     parser.set_defaults(run=_run_version)
 
 
@@ -42,10 +46,28 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], object], ...] = (
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help: descriptions as written (the modules' docstrings), and each flag's default where it
+    has one its help line does not already state (not None, not a switch's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if any(action.default is none for none in (None, False, argparse.SUPPRESS)) or "default" in text:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """Every parser of the command (subcommands' too: argparse makes them of the same class)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gamefleet", description="GameFleet: batched generals.io game servers for RL"
-    )
+    parser = Parser(prog="gamefleet", description="GameFleet: batched generals.io game servers for RL")
+    parser.add_argument("--version", action="version", version=f"gamefleet {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(subparsers)

@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "route", help="run the fleet service: a router over the shards", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=50050, help="0 picks a free port (printed at start)")
     add_reflection_argument(parser)
     add_security_arguments(parser)
@@ -57,8 +57,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--shard-timeout", type=float, default=30.0, help="deadline of each call to a shard (s)"
     )
-    parser.add_argument("--max-games-per-call", type=int, default=limits.MAX_GAMES_PER_CALL)
-    parser.add_argument("--max-message-mb", type=int, default=limits.MAX_MESSAGE_BYTES >> 20)
+    parser.add_argument(
+        "--max-games-per-call", type=int, default=limits.MAX_GAMES_PER_CALL, help="games one call may name"
+    )
+    parser.add_argument(
+        "--max-message-mb", type=int, default=limits.MAX_MESSAGE_BYTES >> 20, help="largest reply, in MB"
+    )
     add_request_arguments(parser)
     parser.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
     add_metrics_argument(parser)

@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to play")
     parser.add_argument("--max-steps", type=int, help="stop after this many batch steps")
     parser.add_argument("--size", type=int, default=20, help="board height and width")
-    parser.add_argument("--players", type=int, default=2)
+    parser.add_argument("--players", type=int, default=2, help="players per game")
     parser.add_argument("--max-ticks", type=int, default=500, help="truncate episodes after this many ticks")
     parser.add_argument("--agents", default="expander,random", help="scripted agent per seat, cycled")
     parser.add_argument("--seed", type=int, default=0, help="seeds the maps and the agents")
@@ -56,13 +56,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..client import GameFleetError
     from ..engine import GameConfig
     from ..replay.client import TransitionPusher
     from ..rl.episode_recorder import EpisodeRecorder
     from ..rl.rollouts import FleetGames, PoolGames, map_seeds, run_rollouts
+    from .progress import progress, wins_by_seat
 
     console = Console()
     try:
@@ -91,14 +91,11 @@ def run(args: argparse.Namespace) -> int:
     if args.replays:
         args.replays.mkdir(parents=True, exist_ok=True)
         recorder = EpisodeRecorder(config, games.ids, seeds, limit=args.max_replays)
-    columns = (TextColumn("self-play"), BarColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task("play", total=args.seconds, rate="")
+        with progress(console, "self-play", args.seconds) as say:
 
             def show(elapsed: float, steps: int, episodes: int) -> None:
-                rate = f"{steps / elapsed:,.0f} steps/s  {episodes / elapsed:,.1f} games/s"
-                progress.update(task, completed=min(elapsed, args.seconds), rate=rate)
+                say(elapsed, f"{steps / elapsed:,.0f} steps/s  {episodes / elapsed:,.1f} games/s")
 
             report = run_rollouts(
                 games, agents, args.seconds, seed=args.seed, max_steps=args.max_steps, pusher=pusher,
@@ -120,10 +117,11 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         f"{report['games']:,} games {report['where']}, {report['seconds']:.1f} s: "
         f"[bold]{report['steps_per_s']:,.0f} steps/s[/bold], [bold]{report['games_per_s']:,.1f} games/s"
-        f"[/bold] ({report['episodes']:,} finished; wins per seat {report['wins']}, "
+        f"[/bold] ({report['episodes']:,} finished; {wins_by_seat(report['wins'], agents)}; "
         f"{report['truncations']:,} truncated); {report['transitions']:,} transitions pushed "
         f"(and {report['shard_transitions']:,} by the shard), "
-        f"{report['replays']:,} replays saved"
+        f"{report['replays']:,} replays saved",
+        soft_wrap=True,  # one line in a log, however wide
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

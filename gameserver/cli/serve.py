@@ -108,14 +108,18 @@ def _add_game(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("serve", help="run one game shard on host:port", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed at start)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the maps and placement keys clients omit")
     add_reflection_argument(parser)
     add_security_arguments(parser)
-    parser.add_argument("--max-games-per-call", type=int, default=limits.MAX_GAMES_PER_CALL)
+    parser.add_argument(
+        "--max-games-per-call", type=int, default=limits.MAX_GAMES_PER_CALL, help="games one call may name"
+    )
     parser.add_argument("--max-games", type=int, default=limits.MAX_GAMES, help="games one shard holds")
-    parser.add_argument("--max-message-mb", type=int, default=limits.MAX_MESSAGE_BYTES >> 20)
+    parser.add_argument(
+        "--max-message-mb", type=int, default=limits.MAX_MESSAGE_BYTES >> 20, help="largest reply, in MB"
+    )
     add_max_memory_argument(parser)
     add_request_arguments(parser)
     parser.add_argument("--workers", type=int, default=limits.WORKERS, help="threads stepping pools")

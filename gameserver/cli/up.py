@@ -30,10 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--games", type=int, default=1024, help="games per shard")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to play")
     parser.add_argument("--size", type=int, default=20, help="board height and width")
-    parser.add_argument("--players", type=int, default=2)
+    parser.add_argument("--players", type=int, default=2, help="players per game")
     parser.add_argument("--max-ticks", type=int, default=500, help="truncate episodes after this many ticks")
     parser.add_argument("--agents", default="expander,random", help="scripted agent per seat, cycled")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the maps and the agents")
     parser.add_argument("--json", type=Path, help="also write the report here")
     fleet = parser.add_argument_group("a fleet over Redis")
     fleet.add_argument("--redis", help="Redis URL: durable games, a registry, failover and drain")
@@ -104,9 +104,8 @@ def _purge(url: str, fleet: str, console: object) -> None:
 
 def _play(args: argparse.Namespace, console: object, fleet: object, config: object, agents: list[str]) -> int:
     """Self-play on the started fleet until --seconds; prints the report."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..rl.selfplay import run_selfplay
+    from .progress import progress, wins_by_seat
 
     console.print(f"fleet up: {', '.join(fleet.addresses)}")
     if args.redis:
@@ -115,18 +114,11 @@ def _play(args: argparse.Namespace, console: object, fleet: object, config: obje
     addresses = [fleet.router_address] * args.shards if args.via_router else list(fleet.addresses)
     if args.via_router:
         console.print(f"router: {fleet.router_address}")
-    columns = (
-        TextColumn("self-play"),
-        BarColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("play", total=args.seconds, rate="")
+    with progress(console, "self-play", args.seconds) as say:
 
         def show(elapsed: float, steps: int, episodes: int) -> None:
             rate = f"{steps / elapsed:,.0f} steps/s  {episodes / elapsed:,.1f} games/s" if elapsed else ""
-            progress.update(task, completed=min(elapsed, args.seconds), rate=rate)
+            say(elapsed, rate)
 
         try:
             report = run_selfplay(
@@ -141,8 +133,9 @@ def _play(args: argparse.Namespace, console: object, fleet: object, config: obje
     console.print(
         f"{report.shards} shard(s), {report.games:,} games, {report.seconds:.1f} s: "
         f"[bold]{report.steps_per_s:,.0f} steps/s[/bold] ({actions_per_s:,.0f} actions/s), "
-        f"[bold]{report.games_per_s:,.1f} games/s[/bold] ({report.episodes:,} finished; wins per seat "
-        f"{report.wins}, {report.truncations:,} truncated)"
+        f"[bold]{report.games_per_s:,.1f} games/s[/bold] ({report.episodes:,} finished; "
+        f"{wins_by_seat(report.wins, agents)}; {report.truncations:,} truncated)",
+        soft_wrap=True,  # one line in a log, however wide
     )
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=2))
