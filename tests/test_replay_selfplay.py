@@ -10,6 +10,7 @@ from gameserver.cli import main
 from gameserver.engine import GameConfig
 from gameserver.engine.config import RUNNING, TERMINATED
 from gameserver.replay.buffer import ReplayBuffer
+from gameserver.replay.rate_limiter import RateLimiter
 from gameserver.replay.service import ReplayServer
 from gameserver.replay.transitions import transition_spec
 from gameserver.rl.replay_files import import_replay, replay_game
@@ -49,6 +50,16 @@ def test_selfplay_in_process_pushes_transitions_and_saves_replays(tmp_path):
     assert set(np.unique(buffer._columns["player"][: buffer.size]).tolist()) == {0}
     assert report["replays"] == 12
     check_replays(tmp_path / "r", 12)
+
+
+def test_selfplay_without_a_learner_under_a_rate_limit_stops_with_a_message_not_a_traceback(capsys):
+    limiter = RateLimiter(samples_per_insert=4, error_buffer=100)
+    buffer = ReplayBuffer(transition_spec(GameConfig(6, 6)), 10_000, rate_limiter=limiter)
+    with ReplayServer(buffer, max_wait_s=0.2) as server, pytest.raises(SystemExit) as stop:
+        main([*ARGS, "--replay-address", server.address])
+    message = str(stop.value.code)
+    assert message.startswith(f"gamefleet selfplay: the replay service at {server.address} stopped taking")
+    assert "--samples-per-insert" in message and "sample(256)" in message and "not permitted" in message
 
 
 def test_selfplay_on_a_shard_saves_replays_of_the_games_it_played_there(shard, tmp_path):

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if args.replays:
         args.replays.mkdir(parents=True, exist_ok=True)
         recorder = EpisodeRecorder(config, games.ids, seeds, limit=args.max_replays)
+    failure: GameFleetError | None = None
     try:
         with progress(console, "self-play", args.seconds) as say:
 
@@ -104,10 +105,17 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
+    except GameFleetError as error:  # the replay service's refusal, raised by the next push
+        failure = error
     finally:
         games.close()
         if pusher:
-            pusher.close()
+            try:
+                pusher.close()
+            except GameFleetError as error:
+                failure = failure or error
+    if failure is not None:
+        raise SystemExit(refused(failure, args.replay_address))
     shard_pushed = report["steps"] * config.players if args.shard_pushes else 0  # what the shard was handed
     report |= {
         "where": args.address or "in process",
@@ -127,3 +135,16 @@ def run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def refused(error: Exception, replay_address: str | None) -> str:
+    """What to tell the user when the fleet or the replay service refused a call mid-play."""
+    if "not permitted" not in str(error):
+        return f"gamefleet selfplay: {error}"
+    return (
+        f"gamefleet selfplay: the replay service at {replay_address} stopped taking transitions. Its "
+        "rate limiter (replay serve --samples-per-insert) keeps inserts within --error-buffer of what "
+        "learners sample, and nothing sampled: run a learner that samples from it "
+        f"(ReplayClient({replay_address!r}).sample(256)), or serve without --samples-per-insert to "
+        f"fill it without one. The service said: {error}"
+    )
