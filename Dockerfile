@@ -13,7 +13,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gameserver/ gameserver/
 COPY operator/gamefleet_operator/ operator/gamefleet_operator/
-RUN pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels ".[all]"
 
 # --- runtime: the installed wheels and nothing of the build ---------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -22,7 +22,7 @@ ENV PYTHONUNBUFFERED=1 \
     NUMBA_CACHE_DIR=/tmp/numba
 # The wheels are bind-mounted from the build stage, so no layer keeps them.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --disable-pip-version-check --no-index --find-links /wheels gamefleet \
+    pip install --no-cache-dir --disable-pip-version-check --no-index --find-links /wheels "gamefleet[all]" \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin gamefleet
 # Numeric, so Kubernetes' runAsNonRoot can verify it (the pods set runAsUser 10001 as well).

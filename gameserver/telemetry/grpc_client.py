@@ -11,7 +11,6 @@ from types import TracebackType
 from typing import Any
 
 import grpc
-from opentelemetry.trace import SpanKind
 
 from . import metrics, tracing
 
@@ -34,7 +33,7 @@ class ClientCall:
         metadata = None
         if tracing.ACTIVE:
             self._span_cm = tracing.rpc_span(
-                f"/{_SERVICE}/{self.method}", SpanKind.CLIENT, target=self.target
+                f"/{_SERVICE}/{self.method}", tracing.SpanKind.CLIENT, target=self.target
             )
             self._span = self._span_cm.__enter__()
             metadata = tracing.outgoing_metadata()

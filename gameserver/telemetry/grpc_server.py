@@ -16,7 +16,6 @@ from typing import Any
 
 import grpc
 from grpc import aio
-from opentelemetry.trace import SpanKind
 
 from . import metrics, tracing
 
@@ -66,7 +65,7 @@ class _Recorder:
         if not tracing.ACTIVE:
             return contextlib.nullcontext()
         parent = tracing.incoming_context(context.invocation_metadata())
-        return tracing.rpc_span(self.method, SpanKind.SERVER, parent)
+        return tracing.rpc_span(self.method, tracing.SpanKind.SERVER, parent)
 
     def end(self, started: float, code: grpc.StatusCode) -> None:
         child = self._children.get(code)

@@ -22,28 +22,36 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_ON,
-    ParentBased,
-    Sampler,
-    TraceIdRatioBased,
-    _get_from_env_or_default,
-)
-from opentelemetry.trace import SpanKind, Status, StatusCode
+
+try:  # the telemetry extra (gamefleet[telemetry]); without it tracing stays off
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+    from opentelemetry.sdk.trace.sampling import (
+        ALWAYS_ON,
+        ParentBased,
+        Sampler,
+        TraceIdRatioBased,
+        _get_from_env_or_default,
+    )
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    AVAILABLE = True
+except ImportError:  # a client or an env installed without it: every helper sees ACTIVE False
+    AVAILABLE = False
+    ALWAYS_ON = SpanKind = None  # used only while ACTIVE, which use() alone sets
 
 T = TypeVar("T")
 DEFAULT_RATIO = 0.01
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
+_MISSING = "tracing needs OpenTelemetry: pip install 'gamefleet[telemetry]'"
 ACTIVE = False  # read on the hot path: nothing else is touched while it is False
 _PARENT_BASED = False  # the sampler follows the caller: an unsampled caller's spans need not exist
 _provider: TracerProvider | None = None
-_tracer: trace.Tracer = trace.NoOpTracer()
+_tracer: trace.Tracer | None = trace.NoOpTracer() if AVAILABLE else None
 
 
 def default_sampler() -> Sampler:
@@ -64,6 +72,8 @@ def configure_from_env(service_name: str) -> bool:
     )
     if protocol != "grpc":
         raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: GameFleet exports OTLP over grpc only")
+    if not AVAILABLE:
+        raise RuntimeError(_MISSING)
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     use(OTLPSpanExporter(), default_sampler(), service_name=service_name, batch=True)
@@ -80,6 +90,8 @@ def use(
     """Trace into `exporter` from now on (tests hand an InMemorySpanExporter). With `batch`, spans
     are exported from a background thread (OTEL_BSP_* tune it); else as each one ends."""
     global ACTIVE, _PARENT_BASED, _provider, _tracer
+    if not AVAILABLE:
+        raise RuntimeError(_MISSING)
     shutdown()
     _PARENT_BASED = isinstance(sampler, ParentBased)
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
@@ -95,7 +107,7 @@ def shutdown() -> None:
     ACTIVE = False
     if _provider is not None:
         _provider.shutdown()
-    _provider, _tracer = None, trace.NoOpTracer()
+    _provider, _tracer = None, trace.NoOpTracer() if AVAILABLE else None
 
 
 # Spans -------------------------------------------------------------------------------------
