@@ -149,3 +149,10 @@ def test_client_import_loads_few_gameserver_modules():
 def test_operator_import_loads_no_numba_or_engine():
     loaded = _loaded_by("gamefleet_operator.handlers", "gamefleet_operator.registry")
     assert _under(loaded, ("numba", "gameserver.engine")) == []
+
+
+def test_the_gamefleet_command_loads_no_numba_or_engine():
+    """`gamefleet operator` runs where numba cannot write its cache (the operator pod's read-only
+    root): building the command's parser, every subcommand's, must not load the engine."""
+    loaded = _loaded_by("gameserver.cli.main")
+    assert _under(loaded, ("numba", "gameserver.engine.api", "gameserver.envs")) == []

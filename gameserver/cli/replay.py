@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..envs.render import RENDER_FPS, TILE
 from ..telemetry.exposition import add_metrics_argument
 from ..wire import limits
 from .flags import add_security_arguments, credentials
@@ -60,8 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--view", default="all", help="the GIF's view: all (no fog) or a seat number (its fog)"
     )
     render.add_argument("--every", type=int, default=2, help="ticks per GIF frame (2: one frame per turn)")
-    render.add_argument("--tile", type=int, default=TILE, help="pixels per tile")
-    render.add_argument("--fps", type=float, default=RENDER_FPS, help="frames per second (GIF and viewer)")
+    # No defaults from envs.render here: building the parser must not load the engine (numba), or
+    # `gamefleet operator`, in a pod with a read-only root, would fail compiling it.
+    render.add_argument("--tile", type=int, help="pixels per tile (default: the renderer's, 20)")
+    render.add_argument("--fps", type=float, help="frames per second, GIF and viewer (default: 8)")
     render.set_defaults(run=run_render)
     return replay
 
@@ -73,8 +74,11 @@ with play/pause, step, a tick slider and a view switch (everything, or one seat'
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from ..envs.render import draw, fog_view, state_view, viewer_html, write_gif
+    from ..envs.render import RENDER_FPS, TILE, draw, fog_view, state_view, viewer_html, write_gif
     from ..rl.replay_files import import_replay, replay_states
+
+    args.tile = TILE if args.tile is None else args.tile
+    args.fps = RENDER_FPS if args.fps is None else args.fps
 
     try:
         replay = import_replay(args.file)
