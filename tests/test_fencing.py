@@ -4,14 +4,17 @@ both on-redis-error modes, so nothing it does after the fence is acknowledged or
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import pytest
 from test_recovery import CONFIG, KEY, durable, play
 
+from gameserver.fleet.recovery import recover
 from gameserver.fleet.registry import FencedError
-from gameserver.fleet.store import FleetStore
+from gameserver.fleet.store import FleetStore, StoreUnavailableError
+from gameserver.pool import GamePool
 from gameserver.wire.errors import as_service_error
 
 
@@ -66,3 +69,38 @@ def test_a_restarted_process_fences_the_one_before_it(store):
     assert store.holder_token("shard-a") == other.token("shard-a")
     for durability in (old_durability, new_durability):
         durability.close(flush=False)
+
+
+def test_a_close_entry_outlives_a_trim_until_its_games_records_are_deleted(store, monkeypatch):
+    """Closes are logged, their record deletions queued behind a snapshot round being written; that
+    round's trim must keep the close entries (the records still say the games are live). Here the
+    deletions then fail, and a kill follows: recovery must not bring the closed games back."""
+    durability, pool = durable(store, snapshot_every=1000)
+    ids = pool.create(4, key_hash=KEY)
+    pool.step(ids, np.full((4, CONFIG.players), -1))
+    writing, go_on, dropping = threading.Event(), threading.Event(), threading.Event()
+    put_games, drop_games = store.put_games, store.drop_games
+
+    def slow_put(*args, **kwargs):
+        writing.set()
+        go_on.wait(10)
+        return put_games(*args, **kwargs)
+
+    def failing_drop(*args, **kwargs):
+        dropping.set()  # the round and its trim are done: the writer took the deletion next
+        raise StoreUnavailableError("redis unavailable: the test drops no record")
+
+    monkeypatch.setattr(store, "put_games", slow_put)
+    monkeypatch.setattr(store, "drop_games", failing_drop)
+    pool._round()  # a covering snapshot round, queued
+    assert writing.wait(10)
+    pool.release(ids[:1])  # logged now; its record deletion waits behind the round
+    pool.release(ids[1:2])  # a later entry: the round's trim would reach up to here
+    go_on.set()
+    assert dropping.wait(10)
+    assert [entry.kind for entry in store.read_log("shard-a", (0, 0))][-2:] == ["close", "close"]
+    durability.close(flush=False)  # killed with the deletion undone
+    monkeypatch.setattr(store, "drop_games", drop_games)
+    store.hold("recovering")
+    fresh = GamePool(CONFIG, 4)
+    np.testing.assert_array_equal(recover(store, fresh, key_hashes=[KEY], writer="recovering"), ids[2:])

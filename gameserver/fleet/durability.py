@@ -151,6 +151,7 @@ class Durability:
         self._last_id: EntryId = ORIGIN
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._unforgotten: list[np.ndarray] = []  # closed games whose records a failed write left
+        self._forgets_queued = 0  # closes logged (or being logged) whose records are not deleted yet
         self.fenced: str | None = None  # what Redis said when this process lost its shard's slot
         self.generation: Generation | None = None  # the fleet's, at the last heartbeat
         self.generation_seen = 0.0  # monotonic time of that heartbeat
@@ -270,7 +271,11 @@ class Durability:
                 if isinstance(job, _Capture):
                     self._write(job)
                 elif isinstance(job, _Forget):
-                    self._forget(job.ids)
+                    try:
+                        self._forget(job.ids)  # a failure keeps them in _unforgotten
+                    finally:
+                        with self._lock:
+                            self._forgets_queued -= 1
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.heartbeat_s
                     self._tick()
@@ -328,9 +333,9 @@ class Durability:
         """Drop the log entries every pool's records cover. A pool with nothing changed since
         its last capture and nothing in flight constrains nothing: what it logs later comes
         after the position read first here (its games are marked dirty before they are logged)."""
-        if self._unforgotten:
-            return  # their close entries still stand in for the records not yet deleted
         with self._lock:
+            if self._unforgotten or self._forgets_queued:
+                return  # their close entries still stand in for the records not yet deleted
             floor = self._last_id
             for pool in self._recorders:
                 if pool._dirty or pool._pending or pool._resync or pool._full_next:
@@ -569,8 +574,16 @@ class SnapshotRecorder(PoolRecorder):
     def release(self, ids: object) -> None:
         self._begin()
         chosen = self.pool.select(ids)
-        self._logged("close", chosen.ids, None, lambda: self.pool.release(chosen))
-        self.durability._queue.put(_Forget(chosen.ids))
+        d = self.durability
+        with d._lock:  # before the close is logged: no trim may drop its entry until the records go
+            d._forgets_queued += 1
+        try:
+            self._logged("close", chosen.ids, None, lambda: self.pool.release(chosen))
+        except BaseException:
+            with d._lock:
+                d._forgets_queued -= 1
+            raise
+        d._queue.put(_Forget(chosen.ids))
 
     def hand_off(self, ids: object) -> None:
         """Drop games another shard has taken over (a drain): here only. Their records and log are
