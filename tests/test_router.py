@@ -19,9 +19,10 @@ import pytest
 from router_helpers import BackgroundRouter, RouterProcess
 
 from gameserver.agents import random_actions
-from gameserver.client import FleetClient, GameFleetError, NotFound
+from gameserver.client import FleetClient, GameFleetError, NotFound, Unavailable
 from gameserver.engine import GameConfig
 from gameserver.local_fleet import LocalFleet
+from gameserver.router.fanout import shard_error
 from gameserver.router.topology import StaticSource
 from gameserver.sharded_client import ShardedClient
 from gameserver.sharding import HashRing, placement_hash
@@ -373,3 +374,10 @@ def test_seat_play_through_the_router_joins_on_the_games_shard_and_steps_across_
     with pytest.raises(GameFleetError, match=re.escape(f"[shard {ring.shards[0]}]")):
         router.join(games[0].ids[0], 0)  # the seat is taken: the game's shard says so
     router.close(ids)
+
+
+def test_a_shard_that_cancels_a_call_as_it_stops_is_unavailable_to_the_caller():
+    """A call that reaches a shard as its drain ends is cancelled by the shard's gRPC server: the
+    caller gets UNAVAILABLE (retry through a fresh ring), not CANCELLED, which clients do not retry."""
+    error = shard_error("s:1", grpc.StatusCode.CANCELLED, "CANCELLED", 5.0)
+    assert isinstance(error, Unavailable) and "shard s:1 stopped during the call" in error.details

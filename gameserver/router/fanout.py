@@ -292,6 +292,12 @@ def shard_error(shard: str, code: grpc.StatusCode, details: str, timeout: float 
     """A shard's refusal or failure as the fleet's error: its status, its details, and which shard."""
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
         details = f"shard {shard} did not answer within {timeout:g} s (it may still apply the call)"
+    elif code == grpc.StatusCode.CANCELLED:  # not by the router: the shard stopped (a drain ended)
+        code = grpc.StatusCode.UNAVAILABLE
+        details = (
+            f"shard {shard} stopped during the call ({details}); its games are on another shard "
+            "now: read them before retrying a step (one in flight past the shard's grace may have run)"
+        )
     elif code == grpc.StatusCode.UNAVAILABLE:
         details = f"shard {shard} is unavailable: {details}"
     else:
