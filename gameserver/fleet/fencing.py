@@ -51,18 +51,12 @@ return #KEYS - 1
 """
 )
 
-# KEYS: holder. ARGV: token, ttl. Take the slot (a new process of the same shard fences the old).
-HOLD = "return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])"
-
 # KEYS: holder. ARGV: token, ttl. Take the slot back after Redis lost it: only where nobody holds
 # it (a fence, even an old one, stays). Returns 1 when taken.
 RECLAIM = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 return redis.call('GET', KEYS[1]) == ARGV[1] and 1 or 0
 """
-
-# KEYS: holder. ARGV: fence text, ttl. Nobody writes as that shard until it holds again.
-FENCE = "return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])"
 
 # KEYS: generation. ARGV: a fresh id, "1" when the caller knew an earlier generation (Redis lost
 # the fleet's data), ttl. Returns {id, started, lost, now}: started/now in Redis time (seconds).

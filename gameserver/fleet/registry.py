@@ -261,7 +261,7 @@ class FleetRegistry:
         if renew:
             self._tokens.pop(shard, None)
         token = self.token(shard)
-        self._script(fencing.HOLD, [self.key("holder", shard)], [token, self.ttl_s])
+        self._call(self.redis.set, self.key("holder", shard), token, ex=self.ttl_s)
         return token
 
     def reclaim(self, shard: str) -> bool:
@@ -272,7 +272,7 @@ class FleetRegistry:
 
     def fence(self, shard: str, by: str) -> None:
         """Stop `shard` writing (before taking its games over): its writes fail until it holds again."""
-        self._script(fencing.FENCE, [self.key("holder", shard)], [f"{fencing.FENCED} by {by}", self.ttl_s])
+        self._call(self.redis.set, self.key("holder", shard), f"{fencing.FENCED} by {by}", ex=self.ttl_s)
 
     def holder_token(self, shard: str) -> str | None:
         """What `holder:<shard>` says (a token, a fence, or None)."""
