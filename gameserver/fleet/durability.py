@@ -167,7 +167,10 @@ class Durability:
 
     def hold(self, *, renew: bool = False) -> None:
         """Take the shard's slot in Redis (fencing an earlier process of it); `renew`: with a new
-        token, after this process was fenced and forfeited its games."""
+        token, after this process was fenced and forfeited its games. Held already: nothing to do
+        (the heartbeat checks the slot)."""
+        if self._held and not renew:
+            return
         self.store.hold(self.shard, renew=renew)
         if renew:
             for pool in self._recorders:
