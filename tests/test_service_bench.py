@@ -3,6 +3,8 @@
 
 import json
 
+import pytest
+
 from gameserver.cli import main
 
 OTHERS = "# Results\n\n## Engine: 20x20\n\nengine table\n\n## Matrix\n\nmatrix table\n"
@@ -40,3 +42,20 @@ def test_bench_service_measures_every_mode_in_rounds_and_writes_its_own_section(
     assert "gamefleet bench service --quick --batch 8" in text and "![service benchmark](s.png)" in text
     main(argv)  # a second run replaces its section, it does not add one
     assert results.read_text().count("## Service") == 1 and results.read_text().startswith(OTHERS)
+
+
+def test_bench_service_with_modes_measures_those_against_in_process_and_nothing_else(tmp_path):
+    from gameserver.bench.service import SERVED_HOW
+    from gameserver.cli.bench import SERVICE_MODES
+
+    assert SERVICE_MODES == SERVED_HOW  # the parser's list, kept apart so that --help stays instant
+    out = tmp_path / "s.json"
+    argv = ["bench", "service", "--quick", "--batch", "8", "--seconds", "0.04", "--modes", "shared",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["modes"] == ["shared"] and result["served_shared_steps_per_s"] > 0
+    assert set(result["rounds"][0]["rates"]) == {"in_process", "served_shared"}
+    assert "unary_one_game" not in result and "targets" not in result
+    with pytest.raises(SystemExit, match=r"RESULTS\.md"):  # a partial section would replace the full one
+        main([*argv, "--markdown", str(tmp_path / "RESULTS.md")])

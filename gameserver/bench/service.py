@@ -11,7 +11,8 @@ turn, for a slice of the time, so a neighbour's burst disturbs one round and not
 - served, full: the planes on the wire (10 MB a step at 4096 games), read as views;
 - served, delta: only the changed tiles on the wire, applied into the client's buffer;
 - served, shared view: the shard writes the planes into the client's shared-memory segment,
-  the reply carries rewards and flags only (same host only);
+  the reply carries rewards, flags and the masks (asked for, as a trainer needs them; same
+  host only);
 - served, no observations (skip_observations): not a way to train, the floor under the
   others: what one served step of the batch costs before any observation is made or moved.
 Only the step call is timed (for deltas, plus applying them: a trainer needs the planes before
@@ -30,6 +31,10 @@ FleetClient.send/recv), each as steps/s and as a share of in-process steps/s.
 The figures reported are those of the least disturbed round (the least CPU taken by other
 processes, this one and the shard excluded), every round stays in the JSON. Latency: one
 game, `latency_calls` calls each, unary and over one StreamSteps call.
+
+`modes` (--modes) measures some served modes only, against in process, and nothing else (no
+round trips, no agent loop, no targets): a quick before/after of one change. Such a partial
+run writes its JSON and table but no RESULTS.md section or plot.
 """
 
 from __future__ import annotations
@@ -64,10 +69,11 @@ MODES = {
     "in_process": "in process (GamePool.step)",
     "served_full": "served, full observations",
     "served_delta": "served, delta observations",
-    "served_shared": "served, shared-memory view",
+    "served_shared": "served, shared-memory view (planes and masks)",
     "served_none": "served, no observations (floor)",
 }
 SERVED = tuple(name for name in MODES if name != "in_process")
+SERVED_HOW = tuple(name.removeprefix("served_") for name in SERVED)  # --modes names
 SEEDS = 10**6  # first seed of every mode's games
 
 
@@ -78,15 +84,21 @@ class Settings:
     rounds: int = 3
     latency_calls: int = 10_000
     quick: bool = False
+    modes: tuple[str, ...] = SERVED_HOW  # served modes measured; fewer than all: a partial run
 
     @classmethod
     def from_args(cls, args: Any) -> Settings:
         """Settings of `gamefleet bench service` (see gameserver/cli.py); --quick: a smoke run."""
         base = cls(batch=256, seconds=0.3, rounds=1, latency_calls=300, quick=True) if args.quick else cls()
-        for name in ("batch", "seconds", "rounds", "latency_calls"):
+        for name in ("batch", "seconds", "rounds", "latency_calls", "modes"):
             if getattr(args, name, None):
                 setattr(base, name, getattr(args, name))
         return base
+
+    @property
+    def partial(self) -> bool:
+        """Some served modes only: no round trips, agent loop or targets (see the module doc)."""
+        return set(self.modes) != set(SERVED_HOW)
 
 
 class Mode:
@@ -129,12 +141,14 @@ def served(client: FleetClient, batch: int, how: str, keep: list[Any]) -> Mode:
     created = client.create(batch, BOARD, autoreset=True, seeds=np.arange(batch, dtype=np.uint64) + SEEDS)
     ids = created.ids
     keep.append(ids)
-    if how == "shared":
+    if how == "shared":  # with masks: a trainer needs them, and they are bulk too
         view = SharedView(created.config, batch)
         keep.append(view)
-        client.states(ids, view=view)
+        client.states(ids, masks=True, view=view)
         mode = Mode(
-            lambda actions: client.step(ids, actions, view=view), lambda: view.observation, parallel=False
+            lambda actions: client.step(ids, actions, masks=True, view=view),
+            lambda: view.observation,
+            parallel=False,
         )
     elif how == "delta":
         buffer = ObservationBuffer(created.config, batch)
@@ -300,9 +314,12 @@ def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
                 modes = {"in_process": in_process(settings.batch)}
                 modes |= {
                     f"served_{how}": served(client, settings.batch, how, keep)
-                    for how in ("full", "delta", "shared", "none")
+                    for how in SERVED_HOW
+                    if how in settings.modes
                 }
                 rounds = _measure_rounds(modes, settings, disturbance, lambda: progress.advance(task))
+                if settings.partial:
+                    return _chosen(result, rounds)
                 result["unary_one_game"] = round_trips(
                     client, settings.latency_calls, disturbance, stream=False
                 )
@@ -322,15 +339,21 @@ def run(settings: Settings, command: str, console: Console) -> dict[str, Any]:
                         item.close()
                     else:
                         client.close(item)
+    _chosen(result, rounds)
+    result["pipelined_gain"] = result["agent_pipelined_steps_per_s"] / result["agent_sync_steps_per_s"]
+    result["pipelined_share"] = result["agent_pipelined_steps_per_s"] / result["in_process_steps_per_s"]
+    result["targets"] = _targets(result)
+    return result
+
+
+def _chosen(result: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds into `result`, and the figures of the least disturbed one."""
     best = min(rounds, key=lambda r: r["worst_others_cpu_share"] or 0.0)
     result["rounds"] = rounds
     result["chosen_round"] = rounds.index(best)
     result |= {f"{name}_steps_per_s": rate for name, rate in best["rates"].items()}
     result |= {f"{name.removeprefix('served_')}_share": share for name, share in best["shares"].items()}
     result["others_cpu_share"] = best["worst_others_cpu_share"]
-    result["pipelined_gain"] = result["agent_pipelined_steps_per_s"] / result["agent_sync_steps_per_s"]
-    result["pipelined_share"] = result["agent_pipelined_steps_per_s"] / result["in_process_steps_per_s"]
-    result["targets"] = _targets(result)
     return result
 
 
@@ -374,8 +397,12 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [(f"{MODES['in_process']}, batch {result['settings']['batch']}",
              f"{result['in_process_steps_per_s']:,.0f} steps/s")]  # fmt: skip
     for name in SERVED:
+        if f"{name}_steps_per_s" not in result:  # a partial run (--modes)
+            continue
         share = result[f"{name.removeprefix('served_')}_share"]
         rows.append((MODES[name], f"{result[f'{name}_steps_per_s']:,.0f} steps/s ({share:.0%})"))
+    if "targets" not in result:
+        return rows
     for name, title in (("agent_sync", "synchronous"), ("agent_pipelined", "pipelined, 2 halves")):
         rate = result[f"{name}_steps_per_s"]
         share = rate / result["in_process_steps_per_s"]
@@ -402,6 +429,9 @@ def table(result: dict[str, Any]) -> Table:
     out.add_column("result", justify="right")
     for name, value in _rows(result):
         out.add_row(name, value)
+    if "targets" not in result:  # a partial run (--modes)
+        out.add_row("others' CPU share (the reported round)", _share(result["others_cpu_share"]))
+        return out
     for target in result["targets"]:
         out.add_row(
             f"target: {target['target']} {target['goal']}",
@@ -438,10 +468,10 @@ def markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
         f"for {settings['seconds'] / settings['rounds']:.3g} s; the table shows the round in which "
         "other processes took the least CPU (this process and the shard excluded). Shared view: "
         "the shard writes the planes into the client's shared-memory segment (same host only), the "
-        "reply carries rewards and flags. While other processes load the machine the served modes "
-        "gain: client and shard are two processes that take turns, each waking with the "
-        "scheduler's credit for having slept, against one process that is always runnable; read "
-        "the ratios of a quiet round.",
+        "reply carries rewards, flags and the masks (asked for, as a trainer needs them). While "
+        "other processes load the machine the served modes gain: client and shard are two "
+        "processes that take turns, each waking with the scheduler's credit for having slept, "
+        "against one process that is always runnable; read the ratios of a quiet round.",
         f"- Others' CPU share: {_share(result['others_cpu_share'])} during the reported round, "
         f"{_share(unary['others_cpu_share'])} during the unary latency run, "
         f"{_share(stream['others_cpu_share'])} during the stream run (means over "
@@ -500,5 +530,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def main(args: Any) -> int:
     """`gamefleet bench service` (parsed arguments: see gameserver/cli.py)."""
     console = Console()
-    result = run(Settings.from_args(args), args.command_line, console)
+    settings = Settings.from_args(args)
+    if settings.partial and (args.markdown is not None or args.plot is not None):
+        raise SystemExit(
+            "gamefleet bench service: a run with --modes measures some modes only; it writes no "
+            "RESULTS.md section or plot (drop --markdown, --plot and --update-results)"
+        )
+    result = run(settings, args.command_line, console)
     return publish(result, args, console, table=table, plot=plot, markdown=markdown)

@@ -40,6 +40,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# bench.service.SERVED_HOW, not imported from there: --help stays instant
+SERVICE_MODES = ("full", "delta", "shared", "none")
+
+
+def _service_modes(text: str) -> tuple[str, ...]:
+    modes = tuple(part.strip() for part in text.split(","))
+    unknown = [mode for mode in modes if mode not in SERVICE_MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"modes are some of {','.join(SERVICE_MODES)}, got {text!r}")
+    return modes
+
+
 def _positive_seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -140,6 +152,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     service.add_argument("--rounds", type=_positive_int, help="rounds over every mode (default 3)")
     service.add_argument(
         "--latency-calls", type=_positive_int, help="one-game calls timed, unary and streamed (default 10000)"
+    )
+    service.add_argument(
+        "--modes",
+        type=_service_modes,
+        help="comma-separated served modes to measure against in process, nothing else: a quick "
+        f"before/after (of {','.join(SERVICE_MODES)}; default all, with round trips and targets)",
     )
     fleet = target(
         "fleet",
