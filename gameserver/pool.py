@@ -25,7 +25,7 @@ import numpy as np
 
 from .engine import GameBatch, GameConfig, Observation, action_masks, generate, observe, step
 from .engine.checks import check_actions
-from .engine.maps import GameMap, check_maps, load_maps
+from .engine.maps import GameMap, MapBatch, check_maps, load_maps
 from .sharding import make_game_ids
 from .wire import codec
 
@@ -313,14 +313,18 @@ class GamePool:
         return self._last
 
     def create(
-        self, n: int, seeds: object = None, key_hash: int = 0, maps: Sequence[GameMap] | None = None
+        self,
+        n: int,
+        seeds: object = None,
+        key_hash: int = 0,
+        maps: Sequence[GameMap] | MapBatch | None = None,
     ) -> np.ndarray:
         """Start `n` new games (seeded maps) in free slots, growing if needed; returns their ids.
 
         `key_hash` is the placement key's hash (sharding.placement_hash), carried in the ids'
         high half. Without seeds, each map's seed is `derive_seeds(pool seed, id)`.
-        `maps` (one `engine.maps.GameMap` per game): the games start on these maps instead; their
-        seeds then only seed the maps an autoreset draws next.
+        `maps` (one `engine.maps.GameMap` per game, or a MapBatch): the games start on these maps
+        instead; their seeds then only seed the maps an autoreset draws next.
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
@@ -357,7 +361,9 @@ class GamePool:
         """The exact state of these games (codec snapshot format), for `adopt` or the store."""
         return codec.encode_snapshot(self.batch, self.select(ids).slots)
 
-    def reset(self, ids: object, seeds: object = None, maps: Sequence[GameMap] | None = None) -> None:
+    def reset(
+        self, ids: object, seeds: object = None, maps: Sequence[GameMap] | MapBatch | None = None
+    ) -> None:
         """Regenerate these games' maps in place (same ids, same arrays, a new episode).
 
         Without seeds, each map's seed is `derive_seeds(its current map seed, id)`.

@@ -9,7 +9,7 @@ from test_replays import play_to_the_end
 
 from gameserver.engine import GameBatch, GameConfig, generate
 from gameserver.engine.config import CITY, GENERAL, MOUNTAIN, PLAIN
-from gameserver.engine.maps import NO_STRUCTURE, GameMap
+from gameserver.engine.maps import NO_STRUCTURE, GameMap, MapBatch, load_maps
 from gameserver.pool import GamePool
 from gameserver.rl.replay_files import dumps, export_replay, import_replay, replay_game
 from gameserver.wire import codec
@@ -179,3 +179,93 @@ def test_import_replay_names_a_missing_file(tmp_path):
         import_replay(str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match="JSONDecodeError"):
         import_replay("{")
+
+
+def _one_map_at_a_time(config: GameConfig, maps: list[GameMap]) -> GameBatch:
+    """load_maps as it was written first, map by map: the vectorised one must equal it."""
+    fresh = GameBatch.allocate(config, len(maps))
+    fresh.structures[:] = NO_STRUCTURE
+    for i, game_map in enumerate(maps):
+        cities = game_map.cities
+        fresh.terrain[i] = game_map.terrain.reshape(-1)
+        fresh.armies[i] = game_map.armies.reshape(-1)
+        fresh.armies[i, game_map.generals] = 1
+        fresh.owner[i, game_map.generals] = np.arange(1, config.players + 1)
+        fresh.generals[i] = game_map.generals
+        fresh.structures[i, : cities.size] = cities
+        fresh.structures[i, config.cities :] = game_map.generals
+    fresh.alive[:] = True
+    return fresh
+
+
+def test_a_map_batch_loads_bit_for_bit_as_one_map_at_a_time():
+    config = GameConfig(9, 7, players=3, city_density=0.1)
+    generated = GameBatch.allocate(config, 12)
+    generate(generated, np.arange(12), np.arange(12) + 100)
+    maps = [GameMap.of_game(generated, slot) for slot in range(12)]
+    fewer = maps[5].terrain.copy()
+    fewer[fewer == CITY] = PLAIN  # no cities at all
+    maps[5] = GameMap(fewer, np.zeros_like(maps[5].armies), maps[5].generals)
+    batch = MapBatch.of(maps)
+    assert len(batch) == 12 and all(batch.game_map(i) == maps[i] for i in range(12))
+    expected = _one_map_at_a_time(config, maps)
+    for given in (maps, batch):
+        loaded = GameBatch.allocate(config, 12)
+        load_maps(loaded, np.arange(12), given, np.arange(12))
+        for name, array in expected.arrays().items():
+            if name != "seed":
+                np.testing.assert_array_equal(getattr(loaded, name), array, err_msg=name)
+        assert loaded.seed.tolist() == list(range(12))
+
+
+def test_a_map_batch_takes_any_integer_dtype_range_checked():
+    game_map = GameMap.from_grid(GRID)
+    wide = MapBatch(
+        game_map.terrain[None].astype(np.int64),
+        game_map.armies[None].astype(np.uint64),
+        game_map.generals[None].astype(np.int64),
+    )
+    assert (
+        wide.terrain.dtype == np.uint8 and wide.armies.dtype == np.int32 and wide.generals.dtype == np.int16
+    )
+    assert wide.game_map(0) == game_map
+    with pytest.raises(ValueError, match="terrain must hold integers"):
+        MapBatch(game_map.terrain[None].astype(np.float32), game_map.armies[None], game_map.generals[None])
+
+
+def _bad(change) -> MapBatch:
+    ok = MapBatch.of([GameMap.from_grid(GRID)] * 3)
+    terrain, armies, generals = ok.terrain.copy(), ok.armies.astype(np.int64), ok.generals.copy()
+    change(terrain, armies, generals)
+    return MapBatch(terrain, armies, generals)
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda t, a, g: t.__setitem__((1, 2, 2), 7), r"maps\[1\]: terrain codes"),
+        (lambda t, a, g: g.__setitem__((2, 1), 48), r"maps\[2\]: generals must be tile indices in \[0, 48\)"),
+        (lambda t, a, g: g.__setitem__((0, 1), 0), r"maps\[0\]: generals must be distinct"),
+        (lambda t, a, g: t.__setitem__((2, 0, 1), GENERAL), r"maps\[2\]: the GENERAL tiles"),
+        (lambda t, a, g: a.__setitem__((1, 1, 1), 1 << 31), r"maps\[1\]: city armies"),
+        (lambda t, a, g: a.__setitem__((1, 1, 1), -1), r"maps\[1\]: city armies"),
+    ],
+)
+def test_a_bad_map_in_a_batch_is_named_with_its_problem(change, problem):
+    with pytest.raises(ValueError, match=problem):
+        _bad(change)
+
+
+def test_a_map_batch_that_does_not_fit_the_config_changes_nothing():
+    pool = GamePool(CONFIG, capacity=1)
+    before = {name: array.copy() for name, array in pool.batch.arrays().items()}
+    crowded = GameMap.from_grid(GRID.replace(".", "1", 1))  # 4 cities, the config holds 3
+    for maps, problem in (
+        (MapBatch.of([GameMap.from_grid(GRID), crowded]), r"maps\[1\] has 4 cities"),
+        (MapBatch.of([GameMap.from_grid(GRID)]), "one map per game: 2 games, 1 maps"),
+        (MapBatch.of([GameMap.from_grid("A...\n....\n....\n...B")] * 2), "the maps are 4x4"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            pool.create(2, maps=maps)
+    assert pool.active_games == 0 and pool.capacity == 1
+    assert all(np.array_equal(before[name], array) for name, array in pool.batch.arrays().items())

@@ -9,6 +9,9 @@ A batch's `GameConfig` fixes the board size and the player count; its city count
 cities a map of the batch may hold. A map with fewer cities fills the rest of its `structures`
 row with `NO_STRUCTURE` (the rules skip it), so maps of one board size with different city
 counts share a batch. Mountain counts are free: mountains take no storage.
+
+`MapBatch` holds many maps of one board size as three arrays, checked and loaded with numpy (no
+Python per map): the form maps travel in over the wire (proto `GameMaps`) and in a shard's log.
 """
 
 from __future__ import annotations
@@ -144,8 +147,125 @@ class GameMap:
         return cls(terrain, batch.armies[slot].reshape(terrain.shape), batch.generals[slot])
 
 
-def check_maps(config: GameConfig, maps: Sequence[GameMap], games: int) -> None:
-    """ValueError unless `maps` holds one GameMap per game, each fitting `config`."""
+@dataclass(frozen=True, eq=False)
+class MapBatch:
+    """Maps of one board size and player count as arrays: terrain uint8[n, H, W], armies
+    int32[n, H, W] (a city's army; 0 elsewhere), generals int16[n, P] (tile indices row * W + col).
+    Row i is the map `game_map(i)`; `MapBatch.of(maps)` stacks GameMaps. Any integer dtypes are
+    taken, range-checked before narrowing (a server reads them off the wire). Checked when made,
+    as GameMap is, with numpy over the whole batch: ValueError naming the first bad map (maps[i])."""
+
+    terrain: np.ndarray
+    armies: np.ndarray
+    generals: np.ndarray
+
+    def __post_init__(self) -> None:
+        terrain = integer_array("terrain", self.terrain, 3)
+        armies = integer_array("armies", self.armies, 3)
+        generals = integer_array("generals", self.generals, 2)
+        n = terrain.shape[0]
+        if armies.shape != terrain.shape or generals.shape[0] != n:
+            raise ValueError(
+                f"terrain [maps, H, W], armies of its shape and generals [maps, players]: got shapes "
+                f"{list(terrain.shape)}, {list(armies.shape)}, {list(generals.shape)}"
+            )
+        if not 2 <= generals.shape[1] <= MAX_PLAYERS:
+            raise ValueError(f"a map needs 2 to {MAX_PLAYERS} generals, got {generals.shape[1]}")
+        tiles = terrain.shape[1] * terrain.shape[2]
+        flat, army = terrain.reshape(n, tiles), armies.reshape(n, tiles)
+        _first_bad(
+            ((flat < PLAIN) | (flat > GENERAL)).any(1),
+            "terrain codes must be PLAIN, MOUNTAIN, CITY or GENERAL",
+        )
+        _first_bad(
+            ((generals < 0) | (generals >= tiles)).any(1), f"generals must be tile indices in [0, {tiles})"
+        )
+        generals = generals.astype(np.int64)
+        ordered = np.sort(generals, axis=1)
+        _first_bad((ordered[:, 1:] == ordered[:, :-1]).any(1), "generals must be distinct tiles")
+        on_general = np.take_along_axis(flat, generals, axis=1) == GENERAL
+        count = (flat == GENERAL).sum(axis=1)
+        _first_bad(
+            ~on_general.all(1) | (count != generals.shape[1]),
+            "the GENERAL tiles must be exactly the generals' tiles",
+        )
+        city = flat == CITY
+        _first_bad((city & ((army < 0) | (army >= 1 << 31))).any(1), "city armies must be in [0, 2**31)")
+        object.__setattr__(self, "terrain", terrain.astype(np.uint8))
+        object.__setattr__(self, "armies", np.where(city, army, 0).astype(np.int32).reshape(terrain.shape))
+        object.__setattr__(self, "generals", generals.astype(np.int16))
+
+    @classmethod
+    def of(cls, maps: Sequence[GameMap]) -> MapBatch:
+        """GameMaps of one board size and player count, stacked (ValueError if they differ)."""
+        if isinstance(maps, MapBatch):
+            return maps
+        if not maps or any(not isinstance(m, GameMap) for m in maps):
+            raise ValueError("a MapBatch stacks one or more GameMaps")
+        shapes = {(m.height, m.width, m.players) for m in maps}
+        if len(shapes) > 1:
+            raise ValueError(f"maps of one batch share a board and a player count, got {sorted(shapes)}")
+        return cls(
+            np.stack([m.terrain for m in maps]),
+            np.stack([m.armies for m in maps]),
+            np.stack([m.generals for m in maps]),
+        )
+
+    def __len__(self) -> int:
+        return self.terrain.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.terrain.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.terrain.shape[2]
+
+    @property
+    def players(self) -> int:
+        return self.generals.shape[1]
+
+    @property
+    def city_counts(self) -> np.ndarray:
+        """int64[n]: how many cities each map holds."""
+        return (self.terrain.reshape(len(self), self.height * self.width) == CITY).sum(axis=1)
+
+    def rows(self, index: object) -> MapBatch:
+        """The maps of these rows (an index array or a slice), as a MapBatch."""
+        return MapBatch(self.terrain[index], self.armies[index], self.generals[index])
+
+    def game_map(self, i: int) -> GameMap:
+        """Map i as a GameMap."""
+        return GameMap(self.terrain[i], self.armies[i], self.generals[i])
+
+
+def _first_bad(bad: np.ndarray, problem: str) -> None:
+    """ValueError naming the first map flagged in `bad` (bool[n])."""
+    if bad.any():
+        raise ValueError(f"maps[{int(np.flatnonzero(bad)[0])}]: {problem}")
+
+
+def check_maps(config: GameConfig, maps: Sequence[GameMap] | MapBatch, games: int) -> None:
+    """ValueError unless `maps` holds one map per game (GameMaps, or a MapBatch), each fitting `config`."""
+    if isinstance(maps, MapBatch):
+        if len(maps) != games:
+            raise ValueError(f"one map per game: {games} games, {len(maps)} maps")
+        shape = (maps.height, maps.width, maps.players)
+        if shape != (config.height, config.width, config.players):
+            raise ValueError(
+                f"the maps are {shape[0]}x{shape[1]} with {shape[2]} generals; the games are "
+                f"{config.height}x{config.width} with {config.players} players"
+            )
+        counts = maps.city_counts
+        over = np.flatnonzero(counts > config.cities)
+        if over.size:
+            i = int(over[0])
+            raise ValueError(
+                f"maps[{i}] has {counts[i]} cities, more than the config's {config.cities} "
+                "(its city_density sets the most cities a game holds)"
+            )
+        return
     if isinstance(maps, GameMap | str) or len(maps) != games:
         raise ValueError(f"one map per game: {games} games, maps {type(maps).__name__} of {len(maps)}")
     for i, game_map in enumerate(maps):
@@ -164,7 +284,9 @@ def check_maps(config: GameConfig, maps: Sequence[GameMap], games: int) -> None:
             )
 
 
-def load_maps(batch: GameBatch, slots: np.ndarray, maps: Sequence[GameMap], seeds: object = None) -> None:
+def load_maps(
+    batch: GameBatch, slots: np.ndarray, maps: Sequence[GameMap] | MapBatch, seeds: object = None
+) -> None:
     """Start the games of `slots` (checked) on `maps` (one per slot), at tick 0; `seeds` (else 0)
     is what the slots' `seed` holds, from which an autoreset derives the next map.
     Every map and seed is checked first: a bad one changes no slot."""
@@ -174,17 +296,26 @@ def load_maps(batch: GameBatch, slots: np.ndarray, maps: Sequence[GameMap], seed
         seeds = integer_array("seeds", seeds, 1)
         if seeds.shape != slots.shape or (seeds.size and seeds.min() < 0):
             raise ValueError(f"seeds must be {slots.size} non-negative integers, got shape {seeds.shape}")
-    fresh = GameBatch.allocate(config, slots.size)
+    if slots.size == 0:
+        return
+    maps = MapBatch.of(maps)
+    n, players = slots.size, config.players
+    fresh = GameBatch.allocate(config, n)
+    terrain = maps.terrain.reshape(n, -1)
+    fresh.terrain[:] = terrain
+    fresh.armies[:] = maps.armies.reshape(n, -1)
+    games = np.arange(n)[:, None]
+    fresh.armies[games, maps.generals] = 1
+    fresh.owner[games, maps.generals] = np.arange(1, players + 1)
+    fresh.generals[:] = maps.generals
+    # each map's cities, ascending, first in its structures row; NO_STRUCTURE up to the config's
+    # city count; then the generals
     fresh.structures[:] = NO_STRUCTURE
-    for i, game_map in enumerate(maps):
-        cities = game_map.cities
-        fresh.terrain[i] = game_map.terrain.reshape(-1)
-        fresh.armies[i] = game_map.armies.reshape(-1)
-        fresh.armies[i, game_map.generals] = 1
-        fresh.owner[i, game_map.generals] = np.arange(1, config.players + 1)
-        fresh.generals[i] = game_map.generals
-        fresh.structures[i, : cities.size] = cities
-        fresh.structures[i, config.cities :] = game_map.generals
+    game, tile = np.nonzero(terrain == CITY)  # row-major: a game's cities ascend
+    counts = np.bincount(game, minlength=n)
+    rank = np.arange(game.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    fresh.structures[game, rank] = tile
+    fresh.structures[:, config.cities :] = maps.generals
     fresh.alive[:] = True
     fresh.status[:] = RUNNING
     if seeds is not None:
