@@ -4,6 +4,7 @@ passed on, a router restart, and a stopped shard that delays only the calls touc
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import re
@@ -19,10 +20,11 @@ import pytest
 from router_helpers import BackgroundRouter, RouterProcess
 
 from gameserver.agents import random_actions
-from gameserver.client import FleetClient, GameFleetError, NotFound, Unavailable
+from gameserver.client import Aborted, FleetClient, GameFleetError, NotFound
 from gameserver.engine import GameConfig
 from gameserver.local_fleet import LocalFleet
 from gameserver.router.fanout import shard_error
+from gameserver.router.servicer import RouterServicer
 from gameserver.router.topology import StaticSource
 from gameserver.sharded_client import ShardedClient
 from gameserver.sharding import HashRing, placement_hash
@@ -376,8 +378,41 @@ def test_seat_play_through_the_router_joins_on_the_games_shard_and_steps_across_
     router.close(ids)
 
 
-def test_a_shard_that_cancels_a_call_as_it_stops_is_unavailable_to_the_caller():
-    """A call that reaches a shard as its drain ends is cancelled by the shard's gRPC server: the
-    caller gets UNAVAILABLE (retry through a fresh ring), not CANCELLED, which clients do not retry."""
+def test_a_call_a_stopping_shard_cancelled_is_aborted_for_the_caller_to_read_first():
+    """A call still running on a shard when its stop grace ends is cancelled by the shard's gRPC
+    server: it may have run, so the caller gets ABORTED (read, then retry), never UNAVAILABLE, which
+    promises that nothing changed."""
     error = shard_error("s:1", grpc.StatusCode.CANCELLED, "CANCELLED", 5.0)
-    assert isinstance(error, Unavailable) and "shard s:1 stopped during the call" in error.details
+    assert isinstance(error, Aborted) and "shard s:1 stopped during the call" in error.details
+    assert "it may have run: read the games" in error.details
+
+
+@pytest.mark.asyncio
+async def test_a_call_retried_through_a_fresh_ring_gets_only_what_is_left_of_its_budget():
+    """The first shard answers UNAVAILABLE after a while (games on the move); the retry on the
+    shard the fresh ring names gets the call's remaining time, not a second whole timeout: a call
+    ends within --shard-timeout, which the router's stop grace covers (operator render.py)."""
+    budget, first_answer_s = 2.0, 0.5
+    timeouts: dict[str, float] = {}
+
+    class Shards:  # the two shards' channels: "old:1" refuses after a while, "new:1" answers
+        async def call(self, shard: str, method: str, request: bytes, timeout: float, **_: object) -> bytes:
+            timeouts[shard] = timeout
+            if shard == "old:1":
+                await asyncio.sleep(first_answer_s)
+                raise grpc.aio.AioRpcError(Code.UNAVAILABLE, None, None, details="games on the move")
+            return pb.CloseBatchGamesResponse(closed=1).SerializeToString()
+
+    servicer = RouterServicer(Shards(), shard_timeout_s=budget, max_games_per_call=8)
+    servicer.ring = HashRing(["old:1"])
+
+    async def refresh() -> None:
+        servicer.ring = HashRing(["new:1"])
+
+    servicer.refresh = refresh
+    request = pb.CloseBatchGamesRequest()
+    write_tensor(request.game_ids, np.array([7], np.uint64))
+    reply = await servicer.route("CloseBatchGames", request.SerializeToString())
+    assert pb.CloseBatchGamesResponse.FromString(reply).closed == 1
+    assert timeouts["old:1"] == budget
+    assert timeouts["new:1"] <= budget - first_answer_s

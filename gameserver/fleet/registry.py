@@ -44,14 +44,19 @@ _RELEASE_CLAIM = (
 
 
 class StoreUnavailableError(ConnectionError):
-    """Redis could not be reached or refused a write (the service answers UNAVAILABLE).
+    """Redis could not be reached or refused a write (the service answers UNAVAILABLE: nothing
+    changed, retry).
 
     `applied`: the call it failed had already taken effect in memory (a step runs while its log
-    entry travels): it is not acknowledged, and the records catch up once Redis answers.
+    entry travels): it is not acknowledged, and the records catch up once Redis answers. That
+    answers ABORTED, not UNAVAILABLE: a client that retried it blindly would play the step twice.
     """
 
     applied = False
-    status_code = "UNAVAILABLE"
+
+    @property
+    def status_code(self) -> str:
+        return "ABORTED" if self.applied else "UNAVAILABLE"
 
     @property
     def status_details(self) -> str:

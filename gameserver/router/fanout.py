@@ -293,10 +293,10 @@ def shard_error(shard: str, code: grpc.StatusCode, details: str, timeout: float 
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
         details = f"shard {shard} did not answer within {timeout:g} s (it may still apply the call)"
     elif code == grpc.StatusCode.CANCELLED:  # not by the router: the shard stopped (a drain ended)
-        code = grpc.StatusCode.UNAVAILABLE
+        code = grpc.StatusCode.ABORTED  # not UNAVAILABLE ("nothing changed"): the call may have run
         details = (
-            f"shard {shard} stopped during the call ({details}); its games are on another shard "
-            "now: read them before retrying a step (one in flight past the shard's grace may have run)"
+            f"shard {shard} stopped during the call ({details}); it may have run: read the games "
+            "(they are on another shard now) before retrying it"
         )
     elif code == grpc.StatusCode.UNAVAILABLE:
         details = f"shard {shard} is unavailable: {details}"

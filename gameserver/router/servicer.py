@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -114,6 +115,7 @@ class RouterServicer:
         ring = self._ring()
         plan = fanout.plan(method, raw, ring, self.max_games_per_call, self.placeable)
         timeout = self.shard_timeout_s if time_left is None else min(self.shard_timeout_s, time_left)
+        deadline = time.monotonic() + timeout  # the retry through a fresh ring gets what is left
         if len(plan.parts) == 1:
             try:
                 return await self._call(method, plan.parts[0], timeout, trusted)
@@ -127,6 +129,7 @@ class RouterServicer:
                     if self._ring().shards == ring.shards:
                         raise
             plan = fanout.plan(method, raw, self._ring(), self.max_games_per_call, self.placeable)
+            timeout = max(deadline - time.monotonic(), 0.001)
             if len(plan.parts) == 1:
                 return await self._call(method, plan.parts[0], timeout, trusted)
         outcomes = await asyncio.gather(

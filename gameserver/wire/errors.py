@@ -82,7 +82,10 @@ class Unauthenticated(GameFleetError):
 
 
 class Aborted(GameFleetError):
-    """A seat call whose game was closed while it waited for the other seats."""
+    """A call whose outcome the caller must read before retrying: a seat call whose game was
+    closed while it waited for the other seats; a step that ran but whose log entry Redis did not
+    confirm (applied, not acknowledged); a call its shard cancelled as it stopped (it may have run).
+    Read the games (their `tick`), then decide: a blind retry may play a step twice."""
 
     code = grpc.StatusCode.ABORTED
 

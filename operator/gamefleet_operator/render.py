@@ -20,6 +20,11 @@ Shutdown budget of a shard pod (`termination_grace_seconds`), in order:
   SHUTDOWN_MARGIN_SECONDS  the final flush of changed games to Redis, leaving the registry, exit
 terminationGracePeriodSeconds is their sum and the flags come from the same constants, so
 SIGKILL only lands on a shard whose flush overran the margin.
+
+A router pod's (`router_termination_grace_seconds`): PRESTOP_SECONDS, then
+ROUTER_STOP_GRACE_SECONDS for the calls it forwarded: at least `route --shard-timeout` (a
+call's whole budget, its retry through a fresh ring included), because a call the router cancels
+may have run on its shard and its caller cannot tell; then ROUTER_EXIT_MARGIN_SECONDS.
 """
 
 from __future__ import annotations
@@ -44,6 +49,24 @@ TOKEN_DIR = "/etc/gamefleet/token"
 PRESTOP_SECONDS = 5
 STOP_GRACE_SECONDS = 5  # after the drain: in-flight calls get this long (`serve --grace`)
 SHUTDOWN_MARGIN_SECONDS = 10  # after the server stopped: the final flush to Redis, process exit
+PRE_STOP = {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}}
+ROUTER_SHARD_TIMEOUT_SECONDS = 30  # `route --shard-timeout`: a forwarded call's whole budget
+ROUTER_STOP_GRACE_SECONDS = ROUTER_SHARD_TIMEOUT_SECONDS + 5  # `route --grace`: forwarded calls end
+ROUTER_EXIT_MARGIN_SECONDS = 5
+# ConfigMap keys only `gamefleet serve` reads: a change of them rolls the shards, not the routers
+# (a game-size edit must not cut the trainers' connections to every router)
+SHARD_ONLY_CONFIG = frozenset(
+    {
+        "GAMEFLEET_DURABILITY",
+        "GAMEFLEET_SNAPSHOT_EVERY_TICKS",
+        "GAMEFLEET_KEY_TTL_SECONDS",
+        "GAMEFLEET_GAME_WIDTH",
+        "GAMEFLEET_GAME_HEIGHT",
+        "GAMEFLEET_GAME_PLAYERS",
+        "GAMEFLEET_CAPACITY_PER_SHARD",
+        "GAMEFLEET_DRAIN_TIMEOUT_SECONDS",
+    }
+)
 FLEET_LABEL = "gamefleet.dev/fleet"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 CONFIG_HASH_ANNOTATION = "gamefleet.dev/config-hash"
@@ -157,9 +180,13 @@ def _security_volumes(fleet: Fleet) -> tuple[list[dict[str, Any]], list[dict[str
     return volumes, mounts
 
 
-def config_hash(fleet: Fleet) -> str:
-    """Changes whenever the ConfigMap does: in the pod templates, so a config change rolls the pods."""
-    return hashlib.sha256(json.dumps(config_data(fleet), sort_keys=True).encode()).hexdigest()[:16]
+def config_hash(fleet: Fleet, component: str = "shard") -> str:
+    """Changes whenever the ConfigMap's keys that `component` reads do: in the pod templates, so a
+    config change rolls the pods that read it (routers skip SHARD_ONLY_CONFIG)."""
+    data = config_data(fleet)
+    if component != "shard":
+        data = {key: value for key, value in data.items() if key not in SHARD_ONLY_CONFIG}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def config_map(fleet: Fleet) -> Manifest:
@@ -248,7 +275,7 @@ def _pod_template(fleet: Fleet, component: str, container: dict[str, Any], grace
     return {
         "metadata": {
             "labels": labels(fleet, component),
-            "annotations": {CONFIG_HASH_ANNOTATION: config_hash(fleet)},
+            "annotations": {CONFIG_HASH_ANNOTATION: config_hash(fleet, component)},
         },
         "spec": {
             "containers": [container],
@@ -300,7 +327,7 @@ def shard_stateful_set(fleet: Fleet, replicas: int) -> Manifest:
         {"name": "GAMEFLEET_ADDRESS", "value": f"$(GAMEFLEET_SHARD).$(GAMEFLEET_SHARD_SERVICE):{GRPC_PORT}"},
         *container["env"],
     ]
-    container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}}
+    container["lifecycle"] = PRE_STOP
     template = _pod_template(fleet, "shard", container, termination_grace_seconds(fleet))
     meta = _meta(fleet, shard_set_name(fleet), "shard")
     meta["annotations"] = {TEMPLATE_HASH_ANNOTATION: template_hash(template)}
@@ -338,9 +365,20 @@ def shard_service(fleet: Fleet) -> Manifest:
     }
 
 
+def router_termination_grace_seconds() -> int:
+    """preStop + the grace of the calls the router forwarded + a margin (the module docstring)."""
+    return PRESTOP_SECONDS + ROUTER_STOP_GRACE_SECONDS + ROUTER_EXIT_MARGIN_SECONDS
+
+
 def router_deployment(fleet: Fleet) -> Manifest:
-    args = ["route", "--host", "0.0.0.0", "--port", str(GRPC_PORT)]
+    args = [
+        "route",
+        *("--host", "0.0.0.0", "--port", str(GRPC_PORT)),
+        *("--shard-timeout", str(ROUTER_SHARD_TIMEOUT_SECONDS)),
+        *("--grace", str(ROUTER_STOP_GRACE_SECONDS)),
+    ]
     container = _fleet_container(fleet, "router", args, fleet.spec["router"]["resources"])
+    container["lifecycle"] = PRE_STOP
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -349,7 +387,7 @@ def router_deployment(fleet: Fleet) -> Manifest:
             "replicas": 0 if fleet.spec["suspend"] else fleet.spec["router"]["replicas"],
             "selector": {"matchLabels": selector(fleet, "router")},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": _pod_template(fleet, "router", container, 30),
+            "template": _pod_template(fleet, "router", container, router_termination_grace_seconds()),
         },
     }
 

@@ -348,6 +348,45 @@ def test_config_hash_rolls_pods_on_config_changes_only() -> None:
     )
 
 
+def template_annotation(f: Fleet, kind: str) -> str:
+    return by_kind(render(f), kind)["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"game": {"width": 30}}, {"drainTimeoutSeconds": 7}, {"game": {"capacityPerShard": 64}}],
+)
+def test_a_setting_only_shards_read_rolls_the_shards_and_not_the_routers(change: dict[str, Any]) -> None:
+    """A game-size edit must not cut every trainer's connection to the routers (they never read it)."""
+    before, after = fleet(), fleet(**change)
+    assert template_annotation(before, "StatefulSet") != template_annotation(after, "StatefulSet")
+    assert template_annotation(before, "Deployment") == template_annotation(after, "Deployment")
+
+
+def test_a_setting_the_routers_read_rolls_them() -> None:
+    before, after = fleet(), fleet(redis={"address": "r:1"})
+    assert template_annotation(before, "Deployment") != template_annotation(after, "Deployment")
+
+
+def test_the_router_pods_grace_covers_the_calls_it_forwarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the rendered Deployment: SIGKILL comes after preStop + `route --grace`, and that grace
+    covers a forwarded call's whole budget (--shard-timeout): a router never cancels a call that
+    may have run on its shard (its caller could not tell whether it did)."""
+    manifests = render(fleet())
+    routers = by_kind(manifests, "Deployment", "f-router")
+    for name in [n for n in os.environ if n.startswith(("GAMEFLEET_", "OTEL_"))]:
+        monkeypatch.delenv(name)
+    for name, value in pod_environment(manifests, routers).items():
+        monkeypatch.setenv(name, value)
+    pod = container(routers)
+    args = build_parser().parse_args(pod["args"])
+    pre_stop = pod["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop == ["sleep", str(PRESTOP_SECONDS)]
+    assert args.grace >= args.shard_timeout
+    grace = routers["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace - (int(pre_stop[1]) + args.grace) >= 5
+
+
 def test_router_and_fleet_service() -> None:
     manifests = render(fleet(router={"replicas": 3}))
     router = by_kind(manifests, "Deployment", "f-router")

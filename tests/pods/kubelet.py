@@ -276,7 +276,10 @@ class PodNetwork:
             for n in range(1, 250):
                 bridge = f"gfpods{n}"
                 try:
-                    _ip("link", "add", bridge, "type", "bridge")
+                    # its own MAC: a bridge without one takes its lowest port's, and changes it when
+                    # that pod's veth goes; the other pods' ARP entries for the gateway then point
+                    # nowhere, and their Redis (on the gateway) drops out for seconds
+                    _ip("link", "add", bridge, "address", f"02:00:0a:f4:{n:02x}:01", "type", "bridge")
                 except subprocess.CalledProcessError:
                     continue
                 break

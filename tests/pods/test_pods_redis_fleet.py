@@ -17,8 +17,9 @@ import pytest
 from gamefleet_operator.registry import StoreRegistries
 from k8s_operator.harness import FLEETS_URL, wait_for
 from k8s_operator.harness import Cluster as Api
+from test_dockerfile import IMAGE
 
-from .cluster import Cluster
+from .cluster import Cluster, repository
 from .controller import KubeletController
 from .image import Image
 from .operated import ready
@@ -94,9 +95,11 @@ def assert_drained_cleanly(cluster: Cluster, pod: str) -> None:
 async def test_a_template_change_rolls_the_shards_one_at_a_time_and_loses_no_acknowledged_step(
     fleets: Api, kubelet: KubeletController, cluster: Cluster, store: ExternalRedis
 ) -> None:
-    """spec.game.width is in the shards' env: a new template. The StatefulSet rolls highest ordinal
+    """A new image tag and spec.game.width: new templates. The StatefulSet rolls highest ordinal
     first, each new pod Ready before the next old one goes; each old shard hands its games over
-    through Redis on SIGTERM, and the client stepping all along loses no acknowledged step."""
+    through Redis on SIGTERM; the router Deployment surges a new router before the old one goes,
+    which finishes the calls it forwarded (its grace covers their whole budget). The client
+    stepping all along, through whichever router the Service names, loses no acknowledged step."""
     await start_fleet(
         fleets, store, "rolled", {"autoscaling": {"enabled": False}, "durability": {"mode": "log"}}
     )
@@ -107,13 +110,18 @@ async def test_a_template_change_rolls_the_shards_one_at_a_time_and_loses_no_ack
             lambda: (len(player.batches) == 12 and len(player.acks) > 60) or player.errors, 60, "play"
         )
         start = time.monotonic()
-        await fleets.patch("rolled", {"spec": {"game": {"width": 24}}})
+        new_image = f"{repository(IMAGE)}:next"
+        await fleets.patch("rolled", {"spec": {"image": new_image, "game": {"width": 24}}})
         rolled = [(verb, f"rolled-shard-{i}") for i in (1, 0) for verb in ("deleted", "created", "ready")]
 
         def shard_events() -> list[tuple[str, str]]:
             return [(v, p) for at, v, p in list(cluster.events) if at >= start and "-shard-" in p]
 
-        await wait_for(lambda: shard_events() == rolled or player.errors, 120, "the shards rolled")
+        def rolled_out() -> bool:
+            images = {pod.container["image"] for pod in list(cluster.pods.values())}
+            return shard_events() == rolled and images == {new_image}
+
+        await wait_for(lambda: rolled_out() or player.errors, 120, "the shards and routers rolled")
         end = time.monotonic()
         await ready(fleets, "rolled")
         acked_at_roll = len(player.acks)
@@ -121,6 +129,8 @@ async def test_a_template_change_rolls_the_shards_one_at_a_time_and_loses_no_ack
     player.finish()
     assert player.errors == [], player.errors
     assert shard_events() == rolled
+    routers = [(v, p) for at, v, p in list(cluster.events) if at >= start and "-router-" in p]
+    assert [v for v, _ in routers].count("deleted") >= 1 and ("ready", routers[0][1]) in routers, routers
     for pod in ("rolled-shard-0", "rolled-shard-1"):
         assert cluster.pods[pod].env["GAMEFLEET_GAME_WIDTH"] == "24"
         assert_drained_cleanly(cluster, pod)

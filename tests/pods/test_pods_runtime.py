@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -299,3 +300,19 @@ def test_the_network_of_a_killed_test_process_is_removed_by_the_next_one(image: 
     assert os.path.exists(f"/run/netns/{netns}")
     PodNetwork().close()
     assert not os.path.exists(f"/run/netns/{netns}") and not os.path.exists(f"/sys/class/net/gfv{n}x2")
+
+
+def test_the_gateway_keeps_its_address_when_pods_come_and_go() -> None:
+    """Every pod's ARP entry for the gateway (the tests' Redis, the probes) stays right: the bridge's
+    MAC does not follow the veth of a pod that went (a Linux bridge's default)."""
+    network = PodNetwork()
+    try:
+        mac = Path(f"/sys/class/net/{network.bridge}/address")
+        first, _ = network.attach()
+        second, _ = network.attach()
+        before = mac.read_text()
+        network.detach(first)
+        network.detach(second)
+        assert mac.read_text() == before
+    finally:
+        network.close()

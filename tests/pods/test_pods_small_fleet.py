@@ -16,7 +16,7 @@ from gamefleet_operator.spec import Fleet
 from gameserver.client import FleetClient
 from gameserver.engine import GameConfig
 
-from .cluster import Cluster
+from .cluster import Cluster, repository
 from .kubelet import PodRunner
 
 SMALL = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "small.yaml"
@@ -67,9 +67,12 @@ def environ(pod: PodRunner) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_game_config_change_rolls_the_shards_highest_first_and_surges_the_router(cluster: Cluster) -> None:
+def test_a_new_image_and_game_config_roll_the_shards_highest_first_and_surge_the_router(
+    cluster: Cluster,
+) -> None:
     """The StatefulSet and Deployment controllers' rolling updates, as the harness plays them: each
-    shard replaced after the one above it is Ready again, a new router Ready before the old one goes."""
+    shard replaced after the one above it is Ready again, a new router Ready before the old one goes
+    (the image rolls the routers; the game size alone would not: they never read it)."""
     body = yaml.safe_load(SMALL.read_text())
     cluster.apply(render(Fleet.from_body(body)))
     (old_router,) = [p.name for p in cluster.workload_pods("Deployment", "small-router")]
@@ -77,6 +80,7 @@ def test_a_game_config_change_rolls_the_shards_highest_first_and_surges_the_rout
     assert environ(cluster.pods["small-shard-0"])["GAMEFLEET_GAME_WIDTH"] == "20"
 
     body["spec"]["game"]["width"] = 24
+    body["spec"]["image"] = f"{repository(body['spec']['image'])}:next"
     start = time.monotonic()
     cluster.apply(render(Fleet.from_body(body)))
     events = [(verb, pod) for at, verb, pod in cluster.events if at >= start]
