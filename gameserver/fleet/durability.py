@@ -12,7 +12,10 @@ Modes:
             game's last record.
   log       snapshot, plus one XADD per batch call, in Redis before the call returns (the
             acknowledgement point): every acknowledged call survives a kill -9. The rounds
-            then only bound what a recovery replays: about one interval of play.
+            then only bound what a recovery replays: about one interval of play. A create's
+            games are recorded before it returns (on given maps or generated: no create is
+            replayed); a reset onto given maps logs the maps themselves ("maps" entries), as
+            no seed regenerates them.
 
 What recovery relies on: a game's record (its exact state at position P of its owner's log)
 plus the entries after P that name it reproduce its state bit for bit. To keep that true:
@@ -36,7 +39,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -44,9 +47,10 @@ import numpy as np
 
 from ..engine import GameBatch, GameConfig, Observation
 from ..engine.checks import check_actions
+from ..engine.maps import GameMap, MapBatch, check_maps
 from ..pool import GamePool, IdSource, PoolStep, Selection
 from ..wire import codec
-from .records import EntryId, encode_records
+from .records import EntryId, encode_map_entry, encode_records
 from .registry import FencedError, Generation
 from .store import ORIGIN, FleetStore, LogAppender, StoreUnavailableError
 
@@ -459,8 +463,14 @@ class PoolRecorder:
 
     # Writes ------------------------------------------------------------------------------------
 
-    def create(self, n: int, seeds: object = None, key_hash: int = 0) -> np.ndarray:
-        return self.pool.create(n, seeds, key_hash)
+    def create(
+        self,
+        n: int,
+        seeds: object = None,
+        key_hash: int = 0,
+        maps: Sequence[GameMap] | MapBatch | None = None,
+    ) -> np.ndarray:
+        return self.pool.create(n, seeds, key_hash, maps)
 
     def adopt(self, ids: object, snapshot: codec.Snapshot) -> None:
         self.pool.adopt(ids, snapshot)
@@ -476,8 +486,10 @@ class PoolRecorder:
     ) -> PoolStep:
         return self.pool.step(ids, actions, observe, out, checked=checked)
 
-    def reset(self, ids: object, seeds: object = None) -> None:
-        self.pool.reset(ids, seeds)
+    def reset(
+        self, ids: object, seeds: object = None, maps: Sequence[GameMap] | MapBatch | None = None
+    ) -> None:
+        self.pool.reset(ids, seeds, maps)
 
     def release(self, ids: object) -> None:
         self.pool.release(ids)
@@ -515,9 +527,15 @@ class SnapshotRecorder(PoolRecorder):
         self._last_ended = self._last_round  # when they were last captured
         self._awaiting = False  # mode log: the last step's entry is sent, not yet confirmed
 
-    def create(self, n: int, seeds: object = None, key_hash: int = 0) -> np.ndarray:
+    def create(
+        self,
+        n: int,
+        seeds: object = None,
+        key_hash: int = 0,
+        maps: Sequence[GameMap] | MapBatch | None = None,
+    ) -> np.ndarray:
         self._begin()
-        ids = self.pool.create(n, seeds, key_hash)
+        ids = self.pool.create(n, seeds, key_hash, maps)
         self._created(ids)
         return ids
 
@@ -567,12 +585,24 @@ class SnapshotRecorder(PoolRecorder):
         if not self._resync:  # until then, a position might miss an entry whose reply was lost
             self._record_due()
 
-    def reset(self, ids: object, seeds: object = None) -> None:
+    def reset(
+        self, ids: object, seeds: object = None, maps: Sequence[GameMap] | MapBatch | None = None
+    ) -> None:
         self._begin()
         chosen = self.pool.select(ids)
         seed_array = None if seeds is None else _checked_seeds(seeds, chosen.size)
+        if maps is None:
+            self._mark(chosen.ids)
+            self._logged("reset", chosen.ids, seed_array, lambda: self.pool.reset(chosen, seed_array))
+            return
+        # No seed regenerates given maps: the entry carries them, and the seeds the games keep.
+        check_maps(self.config, maps, chosen.size)  # bad maps log nothing
+        given = MapBatch.of(maps)
+        if seed_array is None:
+            seed_array = self.pool.batch.seed[chosen.slots]
         self._mark(chosen.ids)
-        self._logged("reset", chosen.ids, seed_array, lambda: self.pool.reset(chosen, seed_array))
+        entry = encode_map_entry(seed_array, given)
+        self._logged("maps", chosen.ids, entry, lambda: self.pool.reset(chosen, seed_array, given))
 
     def release(self, ids: object) -> None:
         self._begin()

@@ -5,6 +5,8 @@ the log position the state is exact at, whether the owner's log continues it, an
 log holds every call the owner acknowledged (mode log with on-redis-error fail: "complete";
 otherwise a recovery may restore a game to an earlier tick than its clients saw).
 
+The data of a "maps" log entry (a reset onto given maps) is made and read here too.
+
 `codec.encode_snapshot` costs tens of microseconds of Python per call, too much for a
 writer that records thousands of games per round. Every one-game snapshot of a config has
 the same layout, so many are made at once: the layout is taken from codec itself (a
@@ -25,6 +27,7 @@ from functools import cache
 import numpy as np
 
 from ..engine import GameBatch, GameConfig
+from ..engine.maps import MapBatch
 from ..wire import codec
 
 EntryId = tuple[int, int]  # a stream entry id "<ms>-<seq>" as a comparable tuple
@@ -99,6 +102,40 @@ def encode_records(
     if rows[0, start:].tobytes() != codec.encode_snapshot(batch, [0]):
         raise RuntimeError("records.encode_records no longer matches codec.encode_snapshot: update it")
     return rows
+
+
+def encode_map_entry(seeds: np.ndarray, maps: MapBatch) -> np.ndarray:
+    """The data of a "maps" log entry (a reset onto given maps), uint8 bytes: per game, in the
+    entry's order, its seed (<u8), terrain (u1 per tile), city armies (<i4 per tile), generals
+    (<i2 per seat). Replay needs the maps themselves: no seed regenerates them."""
+    games = len(maps)
+    parts = (
+        np.asarray(seeds, "<u8").reshape(games, 1),
+        maps.terrain.reshape(games, -1),
+        maps.armies.astype("<i4", copy=False).reshape(games, -1),
+        maps.generals.astype("<i2", copy=False),
+    )
+    return np.concatenate(
+        [np.ascontiguousarray(a).view(np.uint8).reshape(games, -1) for a in parts], axis=1
+    ).reshape(-1)
+
+
+def decode_map_entry(data: np.ndarray, config: GameConfig, games: int) -> tuple[np.ndarray, MapBatch]:
+    """The seeds and maps of a "maps" entry of `games` games of `config` (ValueError if it does not fit)."""
+    tiles, players = config.tiles, config.players
+    widths = (8, tiles, 4 * tiles, 2 * players)
+    row = sum(widths)
+    raw = np.asarray(data, np.uint8)
+    if raw.size != games * row:
+        raise ValueError(f"a maps entry of {raw.size} bytes does not hold {games} maps of {config}")
+    rows = raw.reshape(games, row)
+    ends = np.cumsum(widths)
+    seeds, terrain, armies, generals = (
+        np.ascontiguousarray(rows[:, end - width : end]).view(dtype)
+        for end, width, dtype in zip(ends, widths, ("<u8", "u1", "<i4", "<i2"), strict=True)
+    )
+    board = (games, config.height, config.width)
+    return seeds.reshape(games), MapBatch(terrain.reshape(board), armies.reshape(board), generals)
 
 
 def decode_records(ids: list[int], raws: list[bytes]) -> StoredGames:

@@ -2,9 +2,10 @@
 
 A record holds a game's exact state at position P of its owner's log. Replaying that log's
 entries after P that name the game, through the same engine, reproduces its state bit for
-bit: the rules are deterministic, and autoreset draws its seeds from the map seed and the
-game id. Games are rebuilt in scratch pools, one per (config, autoreset), and only then
-adopted by the target with their ids, so a target never holds a half-replayed game.
+bit: the rules are deterministic, autoreset draws its seeds from the map seed and the game id,
+and a reset onto given maps replays from the maps its entry holds. Games are rebuilt in
+scratch pools, one per (config, autoreset), and only then adopted by the target with their
+ids, so a target never holds a half-replayed game.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..engine import GameConfig
 from ..pool import GamePool, IdSource
 from ..sharding import HashRing
 from ..wire import codec
-from .records import EntryId, StoredGames
+from .records import EntryId, StoredGames, decode_map_entry
 from .store import FleetStore, LogEntry
 
 
@@ -146,7 +147,7 @@ class _Replay:
 
     def apply(self, shard: str, entry: LogEntry) -> None:
         """Replay one entry for the games it names whose records predate it."""
-        if entry.kind not in ("step", "reset", "close") or not self.ids.size:
+        if entry.kind not in ("step", "reset", "maps", "close") or not self.ids.size:
             return  # create/adopt/mark entries only mark positions: records start at or after them
         at = np.minimum(np.searchsorted(self.ids, entry.ids), self.ids.size - 1)
         ms, seq = (np.uint64(v) for v in entry.id)
@@ -165,6 +166,9 @@ class _Replay:
                 pool.step(ids, entry.data.reshape(entry.ids.size, -1)[mine], observe=False)
             elif entry.kind == "reset":
                 pool.reset(ids, None if entry.data is None else entry.data[mine])
+            elif entry.kind == "maps":  # a reset onto given maps: the entry holds them
+                seeds, maps = decode_map_entry(entry.data, pool.config, entry.ids.size)
+                pool.reset(ids, seeds[mine], maps.rows(mine))
             else:
                 pool.release(ids)
                 self.live[at[mine]] = False

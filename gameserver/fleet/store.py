@@ -48,9 +48,16 @@ __all__ = [
 
 ORIGIN: EntryId = (0, 0)  # before every entry
 _READ_BATCH = 512  # stream entries per XRANGE
-# Entry kinds: step, reset, close, create, adopt, mark (a position only). Their data's dtype:
+# Entry kinds: step, reset, maps (a reset onto given maps), close, create, adopt, mark (a position
+# only). Their data's dtype:
 # Step actions fit int16: the largest board has 64 * 64 * 8 = 2**15 flat moves (and -1, pass).
-_DATA_DTYPES = {"step": np.dtype("<i2"), "reset": np.dtype("<u8"), "create": np.dtype("<u8")}
+# A maps entry holds seeds and maps as bytes (records.encode_map_entry).
+_DATA_DTYPES = {
+    "step": np.dtype("<i2"),
+    "reset": np.dtype("<u8"),
+    "create": np.dtype("<u8"),
+    "maps": np.dtype("u1"),
+}
 
 
 @dataclass(frozen=True)
