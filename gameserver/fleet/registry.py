@@ -69,7 +69,11 @@ class StoreUnavailableError(ConnectionError):
 
 
 class FencedError(StoreUnavailableError):
-    """Another shard took this shard's games over (fenced it): nothing it holds is its own now."""
+    """Another shard took this shard's games over (fenced it): nothing it holds is its own now.
+    UNAVAILABLE even for a step that ran here: the fenced shard drops its games unwritten, and
+    the survivor's copy never saw the step, so a retry through a fresh ring plays it once."""
+
+    status_code = "UNAVAILABLE"
 
     @property
     def status_details(self) -> str:
@@ -81,8 +85,8 @@ class HolderLostError(StoreUnavailableError):
     at its next heartbeat, then records its games again)."""
 
 
-def refusal(error: redis.ResponseError) -> StoreUnavailableError:
-    """An error reply of a fenced write as what it means to the writer."""
+def refusal(error: redis.ResponseError | str) -> StoreUnavailableError:
+    """An error reply of a fenced write (or its text) as what it means to the writer."""
     text = str(error)
     if text.startswith(fencing.FENCED):
         return FencedError(f"fenced: {text.removeprefix(fencing.FENCED).strip()}")
@@ -98,7 +102,7 @@ def refusal_by_holder(held: bytes | None) -> StoreUnavailableError:
         if held is None
         else f"{fencing.FENCED} {held.decode()}"
     )
-    return refusal(redis.ResponseError(reply))
+    return refusal(reply)
 
 
 @dataclass(frozen=True)
