@@ -50,7 +50,7 @@ import collections
 import functools
 import queue
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -81,10 +81,13 @@ from .wire.errors import (
 )
 from .wire.generated import batch_pb2 as pb
 from .wire.limits import channel_options
-from .wire.messages import config_to_proto, write_tensor
+from .wire.messages import config_to_proto, write_maps, write_tensor
 from .wire.replies import Created, Observations, StepReply
 from .wire.security import PLAINTEXT, Credentials, SecurityError
 from .wire.services import SERVICE
+
+if TYPE_CHECKING:  # loaded when maps are sent (wire.messages.write_maps): not by every client import
+    from .engine.maps import GameMap, MapBatch
 
 __all__ = [
     "Aborted",
@@ -173,6 +176,7 @@ def _create_request(
     seat_agents: Sequence[str] = (),
     push_transitions: bool = False,
     observations: bool = True,
+    maps: Sequence[GameMap] | MapBatch | None = None,
 ) -> pb.CreateBatchGamesRequest:
     request = pb.CreateBatchGamesRequest(
         num_games=n,
@@ -188,7 +192,18 @@ def _create_request(
     )
     if seeds is not None:
         write_tensor(request.seeds, np.asarray(seeds, np.uint64))
+    if maps is not None:
+        _write_maps(request.maps, maps)
     return request
+
+
+def _write_maps(message: pb.GameMaps, maps: Sequence[GameMap] | MapBatch) -> None:
+    """GameMaps from GameMaps (one board size and player count) or a MapBatch; InvalidArgument
+    before anything is sent when they cannot be stacked."""
+    try:
+        write_maps(message, maps)
+    except ValueError as error:
+        raise InvalidArgument(f"maps: {error}") from None
 
 
 def _step_request(
@@ -222,12 +237,18 @@ def _states_request(
 
 
 def _reset_request(
-    ids: object, seeds: object, masks: bool, view: SharedView | None = None
+    ids: object,
+    seeds: object,
+    masks: bool,
+    view: SharedView | None = None,
+    maps: Sequence[GameMap] | MapBatch | None = None,
 ) -> pb.ResetBatchGamesRequest:
     request = pb.ResetBatchGamesRequest(include_masks=masks, shared_view=view.name if view else "")
     write_tensor(request.game_ids, _ids(ids))
     if seeds is not None:
         write_tensor(request.seeds, np.asarray(seeds, np.uint64))
+    if maps is not None:
+        _write_maps(request.maps, maps)
     return request
 
 
@@ -319,6 +340,7 @@ class FleetClient:
         seat_agents: Sequence[str] = (),
         push_transitions: bool = False,
         observations: bool = True,
+        maps: Sequence[GameMap] | MapBatch | None = None,
     ) -> Created:
         """Start n games; their ids (uint64), effective config and first views.
 
@@ -327,11 +349,15 @@ class FleetClient:
         every seat). `seat_agents` names a scripted agent per seat that the shard plays itself
         ("" leaves the seat to the caller); `push_transitions` has the shard send every step of
         these games to its ReplayService. `observations=False`: the reply carries ids and config
-        only (`Created.observations` is None), small whatever n; read views with `states`."""
+        only (`Created.observations` is None), small whatever n; read views with `states`.
+        `maps` (one `engine.maps.GameMap` per game, or a MapBatch): the games start on these maps,
+        as `GamePool.create(n, maps=...)` starts them; `seeds` then seed only the maps an
+        autoreset draws next. A call carries ~5 bytes per tile per map: thousands of maps per
+        call at most (the shard's request limit), more in several calls."""
         return self._call(
             "CreateBatchGames",
             _create_request(n, config, seeds, autoreset, placement_key, masks, open_seats, turn_deadline_ms,
-                            seat_agents, push_transitions, observations),
+                            seat_agents, push_transitions, observations, maps),
         )  # fmt: skip
 
     def step(
@@ -401,10 +427,17 @@ class FleetClient:
         return self._call("GetBatchStates", _states_request(ids, masks, delta, view), view)
 
     def reset(
-        self, ids: object, seeds: object = None, *, masks: bool = False, view: SharedView | None = None
+        self,
+        ids: object,
+        seeds: object = None,
+        *,
+        masks: bool = False,
+        view: SharedView | None = None,
+        maps: Sequence[GameMap] | MapBatch | None = None,
     ) -> Observations:
-        """New maps for these games (same ids); their first views."""
-        return self._call("ResetBatchGames", _reset_request(ids, seeds, masks, view), view)
+        """New maps for these games (same ids); their first views. `maps` (one per id): the new
+        episodes start on these maps (the games keep their map seeds unless `seeds` is given)."""
+        return self._call("ResetBatchGames", _reset_request(ids, seeds, masks, view, maps), view)
 
     def close(self, ids: object) -> int:
         """End these games for good; returns how many closed."""
@@ -526,11 +559,12 @@ class AsyncFleetClient:
         seat_agents: Sequence[str] = (),
         push_transitions: bool = False,
         observations: bool = True,
+        maps: Sequence[GameMap] | MapBatch | None = None,
     ) -> Created:
         return await self._call(
             "CreateBatchGames",
             _create_request(n, config, seeds, autoreset, placement_key, masks, open_seats, turn_deadline_ms,
-                            seat_agents, push_transitions, observations),
+                            seat_agents, push_transitions, observations, maps),
         )  # fmt: skip
 
     async def step(
@@ -570,9 +604,15 @@ class AsyncFleetClient:
         return await self._call("GetBatchStates", _states_request(ids, masks, delta, view), view)
 
     async def reset(
-        self, ids: object, seeds: object = None, *, masks: bool = False, view: SharedView | None = None
+        self,
+        ids: object,
+        seeds: object = None,
+        *,
+        masks: bool = False,
+        view: SharedView | None = None,
+        maps: Sequence[GameMap] | MapBatch | None = None,
     ) -> Observations:
-        return await self._call("ResetBatchGames", _reset_request(ids, seeds, masks, view), view)
+        return await self._call("ResetBatchGames", _reset_request(ids, seeds, masks, view, maps), view)
 
     async def close(self, ids: object) -> int:
         return (await self._call("CloseBatchGames", _close_request(ids))).closed

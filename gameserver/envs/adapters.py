@@ -25,6 +25,7 @@ registers in one call (`MAKE_ID`).
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any, ClassVar, Protocol
 
@@ -39,6 +40,7 @@ from ..agents import expander_actions, random_actions
 from ..engine import GameConfig, Observation
 from ..engine.actions import from_generals_bots
 from ..engine.config import GENERAL, KIND_OFFSET, LAND_GROWTH_INTERVAL, PASS, STRUCTURE_GROWTH_INTERVAL
+from ..engine.maps import GameMap, MapBatch
 from ..pool import GamePool, PoolStep
 from .bots import board_size, generals_fields, generals_space, pad_planes, to_observation
 from .planes import CHANNELS, generals_planes
@@ -114,11 +116,20 @@ class LocalBackend:
         self._pool = GamePool(config, capacity=capacity, autoreset=True)
         self._sent: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
 
-    def create(self, n: int, seeds: np.ndarray | None = None) -> np.ndarray:
-        return self._pool.create(n, seeds)
+    def create(
+        self, n: int, seeds: np.ndarray | None = None, maps: Sequence[GameMap] | MapBatch | None = None
+    ) -> np.ndarray:
+        """As the Backend's create; `maps` (one per game): the first episodes start on them."""
+        return self._pool.create(n, seeds, maps=maps)
 
-    def reset(self, ids: np.ndarray, seeds: np.ndarray | None = None) -> None:
-        self._pool.reset(ids, seeds)
+    def reset(
+        self,
+        ids: np.ndarray,
+        seeds: np.ndarray | None = None,
+        maps: Sequence[GameMap] | MapBatch | None = None,
+    ) -> None:
+        """As the Backend's reset; `maps` (one per game): the new episodes start on them."""
+        self._pool.reset(ids, seeds, maps)
 
     def step(self, ids: np.ndarray, actions: np.ndarray) -> PoolStep:
         return self._pool.step(ids, actions)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..client import FailedPrecondition, FleetClient, Observations, SharedView
 from ..engine import GameConfig, Observation
+from ..engine.maps import GameMap, MapBatch
 from ..pool import PoolStep
 from ..wire import codec
 from ..wire import replies as wire
@@ -94,17 +95,32 @@ class RemoteBackend:
             self.view.close()
             self.view = None
 
-    def create(self, n: int, seeds: np.ndarray | None = None) -> np.ndarray:
+    def create(
+        self, n: int, seeds: np.ndarray | None = None, maps: Sequence[GameMap] | MapBatch | None = None
+    ) -> np.ndarray:
+        """As the Backend's create; `maps` (one per game): the first episodes start on them."""
         created = self.client.create(
-            n, self.config, seeds=seeds, autoreset=True, placement_key=self.placement_key, masks=True
+            n,
+            self.config,
+            seeds=seeds,
+            autoreset=True,
+            placement_key=self.placement_key,
+            masks=True,
+            maps=maps,
         )
         self._close_view()
         self._ids = np.array(created.ids, np.uint64)
         self._remember(created.ids, created.observations)
         return created.ids
 
-    def reset(self, ids: np.ndarray, seeds: np.ndarray | None = None) -> None:
-        self._remember(ids, self._call(self.client.reset, ids, seeds, masks=True))
+    def reset(
+        self,
+        ids: np.ndarray,
+        seeds: np.ndarray | None = None,
+        maps: Sequence[GameMap] | MapBatch | None = None,
+    ) -> None:
+        """As the Backend's reset; `maps` (one per game): the new episodes start on them."""
+        self._remember(ids, self._call(self.client.reset, ids, seeds, masks=True, maps=maps))
 
     def step(self, ids: np.ndarray, actions: np.ndarray) -> PoolStep:
         return self._pool_step(ids, self._call(self.client.step, ids, actions, masks=True))

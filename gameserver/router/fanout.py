@@ -49,6 +49,8 @@ _BY_GAMES: dict[str, tuple[type[Message], tuple[str, ...]]] = {
     "ResetBatchGames": (pb.ResetBatchGamesRequest, ("seeds",)),
     "CloseBatchGames": (pb.CloseBatchGamesRequest, ()),
 }
+# Per-game tensors inside a request's GameMaps (ResetBatchGames' maps): rows follow game_ids too.
+_MAPS = ("maps", pb.GameMaps, ("terrain", "armies", "generals"))
 _PLACEMENT_KEY = pb.CreateBatchGamesRequest.DESCRIPTOR.fields_by_name["placement_key"].number
 MAX_PLACEMENT_TRIES = 256  # keys tried for a placeable owner: with 1 of 16 shards placeable, missed ~1e-7
 
@@ -162,7 +164,7 @@ def _split(
     ring: HashRing,
 ) -> Plan:
     """A sub-request per shard: the request's other fields serialized once, then that shard's rows
-    of game_ids and of every per-game tensor appended as fields."""
+    of game_ids and of every per-game tensor appended as fields (its given maps' too)."""
     if getattr(request, "shared_view", ""):
         raise FailedPrecondition(
             f"shared_view: these game_ids live on {len(np.unique(owners))} shards and a shared view "
@@ -173,6 +175,16 @@ def _split(
     numbers = {name: request.DESCRIPTOR.fields_by_name[name].number for name in tensors}
     for name in tensors:
         request.ClearField(name)
+    maps_field, maps_type, map_tensors = _MAPS
+    maps: dict[str, np.ndarray] | None = None  # set (even empty) goes on to every shard: they refuse it
+    if maps_field in request.DESCRIPTOR.fields_by_name and request.HasField(maps_field):
+        given = getattr(request, maps_field)
+        maps = {
+            name: _rows(given, name, ids.size, f"{maps_field}.{name}")
+            for name in map_tensors
+            if given.HasField(name)
+        }
+        request.ClearField(maps_field)
     if getattr(request, "delta", False):
         request.delta = False  # see the module docstring: merged replies carry full planes
     planes = _carries_planes(method, request)
@@ -186,6 +198,11 @@ def _split(
         fields = wire.Body()
         for name, array in tensors.items():
             fields.tensor(numbers[name], array[rows])
+        if maps is not None:
+            given = wire.Body()
+            for name, array in maps.items():
+                given.tensor(maps_type.DESCRIPTOR.fields_by_name[name].number, array[rows])
+            fields.message(request.DESCRIPTOR.fields_by_name[maps_field].number, given)
         parts.append(Part(ring.shards[shard], base + fields.to_bytes(), rows, rows.size, planes))
     rows = [part.rows for part in parts]
     shards = [part.shard for part in parts]
@@ -193,10 +210,11 @@ def _split(
     return Plan(parts, lambda replies: merge(ids.size, rows, shards, replies))
 
 
-def _rows(request: Message, name: str, games: int) -> np.ndarray:
-    array = read_tensor(getattr(request, name), name)
+def _rows(request: Message, name: str, games: int, label: str = "") -> np.ndarray:
+    label = label or name
+    array = read_tensor(getattr(request, name), label)
     if array.ndim == 0 or array.shape[0] != games:
-        raise InvalidArgument(f"{name}: shape {list(array.shape)} for {games} game_ids; one row per game")
+        raise InvalidArgument(f"{label}: shape {list(array.shape)} for {games} game_ids; one row per game")
     return array
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..engine import GameConfig, Observation
 from ..engine.config import RUNNING
+from ..engine.maps import MapBatch
 from ..fleet.durability import Durability, PoolRecorder
 from ..pool import GamePool, Selection, UnguessableIds, UnknownGameError
 from ..replay.sink import TransitionSink
@@ -277,15 +278,16 @@ class ShardGames:
         masks: bool,
         finish: Callable[[np.ndarray, Views], T],
         role: PoolRole = PLAIN,
+        maps: MapBatch | None = None,
     ) -> T:
-        """Start n games in the (config, autoreset, role) pool; `finish(ids, first views)` runs under
-        its lock."""
+        """Start n games in the (config, autoreset, role) pool, on `maps` (checked) when given;
+        `finish(ids, first views)` runs under its lock."""
         if role.push:
             await asyncio.to_thread(self.transitions.connect, config)  # refuses before any game exists
         entry = self._entry(config, autoreset, role)
 
         def work() -> T:
-            ids = entry.recorder.create(n, seeds, key_hash)
+            ids = entry.recorder.create(n, seeds, key_hash, maps)
             self._index_add(ids, entry.index)
             return finish(ids, entry.observe(entry.pool.select(ids), masks, delta=False))
 
@@ -377,12 +379,17 @@ class ShardGames:
         masks: bool,
         finish: Callable[[Views], T],
         out: Observation | None = None,
+        maps: MapBatch | None = None,
     ) -> T:
+        """New episodes for the route's games: maps from `seeds` (else derived), or `maps` (checked,
+        request order); `out` (a shared view, request order) receives the first views' planes."""
+
         def work() -> T:
             selected = route.select()
             seed_parts = route.parts(seeds) if seeds is not None else [(e, None, r) for e, r in route.groups]
-            for (entry, chosen, _), (_, part_seeds, _) in zip(selected, seed_parts, strict=True):
-                entry.recorder.reset(chosen, part_seeds)
+            for (entry, chosen, rows), (_, part_seeds, _) in zip(selected, seed_parts, strict=True):
+                part_maps = maps if maps is None or rows is None else maps.rows(rows)
+                entry.recorder.reset(chosen, part_seeds, part_maps)
             parts = [e.observe(chosen, masks, False, _direct(out, rows)) for e, chosen, rows in selected]
             return finish(_into(out, _merge_views(route, parts)))
 

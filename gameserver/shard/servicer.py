@@ -51,6 +51,7 @@ from ..wire.messages import (
     config_to_proto,
     parse_request,
     read_ids,
+    read_maps,
     read_placement_key,
     read_seeds,
 )
@@ -158,6 +159,7 @@ class BatchGameServicer:
         deadline = turn_deadline(request)
         config = config_from_proto(request.config, self.game_defaults)
         seeds = read_seeds(request, "seeds", n)
+        maps = read_maps(request, config, n)
         role = read_role(request, config, self.games.transitions)
         if not request.skip_observations:
             self._check_reply(config, n, masks=request.include_masks, finals=False)
@@ -169,6 +171,7 @@ class BatchGameServicer:
             config,
             autoreset=request.autoreset,
             seeds=seeds,
+            maps=maps,
             key_hash=key_hash,
             masks=request.include_masks,
             finish=lambda ids, views: (
@@ -222,11 +225,13 @@ class BatchGameServicer:
         request = parse_request(pb.ResetBatchGamesRequest, raw)
         route = await self._route(request)
         seeds = read_seeds(request, "seeds", route.ids.size)
+        maps = read_maps(request, route.config, route.ids.size)
         self._check_reply(route.config, route.ids.size, masks=request.include_masks, finals=False)
         out = self._shared_view(request, route)
         return await self.games.reset(
             route,
             seeds,
+            maps=maps,
             masks=request.include_masks,
             finish=lambda views: _observations(views, out is not None).to_bytes(),
             out=out,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from google.protobuf.message import DecodeError, Message
@@ -18,6 +20,9 @@ from . import codec
 from .errors import InvalidArgument, ResourceExhausted
 from .generated import batch_pb2 as pb
 from .limits import MAX_PLACEMENT_KEY_BYTES
+
+if TYPE_CHECKING:  # engine.maps loads with the first maps (the client imports this module)
+    from ..engine.maps import GameMap, MapBatch
 
 _CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(GameConfig))
 
@@ -78,6 +83,52 @@ def read_seeds(message: object, field: str, games: int) -> np.ndarray | None:
     if seeds.dtype.kind == "i" and seeds.size and seeds.min() < 0:
         raise InvalidArgument(f"{field} must be non-negative")
     return seeds.astype(np.uint64, copy=False)
+
+
+def read_maps(message: object, config: GameConfig, games: int) -> MapBatch | None:
+    """A request's given maps (GameMaps): None when unset, else one map per game, each checked
+    and fitting `config`, as a MapBatch; a bad one is InvalidArgument naming it (maps[i])."""
+    if not message.HasField("maps"):
+        return None
+    from ..engine.maps import MapBatch, check_maps
+
+    maps = message.maps
+    arrays = {}
+    for name in ("terrain", "armies", "generals"):
+        if not maps.HasField(name):
+            raise InvalidArgument(f"maps.{name} is missing: GameMaps takes terrain, armies and generals")
+        arrays[name] = read_tensor(getattr(maps, name), f"maps.{name}")
+    terrain, armies, generals = arrays["terrain"], arrays["armies"], arrays["generals"]
+    board = (games, config.height, config.width)
+    for name in ("terrain", "armies"):
+        shape = arrays[name].shape
+        if shape not in (board, (games, config.tiles)):
+            raise InvalidArgument(
+                f"maps.{name} must be [{games}, {config.tiles}] (games, tiles) or [{games}, "
+                f"{config.height}, {config.width}] for {games} games of {config.height}x{config.width}, "
+                f"got {list(shape)}"
+            )
+    if generals.shape != (games, config.players):
+        raise InvalidArgument(
+            f"maps.generals must be [{games}, {config.players}] (games, players), got {list(generals.shape)}"
+        )
+    try:
+        batch = MapBatch(terrain.reshape(board), armies.reshape(board), generals)
+        check_maps(config, batch, games)
+    except ValueError as error:
+        raise InvalidArgument(f"maps: {error}") from None
+    return batch
+
+
+def write_maps(message: pb.GameMaps, maps: Sequence[GameMap] | MapBatch) -> None:
+    """Fill a request's GameMaps from GameMaps or a MapBatch (terrain and armies [games, tiles])."""
+    from ..engine.maps import MapBatch
+
+    batch = MapBatch.of(maps)
+    games = len(batch)
+    write_tensor(message.terrain, batch.terrain.reshape(games, -1))
+    write_tensor(message.armies, batch.armies.reshape(games, -1))
+    write_tensor(message.generals, batch.generals.astype(np.int32))
 
 
 def write_tensor(tensor: pb.Tensor, array: object) -> None:

@@ -24,45 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gamefleet/v1/batch.proto\x12\x0cgamefleet.v1\"4\n\x06Tensor\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xae\x02\n\nGameConfig\x12\x13\n\x06height\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x12\n\x05width\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x14\n\x07players\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1d\n\x10mountain_density\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x19\n\x0c\x63ity_density\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12!\n\x14min_general_distance\x18\x06 \x01(\rH\x05\x88\x01\x01\x12\x16\n\tmax_ticks\x18\x07 \x01(\rH\x06\x88\x01\x01\x42\t\n\x07_heightB\x08\n\x06_widthB\n\n\x08_playersB\x13\n\x11_mountain_densityB\x0f\n\r_city_densityB\x17\n\x15_min_general_distanceB\x0c\n\n_max_ticks\"\xec\x02\n\x0cObservations\x12#\n\x05\x63odes\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12$\n\x06\x61rmies\x18\x02 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\"\n\x04land\x18\x03 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\"\n\x04\x61rmy\x18\x04 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\"\n\x04tick\x18\x05 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12#\n\x05masks\x18\x06 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12)\n\x0b\x64\x65lta_index\x18\x07 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12)\n\x0b\x64\x65lta_codes\x18\x08 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12*\n\x0c\x64\x65lta_armies\x18\t \x01(\x0b\x32\x14.gamefleet.v1.Tensor\"\xb4\x02\n\x17\x43reateBatchGamesRequest\x12\x11\n\tnum_games\x18\x01 \x01(\r\x12(\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x18.gamefleet.v1.GameConfig\x12#\n\x05seeds\x18\x03 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\x12\n\nopen_seats\x18\x04 \x01(\x08\x12\x18\n\x10turn_deadline_ms\x18\x05 \x01(\x02\x12\x11\n\tautoreset\x18\x06 \x01(\x08\x12\x15\n\rplacement_key\x18\x07 \x01(\t\x12\x15\n\rinclude_masks\x18\x08 \x01(\x08\x12\x13\n\x0bseat_agents\x18\t \x03(\t\x12\x18\n\x10push_transitions\x18\n \x01(\x08\x12\x19\n\x11skip_observations\x18\x0b \x01(\x08\"\xad\x01\n\x18\x43reateBatchGamesResponse\x12&\n\x08game_ids\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12(\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x18.gamefleet.v1.GameConfig\x12\x30\n\x0cobservations\x18\x03 \x01(\x0b\x32\x1a.gamefleet.v1.Observations\x12\r\n\x05shard\x18\x04 \x01(\t\"z\n\x15GetBatchStatesRequest\x12&\n\x08game_ids\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\x15\n\rinclude_masks\x18\x02 \x01(\x08\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x08\x12\x13\n\x0bshared_view\x18\x04 \x01(\t\"\x90\x02\n\x19SubmitBatchActionsRequest\x12&\n\x08game_ids\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12%\n\x07\x61\x63tions\x18\x02 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12#\n\x05seats\x18\x03 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12)\n\x0bseat_tokens\x18\x04 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\x15\n\rinclude_masks\x18\x05 \x01(\x08\x12\r\n\x05\x64\x65lta\x18\x06 \x01(\x08\x12\x19\n\x11skip_observations\x18\x07 \x01(\x08\x12\x13\n\x0bshared_view\x18\x08 \x01(\t\"\xbd\x02\n\x0cStepResponse\x12\x30\n\x0cobservations\x18\x01 \x01(\x0b\x32\x1a.gamefleet.v1.Observations\x12%\n\x07rewards\x18\x02 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12(\n\nterminated\x18\x03 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\'\n\ttruncated\x18\x04 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12$\n\x06status\x18\x05 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12#\n\x05reset\x18\x06 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\x36\n\x12\x66inal_observations\x18\x07 \x01(\x0b\x32\x1a.gamefleet.v1.Observations\"\x91\x01\n\x16ResetBatchGamesRequest\x12&\n\x08game_ids\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12#\n\x05seeds\x18\x02 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\x15\n\rinclude_masks\x18\x03 \x01(\x08\x12\x13\n\x0bshared_view\x18\x04 \x01(\t\"@\n\x16\x43loseBatchGamesRequest\x12&\n\x08game_ids\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\")\n\x17\x43loseBatchGamesResponse\x12\x0e\n\x06\x63losed\x18\x01 \x01(\r\"0\n\x0fJoinGameRequest\x12\x0f\n\x07game_id\x18\x01 \x01(\x04\x12\x0c\n\x04seat\x18\x02 \x01(\x05\"^\n\x10JoinGameResponse\x12\x0c\n\x04seat\x18\x01 \x01(\x05\x12\x12\n\nseat_token\x18\x02 \x01(\x04\x12(\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x18.gamefleet.v1.GameConfig\"1\n\x08Topology\x12\x0e\n\x06shards\x18\x01 \x03(\t\x12\x15\n\rvirtual_nodes\x18\x02 \x01(\r\"\x14\n\x12GetTopologyRequest*8\n\x0eGameStepStatus\x12\x0b\n\x07STEPPED\x10\x00\x12\x0b\n\x07WAITING\x10\x01\x12\x0c\n\x08\x46INISHED\x10\x02\x32\xc4\x05\n\x10\x42\x61tchGameService\x12\x61\n\x10\x43reateBatchGames\x12%.gamefleet.v1.CreateBatchGamesRequest\x1a&.gamefleet.v1.CreateBatchGamesResponse\x12Q\n\x0eGetBatchStates\x12#.gamefleet.v1.GetBatchStatesRequest\x1a\x1a.gamefleet.v1.Observations\x12Y\n\x12SubmitBatchActions\x12\'.gamefleet.v1.SubmitBatchActionsRequest\x1a\x1a.gamefleet.v1.StepResponse\x12S\n\x0fResetBatchGames\x12$.gamefleet.v1.ResetBatchGamesRequest\x1a\x1a.gamefleet.v1.Observations\x12^\n\x0f\x43loseBatchGames\x12$.gamefleet.v1.CloseBatchGamesRequest\x1a%.gamefleet.v1.CloseBatchGamesResponse\x12I\n\x08JoinGame\x12\x1d.gamefleet.v1.JoinGameRequest\x1a\x1e.gamefleet.v1.JoinGameResponse\x12V\n\x0bStreamSteps\x12\'.gamefleet.v1.SubmitBatchActionsRequest\x1a\x1a.gamefleet.v1.StepResponse(\x01\x30\x01\x12G\n\x0bGetTopology\x12 .gamefleet.v1.GetTopologyRequest\x1a\x16.gamefleet.v1.Topologyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gamefleet/v1/batch.proto\x12\x0cgamefleet.v1\"4\n\x06Tensor\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xae\x02\n\nGameConfig\x12\x13\n\x06height\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x12\n\x05width\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x14\n\x07players\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1d\n\x10mountain_density\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x19\n\x0c\x63ity_density\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12!\n\x14min_general_distance\x18\x06 \x01(\rH\x05\x88\x01\x01\x12\x16\n\tmax_ticks\x18\x07 \x01(\rH\x06\x88\x01\x01\x42\t\n\x07_heightB\x08\n\x06_widthB\n\n\x08_playersB\x13\n\x11_mountain_densityB\x0f\n\r_city_densityB\x17\n\x15_min_general_distanceB\x0c\n\n_max_ticks\"\xec\x02\n\x0cObservations\x12#\n\x05\x63odes\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12$\n\x06\x61rmies\x18\x02 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\"\n\x04land\x18\x03 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\"\n\x04\x61rmy\x18\x04 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\"\n\x04tick\x18\x05 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12#\n\x05masks\x18\x06 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12)\n\x0b\x64\x65lta_index\x18\x07 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12)\n\x0b\x64\x65lta_codes\x18\x08 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12*\n\x0c\x64\x65lta_armies\x18\t \x01(\x0b\x32\x14.gamefleet.v1.Tensor\"\x7f\n\x08GameMaps\x12%\n\x07terrain\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12$\n\x06\x61rmies\x18\x02 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12&\n\x08generals\x18\x03 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\"\xda\x02\n\x17\x43reateBatchGamesRequest\x12\x11\n\tnum_games\x18\x01 \x01(\r\x12(\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x18.gamefleet.v1.GameConfig\x12#\n\x05seeds\x18\x03 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\x12\n\nopen_seats\x18\x04 \x01(\x08\x12\x18\n\x10turn_deadline_ms\x18\x05 \x01(\x02\x12\x11\n\tautoreset\x18\x06 \x01(\x08\x12\x15\n\rplacement_key\x18\x07 \x01(\t\x12\x15\n\rinclude_masks\x18\x08 \x01(\x08\x12\x13\n\x0bseat_agents\x18\t \x03(\t\x12\x18\n\x10push_transitions\x18\n \x01(\x08\x12\x19\n\x11skip_observations\x18\x0b \x01(\x08\x12$\n\x04maps\x18\x0c \x01(\x0b\x32\x16.gamefleet.v1.GameMaps\"\xad\x01\n\x18\x43reateBatchGamesResponse\x12&\n\x08game_ids\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12(\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x18.gamefleet.v1.GameConfig\x12\x30\n\x0cobservations\x18\x03 \x01(\x0b\x32\x1a.gamefleet.v1.Observations\x12\r\n\x05shard\x18\x04 \x01(\t\"z\n\x15GetBatchStatesRequest\x12&\n\x08game_ids\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\x15\n\rinclude_masks\x18\x02 \x01(\x08\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x08\x12\x13\n\x0bshared_view\x18\x04 \x01(\t\"\x90\x02\n\x19SubmitBatchActionsRequest\x12&\n\x08game_ids\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12%\n\x07\x61\x63tions\x18\x02 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12#\n\x05seats\x18\x03 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12)\n\x0bseat_tokens\x18\x04 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\x15\n\rinclude_masks\x18\x05 \x01(\x08\x12\r\n\x05\x64\x65lta\x18\x06 \x01(\x08\x12\x19\n\x11skip_observations\x18\x07 \x01(\x08\x12\x13\n\x0bshared_view\x18\x08 \x01(\t\"\xbd\x02\n\x0cStepResponse\x12\x30\n\x0cobservations\x18\x01 \x01(\x0b\x32\x1a.gamefleet.v1.Observations\x12%\n\x07rewards\x18\x02 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12(\n\nterminated\x18\x03 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\'\n\ttruncated\x18\x04 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12$\n\x06status\x18\x05 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12#\n\x05reset\x18\x06 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\x36\n\x12\x66inal_observations\x18\x07 \x01(\x0b\x32\x1a.gamefleet.v1.Observations\"\xb7\x01\n\x16ResetBatchGamesRequest\x12&\n\x08game_ids\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12#\n\x05seeds\x18\x02 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\x12\x15\n\rinclude_masks\x18\x03 \x01(\x08\x12\x13\n\x0bshared_view\x18\x04 \x01(\t\x12$\n\x04maps\x18\x05 \x01(\x0b\x32\x16.gamefleet.v1.GameMaps\"@\n\x16\x43loseBatchGamesRequest\x12&\n\x08game_ids\x18\x01 \x01(\x0b\x32\x14.gamefleet.v1.Tensor\")\n\x17\x43loseBatchGamesResponse\x12\x0e\n\x06\x63losed\x18\x01 \x01(\r\"0\n\x0fJoinGameRequest\x12\x0f\n\x07game_id\x18\x01 \x01(\x04\x12\x0c\n\x04seat\x18\x02 \x01(\x05\"^\n\x10JoinGameResponse\x12\x0c\n\x04seat\x18\x01 \x01(\x05\x12\x12\n\nseat_token\x18\x02 \x01(\x04\x12(\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x18.gamefleet.v1.GameConfig\"1\n\x08Topology\x12\x0e\n\x06shards\x18\x01 \x03(\t\x12\x15\n\rvirtual_nodes\x18\x02 \x01(\r\"\x14\n\x12GetTopologyRequest*8\n\x0eGameStepStatus\x12\x0b\n\x07STEPPED\x10\x00\x12\x0b\n\x07WAITING\x10\x01\x12\x0c\n\x08\x46INISHED\x10\x02\x32\xc4\x05\n\x10\x42\x61tchGameService\x12\x61\n\x10\x43reateBatchGames\x12%.gamefleet.v1.CreateBatchGamesRequest\x1a&.gamefleet.v1.CreateBatchGamesResponse\x12Q\n\x0eGetBatchStates\x12#.gamefleet.v1.GetBatchStatesRequest\x1a\x1a.gamefleet.v1.Observations\x12Y\n\x12SubmitBatchActions\x12\'.gamefleet.v1.SubmitBatchActionsRequest\x1a\x1a.gamefleet.v1.StepResponse\x12S\n\x0fResetBatchGames\x12$.gamefleet.v1.ResetBatchGamesRequest\x1a\x1a.gamefleet.v1.Observations\x12^\n\x0f\x43loseBatchGames\x12$.gamefleet.v1.CloseBatchGamesRequest\x1a%.gamefleet.v1.CloseBatchGamesResponse\x12I\n\x08JoinGame\x12\x1d.gamefleet.v1.JoinGameRequest\x1a\x1e.gamefleet.v1.JoinGameResponse\x12V\n\x0bStreamSteps\x12\'.gamefleet.v1.SubmitBatchActionsRequest\x1a\x1a.gamefleet.v1.StepResponse(\x01\x30\x01\x12G\n\x0bGetTopology\x12 .gamefleet.v1.GetTopologyRequest\x1a\x16.gamefleet.v1.Topologyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gamefleet.v1.batch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GAMESTEPSTATUS']._serialized_start=2450
-  _globals['_GAMESTEPSTATUS']._serialized_end=2506
+  _globals['_GAMESTEPSTATUS']._serialized_start=2655
+  _globals['_GAMESTEPSTATUS']._serialized_end=2711
   _globals['_TENSOR']._serialized_start=42
   _globals['_TENSOR']._serialized_end=94
   _globals['_GAMECONFIG']._serialized_start=97
   _globals['_GAMECONFIG']._serialized_end=399
   _globals['_OBSERVATIONS']._serialized_start=402
   _globals['_OBSERVATIONS']._serialized_end=766
-  _globals['_CREATEBATCHGAMESREQUEST']._serialized_start=769
-  _globals['_CREATEBATCHGAMESREQUEST']._serialized_end=1077
-  _globals['_CREATEBATCHGAMESRESPONSE']._serialized_start=1080
-  _globals['_CREATEBATCHGAMESRESPONSE']._serialized_end=1253
-  _globals['_GETBATCHSTATESREQUEST']._serialized_start=1255
-  _globals['_GETBATCHSTATESREQUEST']._serialized_end=1377
-  _globals['_SUBMITBATCHACTIONSREQUEST']._serialized_start=1380
-  _globals['_SUBMITBATCHACTIONSREQUEST']._serialized_end=1652
-  _globals['_STEPRESPONSE']._serialized_start=1655
-  _globals['_STEPRESPONSE']._serialized_end=1972
-  _globals['_RESETBATCHGAMESREQUEST']._serialized_start=1975
-  _globals['_RESETBATCHGAMESREQUEST']._serialized_end=2120
-  _globals['_CLOSEBATCHGAMESREQUEST']._serialized_start=2122
-  _globals['_CLOSEBATCHGAMESREQUEST']._serialized_end=2186
-  _globals['_CLOSEBATCHGAMESRESPONSE']._serialized_start=2188
-  _globals['_CLOSEBATCHGAMESRESPONSE']._serialized_end=2229
-  _globals['_JOINGAMEREQUEST']._serialized_start=2231
-  _globals['_JOINGAMEREQUEST']._serialized_end=2279
-  _globals['_JOINGAMERESPONSE']._serialized_start=2281
-  _globals['_JOINGAMERESPONSE']._serialized_end=2375
-  _globals['_TOPOLOGY']._serialized_start=2377
-  _globals['_TOPOLOGY']._serialized_end=2426
-  _globals['_GETTOPOLOGYREQUEST']._serialized_start=2428
-  _globals['_GETTOPOLOGYREQUEST']._serialized_end=2448
-  _globals['_BATCHGAMESERVICE']._serialized_start=2509
-  _globals['_BATCHGAMESERVICE']._serialized_end=3217
+  _globals['_GAMEMAPS']._serialized_start=768
+  _globals['_GAMEMAPS']._serialized_end=895
+  _globals['_CREATEBATCHGAMESREQUEST']._serialized_start=898
+  _globals['_CREATEBATCHGAMESREQUEST']._serialized_end=1244
+  _globals['_CREATEBATCHGAMESRESPONSE']._serialized_start=1247
+  _globals['_CREATEBATCHGAMESRESPONSE']._serialized_end=1420
+  _globals['_GETBATCHSTATESREQUEST']._serialized_start=1422
+  _globals['_GETBATCHSTATESREQUEST']._serialized_end=1544
+  _globals['_SUBMITBATCHACTIONSREQUEST']._serialized_start=1547
+  _globals['_SUBMITBATCHACTIONSREQUEST']._serialized_end=1819
+  _globals['_STEPRESPONSE']._serialized_start=1822
+  _globals['_STEPRESPONSE']._serialized_end=2139
+  _globals['_RESETBATCHGAMESREQUEST']._serialized_start=2142
+  _globals['_RESETBATCHGAMESREQUEST']._serialized_end=2325
+  _globals['_CLOSEBATCHGAMESREQUEST']._serialized_start=2327
+  _globals['_CLOSEBATCHGAMESREQUEST']._serialized_end=2391
+  _globals['_CLOSEBATCHGAMESRESPONSE']._serialized_start=2393
+  _globals['_CLOSEBATCHGAMESRESPONSE']._serialized_end=2434
+  _globals['_JOINGAMEREQUEST']._serialized_start=2436
+  _globals['_JOINGAMEREQUEST']._serialized_end=2484
+  _globals['_JOINGAMERESPONSE']._serialized_start=2486
+  _globals['_JOINGAMERESPONSE']._serialized_end=2580
+  _globals['_TOPOLOGY']._serialized_start=2582
+  _globals['_TOPOLOGY']._serialized_end=2631
+  _globals['_GETTOPOLOGYREQUEST']._serialized_start=2633
+  _globals['_GETTOPOLOGYREQUEST']._serialized_end=2653
+  _globals['_BATCHGAMESERVICE']._serialized_start=2714
+  _globals['_BATCHGAMESERVICE']._serialized_end=3422
 # @@protoc_insertion_point(module_scope)

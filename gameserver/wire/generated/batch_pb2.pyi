@@ -66,8 +66,18 @@ class Observations(_message.Message):
     delta_armies: Tensor
     def __init__(self, codes: _Optional[_Union[Tensor, _Mapping]] = ..., armies: _Optional[_Union[Tensor, _Mapping]] = ..., land: _Optional[_Union[Tensor, _Mapping]] = ..., army: _Optional[_Union[Tensor, _Mapping]] = ..., tick: _Optional[_Union[Tensor, _Mapping]] = ..., masks: _Optional[_Union[Tensor, _Mapping]] = ..., delta_index: _Optional[_Union[Tensor, _Mapping]] = ..., delta_codes: _Optional[_Union[Tensor, _Mapping]] = ..., delta_armies: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
+class GameMaps(_message.Message):
+    __slots__ = ("terrain", "armies", "generals")
+    TERRAIN_FIELD_NUMBER: _ClassVar[int]
+    ARMIES_FIELD_NUMBER: _ClassVar[int]
+    GENERALS_FIELD_NUMBER: _ClassVar[int]
+    terrain: Tensor
+    armies: Tensor
+    generals: Tensor
+    def __init__(self, terrain: _Optional[_Union[Tensor, _Mapping]] = ..., armies: _Optional[_Union[Tensor, _Mapping]] = ..., generals: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
 class CreateBatchGamesRequest(_message.Message):
-    __slots__ = ("num_games", "config", "seeds", "open_seats", "turn_deadline_ms", "autoreset", "placement_key", "include_masks", "seat_agents", "push_transitions", "skip_observations")
+    __slots__ = ("num_games", "config", "seeds", "open_seats", "turn_deadline_ms", "autoreset", "placement_key", "include_masks", "seat_agents", "push_transitions", "skip_observations", "maps")
     NUM_GAMES_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +89,7 @@ class CreateBatchGamesRequest(_message.Message):
     SEAT_AGENTS_FIELD_NUMBER: _ClassVar[int]
     PUSH_TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
     SKIP_OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
     num_games: int
     config: GameConfig
     seeds: Tensor
@@ -90,7 +101,8 @@ class CreateBatchGamesRequest(_message.Message):
     seat_agents: _containers.RepeatedScalarFieldContainer[str]
     push_transitions: bool
     skip_observations: bool
-    def __init__(self, num_games: _Optional[int] = ..., config: _Optional[_Union[GameConfig, _Mapping]] = ..., seeds: _Optional[_Union[Tensor, _Mapping]] = ..., open_seats: _Optional[bool] = ..., turn_deadline_ms: _Optional[float] = ..., autoreset: _Optional[bool] = ..., placement_key: _Optional[str] = ..., include_masks: _Optional[bool] = ..., seat_agents: _Optional[_Iterable[str]] = ..., push_transitions: _Optional[bool] = ..., skip_observations: _Optional[bool] = ...) -> None: ...
+    maps: GameMaps
+    def __init__(self, num_games: _Optional[int] = ..., config: _Optional[_Union[GameConfig, _Mapping]] = ..., seeds: _Optional[_Union[Tensor, _Mapping]] = ..., open_seats: _Optional[bool] = ..., turn_deadline_ms: _Optional[float] = ..., autoreset: _Optional[bool] = ..., placement_key: _Optional[str] = ..., include_masks: _Optional[bool] = ..., seat_agents: _Optional[_Iterable[str]] = ..., push_transitions: _Optional[bool] = ..., skip_observations: _Optional[bool] = ..., maps: _Optional[_Union[GameMaps, _Mapping]] = ...) -> None: ...
 
 class CreateBatchGamesResponse(_message.Message):
     __slots__ = ("game_ids", "config", "observations", "shard")
@@ -155,16 +167,18 @@ class StepResponse(_message.Message):
     def __init__(self, observations: _Optional[_Union[Observations, _Mapping]] = ..., rewards: _Optional[_Union[Tensor, _Mapping]] = ..., terminated: _Optional[_Union[Tensor, _Mapping]] = ..., truncated: _Optional[_Union[Tensor, _Mapping]] = ..., status: _Optional[_Union[Tensor, _Mapping]] = ..., reset: _Optional[_Union[Tensor, _Mapping]] = ..., final_observations: _Optional[_Union[Observations, _Mapping]] = ...) -> None: ...
 
 class ResetBatchGamesRequest(_message.Message):
-    __slots__ = ("game_ids", "seeds", "include_masks", "shared_view")
+    __slots__ = ("game_ids", "seeds", "include_masks", "shared_view", "maps")
     GAME_IDS_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_MASKS_FIELD_NUMBER: _ClassVar[int]
     SHARED_VIEW_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
     game_ids: Tensor
     seeds: Tensor
     include_masks: bool
     shared_view: str
-    def __init__(self, game_ids: _Optional[_Union[Tensor, _Mapping]] = ..., seeds: _Optional[_Union[Tensor, _Mapping]] = ..., include_masks: _Optional[bool] = ..., shared_view: _Optional[str] = ...) -> None: ...
+    maps: GameMaps
+    def __init__(self, game_ids: _Optional[_Union[Tensor, _Mapping]] = ..., seeds: _Optional[_Union[Tensor, _Mapping]] = ..., include_masks: _Optional[bool] = ..., shared_view: _Optional[str] = ..., maps: _Optional[_Union[GameMaps, _Mapping]] = ...) -> None: ...
 
 class CloseBatchGamesRequest(_message.Message):
     __slots__ = ("game_ids",)
