@@ -15,7 +15,7 @@ from gameserver.engine.config import CITY, PLAIN
 from gameserver.engine.maps import GameMap, MapBatch
 from gameserver.fleet.durability import Durability
 from gameserver.fleet.recovery import recover
-from gameserver.fleet.store import FleetStore
+from gameserver.fleet.store import FleetStore, StoreUnavailableError
 from gameserver.pool import GamePool
 
 CONFIG = GameConfig(height=8, width=8, max_ticks=60)  # test_recovery's: its durable() makes these
@@ -123,3 +123,20 @@ def test_off_mode_passes_maps_through():
     pool.reset(ids[:1], maps=maps[1:])
     assert GameMap.of_game(pool.batch, pool.slots_of(ids[:1])[0]).terrain.tolist() == maps[1].terrain.tolist()
     durability.close()
+
+
+def test_fail_mode_refuses_map_calls_while_redis_is_down_and_changes_nothing(redis_server, store):
+    durability, pool = durable(store, retry_s=0.0)
+    ids = pool.create(2, key_hash=KEY, maps=some_maps(2, 4))
+    state = {name: a.copy() for name, a in pool.batch.arrays().items()}
+    redis_server.kill()
+    with pytest.raises(StoreUnavailableError):
+        pool.reset(ids, maps=some_maps(2, 6))
+    with pytest.raises(StoreUnavailableError):
+        pool.create(2, key_hash=KEY, maps=some_maps(2, 6))
+    np.testing.assert_array_equal(pool.ids, ids)
+    for name, array in pool.batch.arrays().items():
+        np.testing.assert_array_equal(
+            array[pool.slots_of(ids)], state[name][pool.slots_of(ids)], err_msg=name
+        )
+    durability.close(flush=False)
