@@ -419,9 +419,10 @@ class GamePool:
         """Every player's fog-of-war view of these games."""
         return observe(self.batch, self.select(ids).slots, out, checked=True)
 
-    def masks(self, ids: object) -> np.ndarray:
-        """Legal moves, bit-packed uint8[B, players, mask bytes] (see engine.action_masks)."""
-        return action_masks(self.batch, self.select(ids).slots, checked=True)
+    def masks(self, ids: object, out: np.ndarray | None = None) -> np.ndarray:
+        """Legal moves, bit-packed uint8[B, players, mask bytes] (see engine.action_masks), in `out`
+        when given."""
+        return action_masks(self.batch, self.select(ids).slots, out, checked=True)
 
     def _lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._index_ids.size == 0:

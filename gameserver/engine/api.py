@@ -177,11 +177,22 @@ def observe(
     return out
 
 
-def action_masks(batch: GameBatch, slots: object, *, checked: bool = False) -> np.ndarray:
-    """Legal moves, bit-packed: uint8[B, P, mask_bytes], bit t*4+d (little bit order)."""
+def action_masks(
+    batch: GameBatch, slots: object, out: np.ndarray | None = None, *, checked: bool = False
+) -> np.ndarray:
+    """Legal moves, bit-packed: uint8[B, P, mask_bytes], bit t*4+d (little bit order).
+
+    `out`: written in place and returned (every byte: the kernel clears each row first), e.g. a
+    client's shared view, which then needs no copy of the masks."""
     s = slots if checked else check_slots(batch, slots)
     cfg = batch.config
-    out = np.zeros((s.size, cfg.players, mask_bytes(cfg.tiles)), np.uint8)
+    shape = (s.size, cfg.players, mask_bytes(cfg.tiles))
+    if out is None:
+        out = np.zeros(shape, np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(
+            f"out must be a writable C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}"
+        )
     kernel = mask_serial if s.size < SERIAL_BELOW else mask_parallel
     kernel(batch.armies, batch.owner, batch.terrain, s, cfg.height, cfg.width, out)
     return out
