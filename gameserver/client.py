@@ -16,10 +16,10 @@ sent a view of each game; a game's first delta lists all its tiles. Keep the pla
 One delta consumer per game: two clients asking deltas of the same game break each other.
 
 Shared views (client and shard on one host): name a `SharedView` in `step`, `states` or
-`reset` and the shard writes the observation planes straight into that shared-memory
-segment; the reply carries only rewards, flags and masks, and the planes returned are views
-of the segment, valid until the next call that names it. A shard on another host refuses
-with FailedPrecondition (call without a view then):
+`reset` and the shard writes the observation planes, and the masks when asked, straight into
+that shared-memory segment; the reply carries only rewards and flags, and the planes and
+masks returned are views of the segment, valid until the next call that names it. A shard on
+another host refuses with FailedPrecondition (call without a view then):
 
     with SharedView(created.config, 4096) as view:
         result = fleet.step(created.ids, actions, view=view)  # result.observations.codes: in view
@@ -264,10 +264,14 @@ def _topology(reply: pb.Topology) -> Topology:
 
 def _reader(name: str, request: Any, view: SharedView | None) -> Callable[[bytes], Any]:
     """The parser of a call's reply; with a view, the planes are its rows for the call's games
-    (checked before the call is sent: a view too small is refused here)."""
+    and so are the masks, when asked (checked before the call is sent: a view too small is
+    refused here)."""
     if view is None:
         return _READERS[name]
-    return functools.partial(_READERS[name], shared=view.rows(int(request.game_ids.shape[0])))
+    observation, masks = view.layout(int(request.game_ids.shape[0]))
+    return functools.partial(
+        _READERS[name], shared=observation, shared_masks=masks if request.include_masks else None
+    )
 
 
 def _method(channel: Any, name: str, streaming: bool = False) -> Any:

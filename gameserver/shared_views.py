@@ -1,19 +1,34 @@
-"""Observation planes in shared memory, for clients on the same host as their shard.
+"""Observation planes and masks in shared memory, for clients on the same host as their shard.
 
 Over gRPC a 4096-game step reply is 10 MB, and moving it through loopback costs several
 times what the engine takes to step those games. A client on the same host can instead
-create a shared-memory segment laid out as one packed observation buffer (codec layout),
-name it in its requests (`shared_view`), and let the shard's fused step+observe kernel
-write straight into it: the reply then carries only rewards, flags and masks, and the
-client's arrays are the very bytes the engine wrote. Request/reply ordering is the
-synchronisation: the shard writes before it replies, and writes again only when a call
-names the segment again. A call for n games uses the first bytes of the segment laid out
-for n games (`SharedView.rows(n)`), so one segment serves any batch up to its size.
+create a shared-memory segment, name it in its requests (`shared_view`), and let the shard's
+fused step+observe kernel write straight into it: the reply then carries only rewards and
+flags, and the client's arrays are the very bytes the engine wrote. Request/reply ordering is
+the synchronisation: the shard writes before it replies, and writes again only when a call
+names the segment again.
+
+Layout: a call for n games uses the first bytes of the segment laid out for n games
+(`SharedView.rows(n)`, `SharedView.mask_rows(n)`), so one segment serves any batch up to its
+size: one packed observation buffer (codec layout), then, when the call asks for masks
+(include_masks), their masks uint8 [n, players, mask bytes] at the next 8-byte boundary
+(`codec.view_nbytes`), written by the mask kernel straight into the segment right after the
+step. A segment that holds masks says so: its last 8 bytes are MASKS_MARK.
+
+Older clients: their segments hold the planes only and end without the mark (MASKS_MARK
+starts with 0xFF, which no observation code is, so the planes' last bytes never read as one).
+For such a segment the shard writes the planes and sends asked masks in the reply, as before:
+old clients keep working unchanged. The mark, not the size, decides, because the size cannot:
+an older client's segment for 8 games holds the planes and masks of 5, and that client reads
+its masks from the reply only. A marked segment too small for the call's masks is refused
+(NoRoomForMasks, FAILED_PRECONDITION on the wire) before any game changes: the client asked
+for masks in the segment and would otherwise not find them there. `SharedView(..., masks=False)`
+makes a planes-only segment (masks, when asked, on the wire).
 
 Names are "gamefleet-view-" and 1 to 64 letters, digits, '_' or '-', so a shard opens
 nothing but GameFleet segments. A shard on another host cannot open the segment and
 refuses the call (SharedViewUnavailable, FAILED_PRECONDITION on the wire), so a client
-falls back to planes on the wire.
+falls back to the wire.
 
 Trust: the segment's owner is a local process. The shard checks the segment's size on
 every call (a segment shrunk after mapping would fault the shard on write) and drops its
@@ -31,6 +46,9 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
+from typing import NamedTuple
+
+import numpy as np
 
 from .engine import GameConfig, Observation
 from .wire import codec
@@ -38,31 +56,48 @@ from .wire import codec
 PREFIX = "gamefleet-view-"
 _NAME = re.compile(re.escape(PREFIX) + r"[A-Za-z0-9_-]{1,64}")
 OPEN_LIMIT = 16  # segments a shard keeps mapped (least recently used closed first)
+MASKS_MARK = b"\xffmasks01"  # the last 8 bytes of a segment that holds masks after the planes
 
 
-def _layout(buffer: memoryview, games: int, config: GameConfig) -> Observation:
-    return codec.unpack_observation(
-        buffer[: codec.observation_nbytes(games, config.players, config.tiles)],
-        games,
-        config.players,
-        config.tiles,
-    )
+class ViewRows(NamedTuple):
+    """The planes of a call's games in a segment, and their masks (None: not in the segment)."""
+
+    observation: Observation
+    masks: np.ndarray | None
+
+
+def _layout(buffer: memoryview, games: int, config: GameConfig, masks: bool) -> ViewRows:
+    p, t = config.players, config.tiles
+    observation = codec.unpack_observation(buffer[: codec.observation_nbytes(games, p, t)], games, p, t)
+    return ViewRows(observation, codec.unpack_masks(buffer, games, p, t) if masks else None)
+
+
+def _marked(segment: mmap.mmap) -> bool:
+    return len(segment) >= len(MASKS_MARK) and segment[-len(MASKS_MARK) :] == MASKS_MARK
 
 
 class SharedView:
-    """A client-owned segment for up to `games` games of `config`; `observation` views all of it.
+    """A client-owned segment for up to `games` games of `config`: `observation` views the planes
+    of all of them, `masks` their masks (None with masks=False: a planes-only segment, whose
+    calls get asked masks on the wire).
 
     Registered with multiprocessing's resource tracker, as SharedMemory does, so the segment
     is removed even if the client dies without closing it.
     """
 
-    def __init__(self, config: GameConfig, games: int) -> None:
+    def __init__(self, config: GameConfig, games: int, *, masks: bool = True) -> None:
         if games < 1:
             raise ValueError(f"a shared view holds at least 1 game, got {games}")
         self.config = config
         self.games = games
+        self.holds_masks = masks
         self.name = PREFIX + secrets.token_hex(8)
-        size = codec.observation_nbytes(games, config.players, config.tiles)
+        p, t = config.players, config.tiles
+        size = (
+            codec.view_nbytes(games, p, t) + len(MASKS_MARK)
+            if masks
+            else codec.observation_nbytes(games, p, t)
+        )
         fd = _posixshmem.shm_open("/" + self.name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
         try:
             os.ftruncate(fd, size)
@@ -73,22 +108,34 @@ class SharedView:
         finally:
             os.close(fd)
         resource_tracker.register("/" + self.name, "shared_memory")
-        self.observation = _layout(memoryview(self._segment), games, config)
-        self._rows = self.observation
+        if masks:
+            self._segment[-len(MASKS_MARK) :] = MASKS_MARK
+        self._rows = _layout(memoryview(self._segment), games, config, masks)
+        self.observation, self.masks = self._rows
+
+    def layout(self, games: int) -> ViewRows:
+        """The planes and masks a call for `games` games writes (the segment's first bytes, laid out
+        for them); masks None in a planes-only segment."""
+        if not 1 <= games <= self.games:
+            raise ValueError(f"shared view {self.name} holds 1 to {self.games} games, not {games}")
+        if self._rows.observation.games != games:
+            self._rows = _layout(memoryview(self._segment), games, self.config, self.holds_masks)
+        return self._rows
 
     def rows(self, games: int) -> Observation:
         """The planes a call for `games` games wrote (the segment's first bytes, laid out for them)."""
-        if not 1 <= games <= self.games:
-            raise ValueError(f"shared view {self.name} holds 1 to {self.games} games, not {games}")
-        if self._rows.games != games:
-            self._rows = _layout(memoryview(self._segment), games, self.config)
-        return self._rows
+        return self.layout(games).observation
+
+    def mask_rows(self, games: int) -> np.ndarray | None:
+        """The masks a call for `games` games with include_masks wrote (after its planes); None in a
+        planes-only segment (masks=False)."""
+        return self.layout(games).masks
 
     def close(self) -> None:
         """Remove the segment. Arrays still held keep their mapping alive until they go."""
         if self._segment is None:
             return
-        self.observation = self._rows = None  # type: ignore[assignment]
+        self.observation = self.masks = self._rows = None  # type: ignore[assignment]
         with contextlib.suppress(BufferError):  # views still held: unmapped with the last of them
             self._segment.close()
         self._segment = None
@@ -104,18 +151,23 @@ class SharedView:
 
 
 class SharedViewError(ValueError):
-    """A segment name that is not a GameFleet view, or a segment too small for the call's games."""
+    """A segment name that is not a GameFleet view, or a segment too small for the call's planes."""
 
 
 class SharedViewUnavailable(SharedViewError):
     """No such segment on this host (the client is elsewhere, or removed it)."""
 
 
+class NoRoomForMasks(SharedViewError):
+    """A segment marked for masks (MASKS_MARK) that holds the call's planes but not their masks."""
+
+
 @dataclass
 class _Mapped:
     fd: int
     segment: mmap.mmap
-    views: Observation | None = None  # laid out for the last call's games
+    views: ViewRows | None = None  # laid out for the last call's games
+    key: tuple[int, int, int, bool] = (0, 0, 0, False)  # games, players, tiles, masks of `views`
 
 
 class SharedViewCache:
@@ -129,14 +181,18 @@ class SharedViewCache:
     def __init__(self) -> None:
         self._open: OrderedDict[str, _Mapped] = OrderedDict()
 
-    def views(self, name: str, config: GameConfig, games: int) -> Observation:
-        """Writable planes for `games` games of `config` in segment `name` (request order)."""
+    def views(self, name: str, config: GameConfig, games: int, masks: bool = False) -> ViewRows:
+        """Writable planes for `games` games of `config` in segment `name` (request order), and with
+        `masks` (the call asks for them) their masks when the segment is marked for them (None:
+        a planes-only segment, the masks go in the reply). Raises before any write: see the
+        module docstring for what is refused how."""
         if not _NAME.fullmatch(name):
             raise SharedViewError(
                 f"shared_view {name[:80]!r} is not a GameFleet view name "
                 f"({PREFIX!r} and 1-64 letters, digits, '_' or '-')"
             )
-        size = codec.observation_nbytes(games, config.players, config.tiles)
+        p, t = config.players, config.tiles
+        size = codec.observation_nbytes(games, p, t)
         entry = self._open.get(name)
         if entry is not None:
             stat = os.fstat(entry.fd)
@@ -145,15 +201,24 @@ class SharedViewCache:
                 entry = None
         if entry is None:
             entry = self._map(name)
-        if len(entry.segment) < size:
+        length = len(entry.segment)
+        if length < size:
             raise SharedViewError(
-                f"shared_view {name!r} holds {len(entry.segment)} bytes; {games} games of "
-                f"{config.height}x{config.width}, {config.players} players need {size}"
+                f"shared_view {name!r} holds {length} bytes; {games} games of "
+                f"{config.height}x{config.width}, {p} players need {size}"
+            )
+        in_view = masks and _marked(entry.segment)
+        if in_view and length < codec.view_nbytes(games, p, t) + len(MASKS_MARK):
+            raise NoRoomForMasks(
+                f"shared_view {name!r} holds {length} bytes: the planes of {games} games of "
+                f"{config.height}x{config.width}, {p} players, but not their masks, which need "
+                f"{codec.view_nbytes(games, p, t) + len(MASKS_MARK)} with the mark; nothing changed. "
+                f"Make the view for at least {games} games, or send the call without it"
             )
         self._open.move_to_end(name)
-        views = entry.views
-        if views is None or views.games != games or views.codes.shape[1:] != (config.players, config.tiles):
-            entry.views = _layout(memoryview(entry.segment), games, config)
+        key = (games, p, t, in_view)
+        if entry.views is None or entry.key != key:
+            entry.views, entry.key = _layout(memoryview(entry.segment), games, config, in_view), key
         return entry.views
 
     def close(self) -> None:

@@ -45,6 +45,8 @@ def test_vector_env_steps_through_the_fleet_like_in_process(fleet, shared_view):
         np.testing.assert_array_equal(info["action_mask"], local_info["action_mask"])
     assert truncated.all()
     assert (backend.view is not None) == shared_view
+    if shared_view:  # the masks the adapter reads, like its planes, are the segment's bytes
+        assert backend.masks(remote.game_ids) is backend.view.masks
     obs, *_ = remote.step(first_legal(info["action_mask"]))  # the new episodes go on
     assert obs.shape == (4, *remote.single_observation_space.shape)
     ids = remote.game_ids

@@ -108,9 +108,11 @@ class PoolEntry:
         out: Observation | None = None,
         *,
         fresh: bool = True,
+        out_masks: np.ndarray | None = None,
     ) -> Views:
         """Views of these games: planes, masks, delta. The planes are written into `out` (scratch
-        when None) unless `fresh` is False: then `out` already holds them (a step wrote them)."""
+        when None) unless `fresh` is False: then `out` already holds them (a step wrote them).
+        The masks, when asked, go into `out_masks` (a shared view's) or a new array."""
         if out is None or fresh:
             out = self.pool.observe(chosen, self.out(chosen.size) if out is None else out)
         if delta:
@@ -118,7 +120,7 @@ class PoolEntry:
         else:
             self.deltas.record(chosen.ids, out.codes, out.armies)
             change = None
-        return Views(out, self.pool.masks(chosen) if masks else None, change)
+        return Views(out, self.pool.masks(chosen, out_masks) if masks else None, change)
 
 
 @dataclass
@@ -307,14 +309,17 @@ class ShardGames:
         delta: bool,
         finish: Callable[[Views], T],
         out: Observation | None = None,
+        out_masks: np.ndarray | None = None,
     ) -> T:
-        """The games' current views; `out` (a shared view, request order) receives the planes."""
+        """The games' current views; `out` (a shared view, request order) receives the planes,
+        `out_masks` (its masks block, when the call asks masks) the masks."""
 
         def work() -> T:
             parts = [
-                e.observe(chosen, masks, delta, _direct(out, rows)) for e, chosen, rows in route.select()
+                e.observe(chosen, masks, delta, _direct(out, rows), out_masks=_direct(out_masks, rows))
+                for e, chosen, rows in route.select()
             ]
-            return finish(_into(out, _merge_views(route, parts)))
+            return finish(_into(out, out_masks, _merge_views(route, parts)))
 
         return await self._locked(route.entries, route.size, work)
 
@@ -328,9 +333,11 @@ class ShardGames:
         delta: bool,
         finish: Callable[[ShardStep], T],
         out: Observation | None = None,
+        out_masks: np.ndarray | None = None,
     ) -> T:
         """One tick of every game of the route: actions int32 [games, players], already range-checked.
-        `out` (a shared view, request order) receives the planes."""
+        `out` (a shared view, request order) receives the planes, `out_masks` the masks: the mask
+        kernel writes them there right after the step (no copy of either)."""
 
         def work() -> T:
             started = time.perf_counter()
@@ -354,14 +361,21 @@ class ShardGames:
                             planes,
                         )
                     views = (
-                        entry.observe(chosen, masks, delta, result.observation, fresh=False)
+                        entry.observe(
+                            chosen,
+                            masks,
+                            delta,
+                            result.observation,
+                            fresh=False,
+                            out_masks=_direct(out_masks, rows),
+                        )
                         if observe
                         else None
                     )
                     parts.append((finished, result, views))
                 stepped = _merge_steps(route, parts)
                 if stepped.views is not None:
-                    stepped.views = _into(out, stepped.views)
+                    stepped.views = _into(out, out_masks, stepped.views)
                 reply = finish(stepped)
             finally:  # mode log: the steps' entries confirmed before the reply goes out
                 for entry in route.entries:
@@ -380,9 +394,11 @@ class ShardGames:
         finish: Callable[[Views], T],
         out: Observation | None = None,
         maps: MapBatch | None = None,
+        out_masks: np.ndarray | None = None,
     ) -> T:
         """New episodes for the route's games: maps from `seeds` (else derived), or `maps` (checked,
-        request order); `out` (a shared view, request order) receives the first views' planes."""
+        request order); `out` (a shared view, request order) receives the first views' planes,
+        `out_masks` their masks (as in `observe`)."""
 
         def work() -> T:
             selected = route.select()
@@ -390,8 +406,11 @@ class ShardGames:
             for (entry, chosen, rows), (_, part_seeds, _) in zip(selected, seed_parts, strict=True):
                 part_maps = maps if maps is None or rows is None else maps.rows(rows)
                 entry.recorder.reset(chosen, part_seeds, part_maps)
-            parts = [e.observe(chosen, masks, False, _direct(out, rows)) for e, chosen, rows in selected]
-            return finish(_into(out, _merge_views(route, parts)))
+            parts = [
+                e.observe(chosen, masks, False, _direct(out, rows), out_masks=_direct(out_masks, rows))
+                for e, chosen, rows in selected
+            ]
+            return finish(_into(out, out_masks, _merge_views(route, parts)))
 
         return await self._locked(route.entries, route.size, work)
 
@@ -603,19 +622,22 @@ def _merge_views(route: Route, parts: Sequence[Views]) -> Views:
     return _full_if_smaller(merged)
 
 
-def _direct(out: Observation | None, rows: np.ndarray | None) -> Observation | None:
-    """Where a group writes its planes: straight into `out` when it holds the whole request,
-    else its scratch (None), copied into `out` after the merge by `_into`."""
+def _direct(out: T | None, rows: np.ndarray | None) -> T | None:
+    """Where a group writes its planes (or masks): straight into `out` when it holds the whole
+    request, else its scratch (None), copied into `out` after the merge by `_into`."""
     return out if rows is None else None
 
 
-def _into(out: Observation | None, views: Views) -> Views:
-    """The merged views with their planes in `out` (already there when one group wrote them)."""
-    if out is None or views.observation.codes is out.codes:
-        return views
-    for name in _FIELDS:
-        getattr(out, name)[...] = getattr(views.observation, name)
-    views.observation = out
+def _into(out: Observation | None, out_masks: np.ndarray | None, views: Views) -> Views:
+    """The merged views with their planes in `out` and their masks in `out_masks` (already there
+    when one group wrote them)."""
+    if out is not None and views.observation.codes is not out.codes:
+        for name in _FIELDS:
+            getattr(out, name)[...] = getattr(views.observation, name)
+        views.observation = out
+    if out_masks is not None and views.masks is not None and views.masks is not out_masks:
+        out_masks[...] = views.masks
+        views.masks = out_masks
     return views
 
 

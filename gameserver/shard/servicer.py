@@ -32,7 +32,7 @@ from google.protobuf.message import Message
 
 from ..engine import GameConfig, Observation, mask_bytes
 from ..sharding import DEFAULT_VIRTUAL_NODES, placement_hash
-from ..shared_views import SharedViewCache, SharedViewUnavailable
+from ..shared_views import NoRoomForMasks, SharedViewCache, SharedViewUnavailable, ViewRows
 from ..telemetry import tracing
 from ..wire import codec
 from ..wire import replies as wire
@@ -70,24 +70,24 @@ _REPLY_OVERHEAD = 4096  # bytes of framing and small fields in any reply
 _STRANGER = "this fleet needs a token: without it, only seat calls (JoinGame, seats with seat_tokens)"
 
 
-def _observations(views: Views, shared: bool = False) -> wire.Body:
-    return wire.observations(views.observation, views.masks, views.delta, shared=shared)
+def _observations(views: Views, out: ViewRows | None = None) -> wire.Body:
+    """The reply's Observations; with `out` (the call's shared view) neither the planes nor the
+    masks it holds (a planes-only segment's masks still travel)."""
+    if out is None:
+        return wire.observations(views.observation, views.masks, views.delta)
+    return wire.observations(views.observation, None if out.masks is not None else views.masks, shared=True)
 
 
-def _step_reply(stepped: ShardStep, shared: bool = False) -> bytes:
+def _step_reply(stepped: ShardStep, out: ViewRows | None = None) -> bytes:
     return wire.step_response(
         stepped.rewards,
         stepped.terminated,
         stepped.truncated,
         stepped.status,
         stepped.reset,
-        None if stepped.views is None else _observations(stepped.views, shared),
+        None if stepped.views is None else _observations(stepped.views, out),
         None if stepped.final is None else wire.observations(stepped.final),
     ).to_bytes()
-
-
-def _shared_step_reply(stepped: ShardStep) -> bytes:
-    return _step_reply(stepped, shared=True)
 
 
 def _refuse(handler: Callable[..., Awaitable[bytes]]) -> Callable[..., Awaitable[bytes]]:
@@ -198,8 +198,8 @@ class BatchGameServicer:
             route,
             masks=request.include_masks,
             delta=request.delta,
-            finish=lambda views: _observations(views, out is not None).to_bytes(),
-            out=out,
+            finish=lambda views: _observations(views, out).to_bytes(),
+            **_shared_out(out),
         )
         self.games.acknowledge_restored(route.ids)  # the client has seen where they stand
         return reply
@@ -233,8 +233,8 @@ class BatchGameServicer:
             seeds,
             maps=maps,
             masks=request.include_masks,
-            finish=lambda views: _observations(views, out is not None).to_bytes(),
-            out=out,
+            finish=lambda views: _observations(views, out).to_bytes(),
+            **_shared_out(out),
         )
 
     @_refuse
@@ -308,20 +308,21 @@ class BatchGameServicer:
             observe=observe,
             masks=request.include_masks,
             delta=request.delta,
-            finish=_step_reply if out is None else _shared_step_reply,
-            out=out,
+            finish=lambda stepped: _step_reply(stepped, out),
+            **_shared_out(out),
         )
 
-    def _shared_view(self, request: Message, route: Route) -> Observation | None:
-        """The planes of the shared view a request names (checked before any game changes)."""
+    def _shared_view(self, request: Message, route: Route) -> ViewRows | None:
+        """The planes, and with include_masks the masks, of the shared view a request names
+        (checked before any game changes; what is refused how: shared_views' docstring)."""
         name = request.shared_view
         if not name:
             return None
         if getattr(request, "delta", False):
             raise InvalidArgument("shared_view and delta exclude each other: the view is the full planes")
         try:
-            return self.shared_views.views(name, route.config, route.ids.size)
-        except SharedViewUnavailable as error:
+            return self.shared_views.views(name, route.config, route.ids.size, masks=request.include_masks)
+        except (SharedViewUnavailable, NoRoomForMasks) as error:
             raise FailedPrecondition(str(error)) from None
 
     async def _route(self, request: Message, *, reading: bool = False) -> Route:
@@ -357,6 +358,11 @@ class BatchGameServicer:
                 f"could reach {size} bytes, over the {self.max_message_bytes}-byte message limit: "
                 "send fewer games per call (or skip_observations, or no masks)"
             )
+
+
+def _shared_out(out: ViewRows | None) -> dict[str, Observation | np.ndarray | None]:
+    """ShardGames' `out` and `out_masks` arguments for a call's shared view (None: none)."""
+    return {} if out is None else {"out": out.observation, "out_masks": out.masks}
 
 
 def _batch_attributes(

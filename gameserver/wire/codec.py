@@ -2,7 +2,8 @@
 
 - Arrays: raw little-endian bytes; `decode_array` is an `np.frombuffer` view of the message.
 - Observations: the proto's five tensors (views both ways, checked against each other), or
-  one packed buffer at aligned offsets that the engine can write into directly.
+  one packed buffer at aligned offsets that the engine can write into directly (a shared
+  view's layout: that buffer, then the masks at the next 8-byte boundary).
 - Actions: int32 [games, players] flat moves, or generals-bots [games, players, 5].
 - Snapshots: the exact state of some slots, self-describing and checksummed (for Redis).
 - Deltas: only the observation tiles that changed since the client's last view.
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..engine import GameBatch, GameConfig, Observation
 from ..engine.actions import from_generals_bots
-from ..engine.checks import check_slots
+from ..engine.checks import check_slots, mask_bytes
 from ..engine.config import GENERAL, PASS, TRUNCATED
 
 _WIRE_NAMES = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
@@ -168,6 +169,31 @@ def unpack_observation(buf: object, games: int, players: int, tiles: int) -> Obs
         for name, dtype, shape, offset in _observation_blocks(games, players, tiles)
     }
     return Observation(**arrays)
+
+
+def masks_offset(games: int, players: int, tiles: int) -> int:
+    """Where the masks of `games` games start after their packed observation buffer (a shared
+    view's layout): the next 8-byte boundary."""
+    return _align(observation_nbytes(games, players, tiles))
+
+
+def view_nbytes(games: int, players: int, tiles: int) -> int:
+    """Bytes of a packed observation buffer followed by the games' masks, uint8 [games, players,
+    mask_bytes(tiles)] at `masks_offset` (the layout a shared view holds for a call of `games`)."""
+    return masks_offset(games, players, tiles) + games * players * mask_bytes(tiles)
+
+
+def unpack_masks(buf: object, games: int, players: int, tiles: int) -> np.ndarray:
+    """A view of the masks block of a buffer laid out by `view_nbytes` (no copy); the buffer may
+    be longer (a shared view sized for more games)."""
+    view = _bytes_view(buf)
+    start, shape = masks_offset(games, players, tiles), (games, players, mask_bytes(tiles))
+    if view.nbytes < start + math.prod(shape):
+        raise ValueError(
+            f"buffer holds {view.nbytes} bytes, but the masks of {games} games x {players} players x "
+            f"{tiles} tiles end at {start + math.prod(shape)}"
+        )
+    return np.frombuffer(view, np.uint8, math.prod(shape), start).reshape(shape)
 
 
 def allocate_observation(config: GameConfig, games: int) -> tuple[np.ndarray, Observation]:

@@ -146,7 +146,8 @@ def observations(
     shared: bool = False,
 ) -> Body:
     """An Observations body: full planes, or with `delta` the changed tiles instead of the planes,
-    or with `shared` (the planes were written into the caller's shared view) the masks only."""
+    or with `shared` (the planes were written into the caller's shared view) the masks only, when
+    given (None also where the shared view holds them: the body is then empty)."""
     body = Body()
     names = () if shared else _COUNTERS if delta is not None else (*_PLANES, *_COUNTERS)
     for name in names:
@@ -348,26 +349,42 @@ def _tensor_message(tensor: pb.Tensor) -> np.ndarray:
     return np.frombuffer(data, dt, count).reshape(shape)
 
 
-def _observations(buf: bytes, span: tuple[int, int], shared: Observation | None = None) -> Observations:
-    """With `shared` (the caller's shared view), planes absent from the message are taken from it."""
+def _observations(
+    buf: bytes,
+    span: tuple[int, int],
+    shared: Observation | None = None,
+    shared_masks: np.ndarray | None = None,
+) -> Observations:
+    """With `shared` (the caller's shared view), planes absent from the message are taken from it,
+    and with `shared_masks` (its masks, when the call asked them) masks absent from the message."""
     spans = _spans(buf, *span)
     return _observations_of(
         {name: _tensor(buf, spans[number]) for name, number in _OBSERVATIONS.items() if number in spans},
         shared,
+        shared_masks,
     )
 
 
-def _observations_message(message: pb.Observations, shared: Observation | None = None) -> Observations:
+def _observations_message(
+    message: pb.Observations, shared: Observation | None = None, shared_masks: np.ndarray | None = None
+) -> Observations:
     return _observations_of(
         {name: _tensor_message(getattr(message, name)) for name in _OBSERVATIONS if message.HasField(name)},
         shared,
+        shared_masks,
     )
 
 
-def _observations_of(arrays: dict[str, np.ndarray], shared: Observation | None) -> Observations:
-    """Observations from a message's tensors, checked: every shape and dtype agrees with the others."""
+def _observations_of(
+    arrays: dict[str, np.ndarray], shared: Observation | None, shared_masks: np.ndarray | None = None
+) -> Observations:
+    """Observations from a message's tensors, checked: every shape and dtype agrees with the others.
+    Masks in the message win over `shared_masks` (a shard from before masks moved into the view
+    sends them; so does any shard for a planes-only view)."""
     if shared is not None and not arrays.keys() & {*_PLANES, *_COUNTERS, "delta_index"}:
         arrays |= {name: getattr(shared, name) for name in (*_PLANES, *_COUNTERS)}
+        if shared_masks is not None and "masks" not in arrays:
+            arrays["masks"] = shared_masks
     land = arrays.get("land")
     games, players = land.shape if land is not None and land.ndim == 2 else (-1, -1)
     codes = arrays.get("codes")
@@ -416,24 +433,31 @@ def _parsed(message: type[Message], data: bytes) -> Message:
         raise ValueError(f"not a valid {message.DESCRIPTOR.full_name}: {error}") from None
 
 
-def read_observations(data: bytes, shared: Observation | None = None) -> Observations:
-    """An Observations reply; `shared`: the planes of the shared view the call named."""
+def read_observations(
+    data: bytes, shared: Observation | None = None, shared_masks: np.ndarray | None = None
+) -> Observations:
+    """An Observations reply; `shared`: the planes of the shared view the call named,
+    `shared_masks`: its masks, when the call asked for masks and the view holds them."""
     if len(data) < PARSE_BELOW:
-        return _observations_message(_parsed(pb.Observations, data), shared)
-    return _observations(data, (0, len(data)), shared)
+        return _observations_message(_parsed(pb.Observations, data), shared, shared_masks)
+    return _observations(data, (0, len(data)), shared, shared_masks)
 
 
-def read_step(data: bytes, shared: Observation | None = None) -> StepReply:
-    """A StepResponse; `shared`: the planes of the shared view the call named."""
+def read_step(
+    data: bytes, shared: Observation | None = None, shared_masks: np.ndarray | None = None
+) -> StepReply:
+    """A StepResponse; `shared` and `shared_masks` as in `read_observations`."""
     if len(data) < PARSE_BELOW:
-        return _step_message(_parsed(pb.StepResponse, data), shared)
+        return _step_message(_parsed(pb.StepResponse, data), shared, shared_masks)
     spans = _spans(data, 0, len(data))
     names = ("rewards", "terminated", "truncated", "status", "reset")
     if any(_STEP[name] not in spans for name in names):
         raise ValueError(f"step response without {[n for n in names if _STEP[n] not in spans]}")
     arrays = {name: _tensor(data, spans[_STEP[name]]) for name in names}
     observed = (
-        _observations(data, spans[_STEP["observations"]], shared) if _STEP["observations"] in spans else None
+        _observations(data, spans[_STEP["observations"]], shared, shared_masks)
+        if _STEP["observations"] in spans
+        else None
     )
     final = (
         _observations(data, spans[_STEP["final_observations"]])
@@ -443,13 +467,17 @@ def read_step(data: bytes, shared: Observation | None = None) -> StepReply:
     return StepReply(**arrays, observations=observed, final_observations=final)
 
 
-def _step_message(message: pb.StepResponse, shared: Observation | None) -> StepReply:
+def _step_message(
+    message: pb.StepResponse, shared: Observation | None, shared_masks: np.ndarray | None = None
+) -> StepReply:
     names = ("rewards", "terminated", "truncated", "status", "reset")
     if not all(message.HasField(name) for name in names):
         raise ValueError(f"step response without {[n for n in names if not message.HasField(n)]}")
     arrays = {name: _tensor_message(getattr(message, name)) for name in names}
     observed = (
-        _observations_message(message.observations, shared) if message.HasField("observations") else None
+        _observations_message(message.observations, shared, shared_masks)
+        if message.HasField("observations")
+        else None
     )
     final = (
         _observations_message(message.final_observations) if message.HasField("final_observations") else None
