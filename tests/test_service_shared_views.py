@@ -12,11 +12,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from router_helpers import BackgroundRouter
 
 from gameserver.agents import random_actions
-from gameserver.client import AsyncFleetClient, FailedPrecondition, SharedView
+from gameserver.client import AsyncFleetClient, FailedPrecondition, FleetClient, SharedView
 from gameserver.engine import GameConfig, action_masks, mask_bytes
 from gameserver.router import fanout
+from gameserver.router.topology import StaticSource
 from gameserver.sharding import HashRing
 from gameserver.shared_views import MASKS_MARK, PREFIX, SharedViewCache
 from gameserver.wire import codec
@@ -288,6 +290,24 @@ def test_a_router_refuses_a_view_over_games_of_several_shards():
     with pytest.raises(FailedPrecondition, match="shards"):
         fanout.plan("SubmitBatchActions", raw_step(ids, shared_view=PREFIX + "x"), ring, 4096)
     fanout.plan("SubmitBatchActions", raw_step(ids), ring, 4096)  # without a view it splits
+
+
+def test_a_router_passes_a_view_of_one_shards_games_through_masks_and_all(shard, fleet, games):
+    """The router forwards a call whose games live on one shard as it is: on this host that shard
+    writes planes and masks into the view, and the reply through the router carries neither."""
+    router = BackgroundRouter(StaticSource([shard.address]))
+    try:
+        with SharedView(CONFIG, 5) as view, FleetClient(router.address, timeout=30) as routed:
+            result = routed.step(games, pass_moves(5), masks=True, view=view)
+            assert result.observations.codes is view.observation.codes
+            assert result.observations.masks is view.masks
+            assert_masks(view.masks, shard, fleet, games)
+            with grpc.insecure_channel(router.address) as channel:
+                call = channel.unary_unary("/gamefleet.v1.BatchGameService/SubmitBatchActions")
+                reply = call(raw_step(games, shared_view=view.name, include_masks=True), timeout=30)
+            assert pb.StepResponse.FromString(reply).observations.ByteSize() == 0
+    finally:
+        router.stop()
 
 
 def test_the_shard_drops_a_removed_segment_and_sees_a_shrunk_one():
