@@ -20,6 +20,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from .engine.checks import check_actions
 from .engine.maps import GameMap, MapBatch, check_maps, load_maps
 from .sharding import make_game_ids
 from .wire import codec
+
+if TYPE_CHECKING:  # numba loads only with the kernels
+    from .engine.api import StepVariant
 
 FREE = 0  # `_slot_ids` value of a slot that holds no game; no id is 0 (local ids start at 1)
 
@@ -394,19 +398,21 @@ class GamePool:
         out: Observation | None = None,
         *,
         checked: bool = False,
+        variant: StepVariant | None = None,
     ) -> PoolStep:
         """Play one tick of these games: actions int[B, players] of flat moves (-1 = pass).
 
         With `observe`, post-step views are written by the fused step+observe kernel into
         `out` (e.g. views of a wire buffer from `codec.allocate_observation`) or a new buffer.
         `checked`: the actions are already range-checked int32 (a server decoded them).
+        `variant`: engine.step's (its per-game work sees the views before any autoreset).
         """
         slots = self.select(ids).slots
         moves = actions if checked else check_actions(self.batch, actions, slots.size)
         if observe and out is None:
             out = Observation.allocate(self.config, slots.size)
         out = out if observe else None
-        result = step(self.batch, slots, moves, out, checked=True)
+        result = step(self.batch, slots, moves, out, checked=True, variant=variant)
         reset = (result.terminated | result.truncated) if self.autoreset else np.zeros(slots.size, np.bool_)
         final = None
         if reset.any():

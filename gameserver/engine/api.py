@@ -6,6 +6,9 @@ no game. Kernels never see Python objects, only arrays and ints.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
@@ -95,6 +98,17 @@ def generate(batch: GameBatch, slots: object, seeds: object, *, checked: bool = 
         array[s] = getattr(fresh, name)
 
 
+class StepVariant(NamedTuple):
+    """A kernel pair run instead of step_parallel/step_serial: each takes their arguments, then
+    `args`. Built on kernels.step_range with its own per-game `after` (e.g. the shard's delta
+    encoding, fused into the pass that writes the views), so callers add work per game without
+    the engine knowing what it is."""
+
+    parallel: Callable[..., None]
+    serial: Callable[..., None]
+    args: tuple
+
+
 def step(
     batch: GameBatch,
     slots: object,
@@ -102,12 +116,13 @@ def step(
     out: Observation | None = None,
     *,
     checked: bool = False,
+    variant: StepVariant | None = None,
 ) -> EngineStep:
     """Advance each game in `slots` by one tick; with `out`, also write post-step observations.
 
     `checked`: the caller has validated `slots` (`check_slots`) and `actions` (`check_actions`)
     at its own edge (a pool resolving ids, a server decoding a request), so they are not
-    checked again here.
+    checked again here. `variant`: run its kernels instead (same results, plus their own).
     """
     if checked:
         s, a = slots, actions
@@ -119,30 +134,28 @@ def step(
     cfg = batch.config
     view = out if out is not None else _NO_OUTPUT
     rewards = np.zeros((s.size, cfg.players), np.float32)
-    kernel = step_serial if s.size < SERIAL_BELOW else step_parallel
+    kernels = variant or StepVariant(step_parallel, step_serial, ())
+    kernel = kernels.serial if s.size < SERIAL_BELOW else kernels.parallel
     kernel(
-        batch.armies,
-        batch.owner,
-        batch.terrain,
-        batch.generals,
-        batch.structures,
-        batch.alive,
-        batch.tick,
-        batch.winner,
-        batch.status,
+        (
+            batch.armies,
+            batch.owner,
+            batch.terrain,
+            batch.generals,
+            batch.structures,
+            batch.alive,
+            batch.tick,
+            batch.winner,
+            batch.status,
+        ),
         s,
         a,
-        cfg.height,
-        cfg.width,
-        cfg.max_ticks,
+        (cfg.height, cfg.width, cfg.max_ticks),
         rewards,
         out is not None,
-        view.codes,
-        view.armies,
-        view.land,
-        view.army,
-        view.tick,
+        (view.codes, view.armies, view.land, view.army, view.tick),
         chunks(s.size),
+        *kernels.args,
     )
     status = batch.status[s]
     return EngineStep(rewards=rewards, terminated=status == TERMINATED, truncated=status == TRUNCATED)

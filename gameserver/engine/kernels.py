@@ -8,36 +8,28 @@ serial form for small batches, where waking the thread pool costs more than the 
 import numba as nb
 import numpy as np
 
+from .config import RUNNING
 from .fog import mask_game, observe_game, observe_scratch
 from .rules import step_game
 
 
 @nb.njit(inline="always", cache=True)
-def _step_range(
-    lo,
-    hi,
-    armies,
-    owner,
-    terrain,
-    generals,
-    structures,
-    alive,
-    tick,
-    winner,
-    status,
-    slots,
-    actions,
-    height,
-    width,
-    max_ticks,
-    rewards,
-    observe,
-    codes_out,
-    armies_out,
-    land_out,
-    army_out,
-    tick_out,
-):
+def no_after(i, finished, after_args, k):
+    """The plain step's per-game hook: nothing."""
+    return k
+
+
+@nb.njit(inline="always", cache=True)
+def step_range(lo, hi, state, slots, actions, dims, rewards, observe, view, after, after_args, k):
+    """Step games slots[lo:hi] (state: the batch's arrays; dims: height, width, max_ticks); when
+    `observe`, write each one's views into row i of `view` and then call
+    `k = after(i, finished, after_args, k)` while they are still in cache; returns k.
+
+    `after` lets a variant kernel (e.g. the shard's delta encoding) work on each game's fresh
+    planes without a second pass; the engine's own kernels pass `no_after`."""
+    armies, owner, terrain, generals, structures, alive, tick, winner, status = state
+    height, width, max_ticks = dims
+    codes_out, armies_out, land_out, army_out, tick_out = view
     movers = np.empty((5, actions.shape[1]), np.int32)
     view_scratch = observe_scratch(height, width)
     for i in range(lo, hi):
@@ -69,113 +61,22 @@ def _step_range(
                 g, armies, owner, terrain, codes_out[i], armies_out[i], land_out[i], army_out[i], view_scratch
             )
             tick_out[i] = tick[g]
+            k = after(i, status[g] != RUNNING, after_args, k)
+    return k
 
 
 @nb.njit(parallel=True, nogil=True, cache=True)
-def step_parallel(
-    armies,
-    owner,
-    terrain,
-    generals,
-    structures,
-    alive,
-    tick,
-    winner,
-    status,
-    slots,
-    actions,
-    height,
-    width,
-    max_ticks,
-    rewards,
-    observe,
-    codes_out,
-    armies_out,
-    land_out,
-    army_out,
-    tick_out,
-    n_chunks,
-):
+def step_parallel(state, slots, actions, dims, rewards, observe, view, n_chunks):
     """Step slots[i] with actions[i]; when `observe`, also write the post-step views of game i."""
     n = slots.shape[0]
     for chunk in nb.prange(n_chunks):
-        _step_range(
-            chunk * n // n_chunks,
-            (chunk + 1) * n // n_chunks,
-            armies,
-            owner,
-            terrain,
-            generals,
-            structures,
-            alive,
-            tick,
-            winner,
-            status,
-            slots,
-            actions,
-            height,
-            width,
-            max_ticks,
-            rewards,
-            observe,
-            codes_out,
-            armies_out,
-            land_out,
-            army_out,
-            tick_out,
-        )
+        lo, hi = chunk * n // n_chunks, (chunk + 1) * n // n_chunks
+        step_range(lo, hi, state, slots, actions, dims, rewards, observe, view, no_after, (), 0)
 
 
 @nb.njit(nogil=True, cache=True)
-def step_serial(
-    armies,
-    owner,
-    terrain,
-    generals,
-    structures,
-    alive,
-    tick,
-    winner,
-    status,
-    slots,
-    actions,
-    height,
-    width,
-    max_ticks,
-    rewards,
-    observe,
-    codes_out,
-    armies_out,
-    land_out,
-    army_out,
-    tick_out,
-    n_chunks,
-):
-    _step_range(
-        0,
-        slots.shape[0],
-        armies,
-        owner,
-        terrain,
-        generals,
-        structures,
-        alive,
-        tick,
-        winner,
-        status,
-        slots,
-        actions,
-        height,
-        width,
-        max_ticks,
-        rewards,
-        observe,
-        codes_out,
-        armies_out,
-        land_out,
-        army_out,
-        tick_out,
-    )
+def step_serial(state, slots, actions, dims, rewards, observe, view, n_chunks):
+    step_range(0, slots.shape[0], state, slots, actions, dims, rewards, observe, view, no_after, (), 0)
 
 
 @nb.njit(inline="always", cache=True)

@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from ..wire import codec
 from .records import EntryId, encode_map_entry, encode_records
 from .registry import FencedError, Generation
 from .store import ORIGIN, FleetStore, LogAppender, StoreUnavailableError
+
+if TYPE_CHECKING:  # numba loads only with the kernels
+    from ..engine.api import StepVariant
 
 Mode = Literal["off", "snapshot", "log"]
 OnRedisError = Literal["fail", "degrade"]
@@ -483,8 +486,9 @@ class PoolRecorder:
         out: Observation | None = None,
         *,
         checked: bool = False,
+        variant: StepVariant | None = None,
     ) -> PoolStep:
-        return self.pool.step(ids, actions, observe, out, checked=checked)
+        return self.pool.step(ids, actions, observe, out, checked=checked, variant=variant)
 
     def reset(
         self, ids: object, seeds: object = None, maps: Sequence[GameMap] | MapBatch | None = None
@@ -562,13 +566,17 @@ class SnapshotRecorder(PoolRecorder):
         out: Observation | None = None,
         *,
         checked: bool = False,
+        variant: StepVariant | None = None,
     ) -> PoolStep:
         self._begin()
         chosen = self.pool.select(ids)
         moves = actions if checked else check_actions(self.pool.batch, actions, chosen.size)
         self._mark(chosen.ids)  # before logging it: see Durability._trim
         result = self._logged(
-            "step", chosen.ids, moves, lambda: self.pool.step(chosen, moves, observe, out, checked=True)
+            "step",
+            chosen.ids,
+            moves,
+            lambda: self.pool.step(chosen, moves, observe, out, checked=True, variant=variant),
         )
         if self._awaiting:  # mode log: confirmed later, by `confirm`
             self._unconfirmed = (chosen.ids, result)

@@ -35,7 +35,7 @@ from ..engine import GameConfig, Observation
 from ..engine.config import RUNNING
 from ..engine.maps import MapBatch
 from ..fleet.durability import Durability, PoolRecorder
-from ..pool import GamePool, Selection, UnguessableIds, UnknownGameError
+from ..pool import GamePool, PoolStep, Selection, UnguessableIds, UnknownGameError
 from ..replay.sink import TransitionSink
 from ..telemetry import metrics, tracing
 from ..wire import codec
@@ -109,14 +109,16 @@ class PoolEntry:
         *,
         fresh: bool = True,
         out_masks: np.ndarray | None = None,
+        change: ObservationDelta | None = None,
     ) -> Views:
         """Views of these games: planes, masks, delta. The planes are written into `out` (scratch
         when None) unless `fresh` is False: then `out` already holds them (a step wrote them).
-        The masks, when asked, go into `out_masks` (a shared view's) or a new array."""
+        The masks, when asked, go into `out_masks` (a shared view's) or a new array. `change`: the
+        delta, already taken (a step fused with the diff: `_step_plain`)."""
         if out is None or fresh:
             out = self.pool.observe(chosen, self.out(chosen.size) if out is None else out)
         if delta:
-            change = self.deltas.encode(chosen.ids, out.codes, out.armies)
+            change = change if change is not None else self.deltas.encode(chosen.ids, out.codes, out.armies)
         else:
             self.deltas.record(chosen.ids, out.codes, out.armies)
             change = None
@@ -348,7 +350,7 @@ class ShardGames:
                     finished = entry.pool.batch.status[chosen.slots] != RUNNING
                     planes = (_direct(out, rows) or entry.out(chosen.size)) if observe else None
                     if entry.role.plain:
-                        result = entry.recorder.step(chosen, moves, observe, planes, checked=True)
+                        result, change = _step_plain(entry, chosen, moves, observe, delta, planes)
                     else:
                         result = step_with_role(
                             entry.recorder,
@@ -360,6 +362,7 @@ class ShardGames:
                             observe,
                             planes,
                         )
+                        change = None
                     views = (
                         entry.observe(
                             chosen,
@@ -368,6 +371,7 @@ class ShardGames:
                             result.observation,
                             fresh=False,
                             out_masks=_direct(out_masks, rows),
+                            change=change,
                         )
                         if observe
                         else None
@@ -647,6 +651,29 @@ def _full_if_smaller(views: Views) -> Views:
     if views.delta is not None and views.delta.index.size * 7 >= views.observation.codes.size * 3:
         views.delta = None
     return views
+
+
+def _step_plain(
+    entry: PoolEntry,
+    chosen: Selection,
+    moves: np.ndarray,
+    observe: bool,
+    delta: bool,
+    planes: Observation | None,
+) -> tuple[PoolStep, ObservationDelta | None]:
+    """A plain pool's step; with a delta asked, taken inside the step kernel (each game's planes
+    diffed while still in cache, not in a second pass: about a tenth of a 4096-game step)."""
+    if not (observe and delta):
+        return entry.recorder.step(chosen, moves, observe, planes, checked=True), None
+    pending = entry.deltas.prepare(chosen.ids, planes.codes, planes.armies)
+    try:
+        result = entry.recorder.step(
+            chosen, moves, True, planes, checked=True, variant=entry.deltas.variant(pending)
+        )
+    except BaseException:  # the store may hold views never sent: these games start over (full)
+        entry.deltas.forget(chosen.ids)
+        raise
+    return result, entry.deltas.finish(pending, result.terminated | result.truncated)
 
 
 def _merge_steps(route: Route, parts: Sequence[tuple[np.ndarray, object, Views | None]]) -> ShardStep:
